@@ -1,0 +1,21 @@
+//! # veil-proto
+//!
+//! Veil's sans-IO protocol engine. It owns the handshake, sessions, the obfuscated wire
+//! format, and the node and relay state machines. It never touches a socket, a TUN device,
+//! a clock or a global RNG: callers pass `now`, unix time and a 32-byte seed, feed it
+//! datagrams and TUN packets, and drain what it wants to send.
+
+pub mod crypto;
+pub mod keys;
+pub mod noise;
+pub mod replay;
+pub mod token;
+pub mod node;
+pub mod relay;
+pub mod types;
+
+pub use keys::{Identity, NetworkKeys, RelayKeys};
+pub use node::Node;
+pub use relay::Relay;
+pub use token::{create_network, JoinToken, RelayInfo, RelayToken, TokenError};
+pub use types::*;

@@ -1,0 +1,252 @@
+//! Types shared by the node and relay state machines and their callers: configuration,
+//! what to transmit, events, status snapshots and counters.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// Largest datagram the engine ever writes; callers' buffers must be at least this big.
+pub const MAX_DATAGRAM: usize = 65_535;
+/// Default MTU of the TUN device. IPv6 needs at least 1280; smaller paths are served by
+/// overlay fragmentation (the MTU work), so the TUN never goes below this.
+pub const DEFAULT_TUN_MTU: u16 = 1280;
+
+/// A datagram to send: the bytes are in the caller's buffer, `buf[..len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// How many bytes of the buffer to send.
+    pub len: usize,
+}
+
+/// Settings of a node's protocol engine. Every field is documented in `docs/config.md`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The relays from the join token, resolved: address and static public key.
+    pub relays: Vec<(SocketAddr, [u8; 32])>,
+    /// The IPv4 pool overlay addresses are claimed from.
+    pub ipv4_pool: (Ipv4Addr, u8),
+    /// The address this node held before (from its state directory); tried first.
+    pub ipv4_hint: Option<Ipv4Addr>,
+    /// Interval of keepalives to the relay while nothing else is sent (0 = off).
+    pub keepalive: Duration,
+    /// A peer session with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// A session is re-keyed after this age.
+    pub rekey_after_time: Duration,
+    /// A session is re-keyed after this many packets sent.
+    pub rekey_after_packets: u64,
+    /// MTU of the TUN device (inner packets up to this size are carried).
+    pub tun_mtu: u16,
+    /// Datagram lengths are padded up to a multiple of this (0 or 1 = no padding).
+    pub pad_bucket: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            relays: Vec::new(),
+            ipv4_pool: (Ipv4Addr::new(100, 64, 0, 0), 10),
+            ipv4_hint: None,
+            keepalive: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            rekey_after_time: Duration::from_secs(120),
+            rekey_after_packets: 1 << 60,
+            tun_mtu: DEFAULT_TUN_MTU,
+            pad_bucket: 64,
+        }
+    }
+}
+
+/// Settings of a relay's engine.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// A node that sends nothing for this long is forgotten (its names expire).
+    pub client_timeout: Duration,
+    /// A session is re-keyed (by the node) after this age; the relay refuses older ones.
+    pub reject_after_time: Duration,
+    /// Datagram lengths are padded up to a multiple of this.
+    pub pad_bucket: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            client_timeout: Duration::from_secs(90),
+            reject_after_time: Duration::from_secs(180),
+            pad_bucket: 64,
+        }
+    }
+}
+
+/// Something the caller may want to act on or log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The rendezvous confirmed our IPv4 claim (persist it in the state directory).
+    Ipv4Assigned(Ipv4Addr),
+    /// A session with the relay is up and the node is registered.
+    RelayUp(SocketAddr),
+    /// The relay stopped answering; the node keeps retrying.
+    RelayDown(SocketAddr),
+    /// A session with a peer was established.
+    PeerUp { id: String },
+    /// A peer session was closed (idle, expired or failed).
+    PeerDown { id: String },
+}
+
+/// Snapshot for `veil status`.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// Short node id.
+    pub id: String,
+    /// Claimed overlay IPv4 (None until the rendezvous confirmed it).
+    pub overlay_ipv4: Option<Ipv4Addr>,
+    /// Overlay IPv6 (derived from the network and the node key).
+    pub overlay_ipv6: Ipv6Addr,
+    /// The relay the node is homed on.
+    pub relay: Option<String>,
+    /// Whether the session with the relay is up.
+    pub relay_connected: bool,
+    /// Named counters.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// Snapshot of one peer for `veil peers`.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    /// Short id of the peer.
+    pub id: String,
+    /// Its overlay IPv4, once verified through the rendezvous.
+    pub overlay_ipv4: Option<Ipv4Addr>,
+    /// Its overlay IPv6.
+    pub overlay_ipv6: Ipv6Addr,
+    /// `direct`, `relayed`, `private` or `none`.
+    pub path: &'static str,
+    /// Why the path is relayed, if it is.
+    pub relay_reason: Option<String>,
+    /// The underlay endpoint packets go to (the relay's, when relayed).
+    pub endpoint: Option<String>,
+    /// Round-trip time measured by the last handshake.
+    pub rtt_ms: Option<f64>,
+    /// Path MTU (largest inner packet carried without overlay fragmentation).
+    pub pmtu: Option<u32>,
+    /// State of path MTU discovery.
+    pub pmtu_state: &'static str,
+    /// Inner bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Inner bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Unix time of the last completed handshake.
+    pub last_handshake_unix: Option<u64>,
+}
+
+/// Snapshot for `veil relay status`.
+#[derive(Clone, Debug)]
+pub struct RelayStatus {
+    /// Short id of the relay key.
+    pub id: String,
+    /// Nodes with a live session.
+    pub clients: usize,
+    /// Blinded names registered.
+    pub names: usize,
+    /// Named counters.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default)]
+        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+        impl $name {
+            /// Every counter with its name, in declaration order.
+            pub fn list(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($f), self.$f),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// What a node counted. Drops are counted, never answered.
+    NodeCounters {
+        /// Datagrams received on the underlay.
+        rx_datagrams,
+        /// Datagrams sent on the underlay.
+        tx_datagrams,
+        /// Inner packets delivered to the TUN.
+        rx_packets,
+        /// Inner packets sent into the overlay.
+        tx_packets,
+        /// Datagrams that matched no session and failed the handshake MAC.
+        dropped_unauthenticated,
+        /// Transport datagrams whose AEAD failed.
+        dropped_bad_aead,
+        /// Transport datagrams replayed or too old.
+        dropped_replay,
+        /// Handshakes whose timestamp was not newer than the last one.
+        dropped_handshake_replay,
+        /// Well-authenticated datagrams that did not parse.
+        dropped_malformed,
+        /// Inner packets to an address nobody holds.
+        dropped_no_route,
+        /// Inner packets whose source address the peer does not own.
+        dropped_spoofed,
+        /// Inner packets dropped because a queue was full.
+        dropped_queue_full,
+        /// Inner packets larger than the TUN MTU.
+        dropped_too_big,
+        /// Handshakes started.
+        handshakes_initiated,
+        /// Handshakes completed as initiator.
+        handshakes_completed,
+        /// Handshakes answered as responder.
+        handshakes_answered,
+        /// Lookups sent to the rendezvous.
+        lookups,
+        /// Lookups that found nobody.
+        lookup_misses,
+        /// Sessions closed for idleness.
+        sessions_idle_closed,
+        /// Session re-keys.
+        rekeys,
+        /// Handshake fragments dropped unassembled.
+        reassembly_timeouts,
+    }
+);
+
+counters!(
+    /// What a relay counted.
+    RelayCounters {
+        /// Datagrams received.
+        rx_datagrams,
+        /// Datagrams sent.
+        tx_datagrams,
+        /// Datagrams forwarded between nodes.
+        forwarded,
+        /// Forwards to a node that is not connected.
+        forward_unreachable,
+        /// Datagrams that matched no session and failed the handshake MAC.
+        dropped_unauthenticated,
+        /// Transport datagrams whose AEAD failed.
+        dropped_bad_aead,
+        /// Replays.
+        dropped_replay,
+        /// Handshake replays.
+        dropped_handshake_replay,
+        /// Authenticated but unparsable.
+        dropped_malformed,
+        /// Handshakes answered.
+        handshakes_answered,
+        /// Registrations accepted.
+        registrations,
+        /// Registrations refused because a name was taken.
+        registration_conflicts,
+        /// Lookups answered.
+        lookups,
+        /// Clients expired.
+        clients_expired,
+        /// Handshake fragments dropped unassembled.
+        reassembly_timeouts,
+    }
+);
