@@ -71,11 +71,15 @@ impl DataAead {
         {
             let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key)
                 .unwrap_or_else(|_| unreachable_key());
-            DataAead { key: ring::aead::LessSafeKey::new(unbound) }
+            DataAead {
+                key: ring::aead::LessSafeKey::new(unbound),
+            }
         }
         #[cfg(not(feature = "ring"))]
         {
-            DataAead { key: chacha20poly1305::ChaCha20Poly1305::new(key.into()) }
+            DataAead {
+                key: chacha20poly1305::ChaCha20Poly1305::new(key.into()),
+            }
         }
     }
 
@@ -84,7 +88,10 @@ impl DataAead {
         #[cfg(feature = "ring")]
         {
             let nonce = ring::aead::Nonce::assume_unique_for_key(data_nonce(counter));
-            match self.key.seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buf) {
+            match self
+                .key
+                .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buf)
+            {
                 Ok(tag) => {
                     let mut t = [0u8; TAG_LEN];
                     t.copy_from_slice(tag.as_ref());
@@ -97,7 +104,10 @@ impl DataAead {
         #[cfg(not(feature = "ring"))]
         {
             let nonce = data_nonce(counter);
-            match self.key.encrypt_in_place_detached((&nonce).into(), aad, buf) {
+            match self
+                .key
+                .encrypt_in_place_detached((&nonce).into(), aad, buf)
+            {
                 Ok(tag) => tag.into(),
                 Err(_) => [0u8; TAG_LEN],
             }
@@ -117,7 +127,9 @@ impl DataAead {
         #[cfg(not(feature = "ring"))]
         {
             let nonce = data_nonce(counter);
-            self.key.decrypt_in_place_detached((&nonce).into(), aad, buf, tag.into()).is_ok()
+            self.key
+                .decrypt_in_place_detached((&nonce).into(), aad, buf, tag.into())
+                .is_ok()
         }
     }
 }
@@ -181,7 +193,9 @@ impl HsSeal {
 
     /// Decrypts `buf` in place; false if the tag does not verify.
     pub fn open(&self, nonce: &[u8; HS_NONCE_LEN], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        self.0.decrypt_in_place_detached(nonce.into(), &[], buf, tag.into()).is_ok()
+        self.0
+            .decrypt_in_place_detached(nonce.into(), &[], buf, tag.into())
+            .is_ok()
     }
 }
 
@@ -209,7 +223,10 @@ mod tests {
     fn header_mask_depends_on_sample_and_key() {
         let k = HeaderKey::new([1u8; 32]);
         assert_ne!(k.mask(&[0u8; 16]), k.mask(&[1u8; 16]));
-        assert_ne!(k.mask(&[0u8; 16]), HeaderKey::new([2u8; 32]).mask(&[0u8; 16]));
+        assert_ne!(
+            k.mask(&[0u8; 16]),
+            HeaderKey::new([2u8; 32]).mask(&[0u8; 16])
+        );
         assert_eq!(k.mask(&[9u8; 16]), k.mask(&[9u8; 16]));
     }
 

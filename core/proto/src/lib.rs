@@ -6,13 +6,17 @@
 //! datagrams and TUN packets, and drain what it wants to send.
 
 pub mod crypto;
+pub mod frag;
+pub mod handshake;
 pub mod keys;
-pub mod noise;
-pub mod replay;
-pub mod token;
 pub mod node;
+pub mod noise;
 pub mod relay;
+pub mod replay;
+pub mod session;
+pub mod token;
 pub mod types;
+pub mod wire;
 
 pub use keys::{Identity, NetworkKeys, RelayKeys};
 pub use node::Node;

@@ -98,9 +98,17 @@ fn split(hs: &mut snow::HandshakeState, initiator: bool) -> SessionKeys {
     let n = h.len().min(32);
     hash[..n].copy_from_slice(&h[..n]);
     if initiator {
-        SessionKeys { send: a, recv: b, hash }
+        SessionKeys {
+            send: a,
+            recv: b,
+            hash,
+        }
     } else {
-        SessionKeys { send: b, recv: a, hash }
+        SessionKeys {
+            send: b,
+            recv: a,
+            hash,
+        }
     }
 }
 
@@ -138,7 +146,9 @@ impl Initiator {
         inner.extend_from_slice(ek.as_slice());
         inner.extend_from_slice(payload);
         let mut out = vec![0u8; MAX_MSG];
-        let n = hs.write_message(&inner, &mut out).map_err(|_| HsError::Internal)?;
+        let n = hs
+            .write_message(&inner, &mut out)
+            .map_err(|_| HsError::Internal)?;
         out.truncate(n);
         Ok((Initiator { hs, dk }, out))
     }
@@ -206,15 +216,28 @@ impl Responder {
         }
         remote_static.copy_from_slice(rs);
         payload.drain(..KEM_EK_LEN);
-        Ok((Responder { hs, ek, kem_m, remote_static }, payload))
+        Ok((
+            Responder {
+                hs,
+                ek,
+                kem_m,
+                remote_static,
+            },
+            payload,
+        ))
     }
 
     /// Writes message 2 (Noise message followed by the ML-KEM ciphertext).
     pub fn reply(mut self, payload: &[u8]) -> Result<(SessionKeys, Vec<u8>), HsError> {
         let (ct, ss) = self.ek.encapsulate_deterministic(&Array::from(self.kem_m));
-        self.hs.set_psk(2, ss.as_slice()).map_err(|_| HsError::Internal)?;
+        self.hs
+            .set_psk(2, ss.as_slice())
+            .map_err(|_| HsError::Internal)?;
         let mut out = vec![0u8; MAX_MSG];
-        let n = self.hs.write_message(payload, &mut out).map_err(|_| HsError::Internal)?;
+        let n = self
+            .hs
+            .write_message(payload, &mut out)
+            .map_err(|_| HsError::Internal)?;
         out.truncate(n);
         out.extend_from_slice(ct.as_slice());
         if !self.hs.is_handshake_finished() {
@@ -242,7 +265,11 @@ mod tests {
         assert_eq!(ka.send, kb.recv);
         assert_eq!(ka.recv, kb.send);
         assert_eq!(ka.hash, kb.hash);
-        assert!(m1.len() > 1200, "message 1 carries the ML-KEM key: {}", m1.len());
+        assert!(
+            m1.len() > 1200,
+            "message 1 carries the ML-KEM key: {}",
+            m1.len()
+        );
     }
 
     #[test]

@@ -1,27 +1,504 @@
-//! The relay state machine (stub signatures; implementation in progress).
+//! The relay and rendezvous state machine. It answers only what authenticates, stores
+//! registrations under blinded names as opaque records, and forwards end-to-end encrypted
+//! datagrams between its nodes. It holds no network secret: it cannot read records,
+//! compute blinded names, or open the node-to-node traffic it forwards.
+
+use crate::crypto::{HeaderKey, HsSeal};
+use crate::frag::Reassembler;
+use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
+use crate::keys::{node_id, Identity, RelayKeys};
+use crate::noise::Responder;
+use crate::session::{OpenError, Session};
 use crate::token::RelayToken;
 use crate::types::*;
+use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET, FRAME_HDR, HDR_LEN};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Most names one node may hold.
+const MAX_NAMES_PER_CLIENT: usize = 8;
+/// Largest record a node may store.
+const MAX_RECORD: usize = 512;
+
+struct Client {
+    public: [u8; 32],
+    addr: SocketAddr,
+    current: Option<Session>,
+    previous: Option<Session>,
+    last_rx: Instant,
+    names: Vec<[u8; 32]>,
+}
+
+struct Name {
+    owner: u64,
+    record: Vec<u8>,
+}
+
 /// A relay.
 pub struct Relay {
-    _p: (),
+    cfg: RelayConfig,
+    identity: Identity,
+    own_seal: HsSeal,
+    keys: RelayKeys,
+    prologue: [u8; 32],
+    hp: HeaderKey,
+    rng: ChaCha20Rng,
+    base: (Instant, Duration),
+    clients: BTreeMap<u64, Client>,
+    by_public: BTreeMap<[u8; 32], u64>,
+    cids: HashMap<[u8; 8], u64>,
+    names: HashMap<[u8; 32], Name>,
+    last_ts: BTreeMap<[u8; 32], (u64, Instant)>,
+    reasm: Reassembler<SocketAddr>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    counters: RelayCounters,
 }
 
 impl Relay {
-    /// Creates a relay.
-    pub fn new(token: &RelayToken, cfg: RelayConfig, seed: [u8; 32], now: Instant, unix_now: Duration) -> Relay { let _ = (token, cfg, seed, now, unix_now); Relay { _p: () } }
-    /// A datagram; a forwarded datagram is rewritten in place and returned as buf[..len].
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Option<Transmit> { let _ = (now, from, buf); None }
-    /// Timers.
-    pub fn handle_timeout(&mut self, now: Instant) { let _ = now; }
-    /// Next queued datagram.
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> { let _ = buf; None }
-    /// When to call handle_timeout next.
-    pub fn poll_timeout(&self) -> Option<Instant> { None }
-    /// Status.
-    pub fn status(&self, now: Instant) -> RelayStatus { let _ = now; RelayStatus { id: String::new(), clients: 0, names: 0, counters: vec![] } }
-    /// The relay's public key.
-    pub fn public_key(&self) -> [u8; 32] { [0; 32] }
+    /// Creates a relay from its token. `seed` feeds every random choice it makes.
+    pub fn new(
+        token: &RelayToken,
+        cfg: RelayConfig,
+        seed: [u8; 32],
+        now: Instant,
+        unix_now: Duration,
+    ) -> Relay {
+        let identity = Identity::from_secret(token.private_key);
+        let keys = token.keys();
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut hp = [0u8; 32];
+        rng.fill_bytes(&mut hp);
+        Relay {
+            cfg,
+            own_seal: keys.hs_seal(identity.public()),
+            prologue: keys.prologue(),
+            keys,
+            identity,
+            hp: HeaderKey::new(hp),
+            rng,
+            base: (now, unix_now),
+            clients: BTreeMap::new(),
+            by_public: BTreeMap::new(),
+            cids: HashMap::new(),
+            names: HashMap::new(),
+            last_ts: BTreeMap::new(),
+            reasm: Reassembler::default(),
+            transmits: VecDeque::new(),
+            counters: RelayCounters::default(),
+        }
+    }
+
+    /// The relay's static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.identity.public()
+    }
+
+    fn unix(&self, now: Instant) -> Duration {
+        self.base.1 + now.saturating_duration_since(self.base.0)
+    }
+
+    /// A datagram arrived. If it is a forward, the datagram for the destination is written
+    /// over `buf` and returned as `buf[..len]`; anything else it causes is queued.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        self.counters.rx_datagrams += 1;
+        if let Some((cid, counter)) = wire::unmask_header(&self.hp, buf) {
+            if let Some(&handle) = self.cids.get(&cid) {
+                return self.handle_transport(now, from, handle, cid, counter, buf);
+            }
+        }
+        self.handle_handshake(now, from, buf);
+        None
+    }
+
+    fn handle_transport(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        handle: u64,
+        cid: [u8; 8],
+        counter: u64,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let client = self.clients.get_mut(&handle)?;
+        let session = match (&mut client.current, &mut client.previous) {
+            (Some(s), _) if s.recv_cid == cid => s,
+            (_, Some(s)) if s.recv_cid == cid => s,
+            _ => return None,
+        };
+        if now.saturating_duration_since(session.created) > self.cfg.reject_after_time {
+            self.counters.dropped_bad_aead += 1;
+            return None;
+        }
+        let (kind, body) = match session.open(now, counter, buf) {
+            Ok(x) => x,
+            Err(e) => {
+                match e {
+                    OpenError::Replay => self.counters.dropped_replay += 1,
+                    OpenError::Aead => self.counters.dropped_bad_aead += 1,
+                    OpenError::Malformed => self.counters.dropped_malformed += 1,
+                }
+                return None;
+            }
+        };
+        client.last_rx = now;
+        // Roaming: the latest authenticated address wins.
+        client.addr = from;
+        match kind {
+            Frame::Forward => {
+                let pt_len = buf.len() - HDR_LEN - crate::crypto::TAG_LEN;
+                self.forward(now, handle, body, pt_len, buf)
+            }
+            Frame::Keepalive => {
+                if buf.get(body.start).is_some_and(|f| f & 1 == 1) {
+                    self.send_frame(now, handle, Frame::Keepalive, &[0]);
+                }
+                None
+            }
+            Frame::Register => {
+                let b = buf[body].to_vec();
+                self.register(now, handle, &b);
+                None
+            }
+            Frame::Lookup => {
+                let b = buf[body].to_vec();
+                self.lookup(now, handle, &b);
+                None
+            }
+            Frame::Close => {
+                self.remove_client(handle);
+                None
+            }
+            _ => {
+                self.counters.dropped_malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// Rewrites `Forward{dst, inner}` into `Deliver{src, inner}` for the destination and
+    /// seals it in place: no copy, no allocation.
+    fn forward(
+        &mut self,
+        now: Instant,
+        src: u64,
+        body: std::ops::Range<usize>,
+        pt_len: usize,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        if body.len() < 8 {
+            self.counters.dropped_malformed += 1;
+            return None;
+        }
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&buf[body.start..body.start + 8]);
+        let dst = u64::from_be_bytes(h);
+        let Some(target) = self.clients.get_mut(&dst) else {
+            self.counters.forward_unreachable += 1;
+            self.send_frame(now, src, Frame::Unreachable, &dst.to_be_bytes());
+            return None;
+        };
+        let Some(session) = target.current.as_mut() else {
+            self.counters.forward_unreachable += 1;
+            return None;
+        };
+        buf[HDR_LEN] = (wire::VERSION << 4) | Frame::Deliver as u8;
+        buf[body.start..body.start + 8].copy_from_slice(&src.to_be_bytes());
+        let len = session.reseal(now, buf, pt_len);
+        self.counters.forwarded += 1;
+        self.counters.tx_datagrams += 1;
+        Some(Transmit {
+            dst: target.addr,
+            len,
+        })
+    }
+
+    fn register(&mut self, now: Instant, handle: u64, body: &[u8]) {
+        let mut c = Cursor(body);
+        let (Some(req), Some(n)) = (c.u32(), c.u8()) else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        let n = usize::from(n);
+        let mut names = Vec::with_capacity(n);
+        for _ in 0..n {
+            match c.array::<32>() {
+                Some(name) => names.push(name),
+                None => {
+                    self.counters.dropped_malformed += 1;
+                    return;
+                }
+            }
+        }
+        let record = c.rest();
+        if n == 0 || n > MAX_NAMES_PER_CLIENT || record.len() > MAX_RECORD {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        // First come, first served: a name held by another live node is a conflict.
+        if let Some(i) = names
+            .iter()
+            .position(|name| self.names.get(name).is_some_and(|e| e.owner != handle))
+        {
+            self.counters.registration_conflicts += 1;
+            let mut reply = req.to_be_bytes().to_vec();
+            reply.push(1);
+            reply.extend_from_slice(&handle.to_be_bytes());
+            reply.push(i as u8);
+            self.send_frame(now, handle, Frame::RegisterReply, &reply);
+            return;
+        }
+        let Some(client) = self.clients.get_mut(&handle) else {
+            return;
+        };
+        for old in std::mem::take(&mut client.names) {
+            self.names.remove(&old);
+        }
+        for name in &names {
+            self.names.insert(
+                *name,
+                Name {
+                    owner: handle,
+                    record: record.to_vec(),
+                },
+            );
+        }
+        client.names = names;
+        self.counters.registrations += 1;
+        let mut reply = req.to_be_bytes().to_vec();
+        reply.push(0);
+        reply.extend_from_slice(&handle.to_be_bytes());
+        reply.push(0);
+        self.send_frame(now, handle, Frame::RegisterReply, &reply);
+    }
+
+    fn lookup(&mut self, now: Instant, handle: u64, body: &[u8]) {
+        let mut c = Cursor(body);
+        let (Some(req), Some(name)) = (c.u32(), c.array::<32>()) else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        self.counters.lookups += 1;
+        let mut reply = req.to_be_bytes().to_vec();
+        match self.names.get(&name) {
+            Some(e) => {
+                reply.push(1);
+                reply.extend_from_slice(&e.owner.to_be_bytes());
+                reply.extend_from_slice(&e.record);
+            }
+            None => {
+                reply.push(0);
+                reply.extend_from_slice(&0u64.to_be_bytes());
+            }
+        }
+        self.send_frame(now, handle, Frame::LookupReply, &reply);
+    }
+
+    fn send_frame(&mut self, now: Instant, handle: u64, kind: Frame, body: &[u8]) {
+        let Some(client) = self.clients.get_mut(&handle) else {
+            return;
+        };
+        let Some(session) = client.current.as_mut() else {
+            return;
+        };
+        let mut dg = vec![
+            0u8;
+            wire::padded_len(body.len(), self.cfg.pad_bucket)
+                .max(BODY_OFFSET + body.len() + 16)
+        ];
+        dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
+        if let Some(n) = session.seal(now, &mut dg, kind, body.len(), self.cfg.pad_bucket) {
+            dg.truncate(n);
+            self.counters.tx_datagrams += 1;
+            self.transmits.push_back((client.addr, dg));
+        }
+    }
+
+    fn handle_handshake(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        let Some(frag) = wire::open_handshake(&self.own_seal, buf) else {
+            self.counters.dropped_unauthenticated += 1;
+            return;
+        };
+        if frag.kind != HsKind::Init {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        let (whole, evicted) = self.reasm.add(
+            now,
+            from,
+            frag.msg_id,
+            frag.index,
+            frag.count,
+            &buf[frag.piece.clone()],
+        );
+        self.counters.reassembly_timeouts += evicted;
+        let Some(msg) = whole else { return };
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let Ok((responder, payload)) = Responder::read(&self.identity, &self.prologue, &msg, seed)
+        else {
+            self.counters.dropped_unauthenticated += 1;
+            return;
+        };
+        let Some(init) = InitPayload::decode(&payload) else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        let remote = responder.remote_static;
+        let last = self.last_ts.get(&remote).map(|x| x.0);
+        if !handshake::timestamp_ok(init.timestamp, last, self.unix(now)) {
+            self.counters.dropped_handshake_replay += 1;
+            return;
+        }
+        self.last_ts.insert(remote, (init.timestamp, now));
+        let cid = self.fresh_cid();
+        let resp = RespPayload {
+            hp: *self.hp.bytes(),
+            cid,
+        };
+        let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
+            return;
+        };
+        let session = Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        let handle = match self.by_public.get(&remote) {
+            Some(&h) => h,
+            None => {
+                let mut h = self.rng.next_u64();
+                while h == 0 || self.clients.contains_key(&h) {
+                    h = self.rng.next_u64();
+                }
+                self.by_public.insert(remote, h);
+                self.clients.insert(
+                    h,
+                    Client {
+                        public: remote,
+                        addr: from,
+                        current: None,
+                        previous: None,
+                        last_rx: now,
+                        names: Vec::new(),
+                    },
+                );
+                h
+            }
+        };
+        self.cids.insert(cid, handle);
+        if let Some(client) = self.clients.get_mut(&handle) {
+            client.addr = from;
+            client.last_rx = now;
+            if let Some(old) = client.previous.take() {
+                self.cids.remove(&old.recv_cid);
+            }
+            client.previous = client.current.replace(session);
+        }
+        let seal = self.keys.hs_seal(&remote);
+        for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, frag.msg_id, &msg2) {
+            self.counters.tx_datagrams += 1;
+            self.transmits.push_back((from, dg));
+        }
+        self.counters.handshakes_answered += 1;
+    }
+
+    fn fresh_cid(&mut self) -> [u8; 8] {
+        loop {
+            let mut c = [0u8; 8];
+            self.rng.fill_bytes(&mut c);
+            if !self.cids.contains_key(&c) {
+                return c;
+            }
+        }
+    }
+
+    fn remove_client(&mut self, handle: u64) {
+        if let Some(c) = self.clients.remove(&handle) {
+            self.by_public.remove(&c.public);
+            for s in [c.current, c.previous].into_iter().flatten() {
+                self.cids.remove(&s.recv_cid);
+            }
+            for n in c.names {
+                self.names.remove(&n);
+            }
+        }
+    }
+
+    /// Expires silent nodes, old sessions and partial handshakes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= self.cfg.client_timeout)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in expired {
+            self.counters.clients_expired += 1;
+            self.remove_client(h);
+        }
+        let reject = self.cfg.reject_after_time;
+        for c in self.clients.values_mut() {
+            if c.previous
+                .as_ref()
+                .is_some_and(|s| now.saturating_duration_since(s.created) >= reject)
+            {
+                if let Some(s) = c.previous.take() {
+                    self.cids.remove(&s.recv_cid);
+                }
+            }
+        }
+        self.last_ts
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < MAX_HANDSHAKE_AGE);
+        self.counters.reassembly_timeouts += self.reasm.expire(now);
+    }
+
+    /// Next queued datagram, copied into `buf`.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let (dst, dg) = self.transmits.pop_front()?;
+        let len = dg.len().min(buf.len());
+        buf[..len].copy_from_slice(&dg[..len]);
+        Some(Transmit { dst, len })
+    }
+
+    /// When [`Relay::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let clients = self
+            .clients
+            .values()
+            .map(|c| c.last_rx + self.cfg.client_timeout)
+            .min();
+        let reasm = self.reasm.next_expiry();
+        let prev = self
+            .clients
+            .values()
+            .filter_map(|c| {
+                c.previous
+                    .as_ref()
+                    .map(|s| s.created + self.cfg.reject_after_time)
+            })
+            .min();
+        [clients, reasm, prev].into_iter().flatten().min()
+    }
+
+    /// Snapshot for `veil relay status`.
+    pub fn status(&self, _now: Instant) -> RelayStatus {
+        RelayStatus {
+            id: node_id(self.identity.public()),
+            clients: self.clients.len(),
+            names: self.names.len(),
+            counters: self.counters.list(),
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &RelayCounters {
+        &self.counters
+    }
 }
+
+// Keeps FRAME_HDR referenced for readers of the layout above.
+const _: usize = FRAME_HDR;

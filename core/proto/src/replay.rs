@@ -23,7 +23,11 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// An empty window.
     pub fn new() -> Self {
-        ReplayWindow { highest: 0, any: false, bits: [0; WORDS] }
+        ReplayWindow {
+            highest: 0,
+            any: false,
+            bits: [0; WORDS],
+        }
     }
 
     /// Whether `counter` would be accepted (no state change). Check before decrypting,

@@ -19,7 +19,10 @@ const VERSION: u8 = 1;
 pub enum TokenError {
     /// Wrong kind of token or not a token.
     #[error("not a {expected} token: it should start with '{prefix}'")]
-    Prefix { expected: &'static str, prefix: &'static str },
+    Prefix {
+        expected: &'static str,
+        prefix: &'static str,
+    },
     /// Not base64url.
     #[error("the {0} token contains characters that are not base64url: copy it again in full")]
     Encoding(&'static str),
@@ -30,7 +33,9 @@ pub enum TokenError {
     #[error("the {0} token is truncated or malformed: copy it again in full")]
     Malformed(&'static str),
     /// A newer format.
-    #[error("the {kind} token has version {version}; this veil understands version 1: upgrade veil")]
+    #[error(
+        "the {kind} token has version {version}; this veil understands version 1: upgrade veil"
+    )]
     Version { kind: &'static str, version: u8 },
 }
 
@@ -67,16 +72,15 @@ fn wrap(prefix: &str, mut body: Vec<u8>) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(body))
 }
 
-fn unwrap(
-    text: &str,
-    prefix: &'static str,
-    kind: &'static str,
-) -> Result<Vec<u8>, TokenError> {
+fn unwrap(text: &str, prefix: &'static str, kind: &'static str) -> Result<Vec<u8>, TokenError> {
     let text = text.trim();
-    let rest = text
-        .strip_prefix(prefix)
-        .ok_or(TokenError::Prefix { expected: kind, prefix })?;
-    let mut raw = URL_SAFE_NO_PAD.decode(rest).map_err(|_| TokenError::Encoding(kind))?;
+    let rest = text.strip_prefix(prefix).ok_or(TokenError::Prefix {
+        expected: kind,
+        prefix,
+    })?;
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(rest)
+        .map_err(|_| TokenError::Encoding(kind))?;
     if raw.len() < 5 {
         return Err(TokenError::Malformed(kind));
     }
@@ -87,7 +91,10 @@ fn unwrap(
     }
     raw.truncate(sum_at);
     if raw[0] != VERSION {
-        return Err(TokenError::Version { kind, version: raw[0] });
+        return Err(TokenError::Version {
+            kind,
+            version: raw[0],
+        });
     }
     Ok(raw)
 }
@@ -153,7 +160,10 @@ impl RelayToken {
         if !r.0.is_empty() {
             return Err(TokenError::Malformed(K));
         }
-        Ok(RelayToken { private_key, relay_base })
+        Ok(RelayToken {
+            private_key,
+            relay_base,
+        })
     }
 
     /// The relay keys.
@@ -174,7 +184,10 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
         let mut sk = [0u8; 32];
         rng.fill_bytes(&mut sk);
         let id = crate::keys::Identity::from_secret(sk);
-        relays.push(RelayInfo { addr: addr.clone(), public_key: *id.public() });
+        relays.push(RelayInfo {
+            addr: addr.clone(),
+            public_key: *id.public(),
+        });
         relay_tokens.push(RelayToken {
             private_key: id.secret_bytes(),
             relay_base: *keys.relay().bytes(),
@@ -210,7 +223,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let (j, r) = create_network([1u8; 32], &["198.18.0.1:7000".into(), "relay.example:443".into()]);
+        let (j, r) = create_network(
+            [1u8; 32],
+            &["198.18.0.1:7000".into(), "relay.example:443".into()],
+        );
         assert_eq!(JoinToken::decode(&j.encode()), Ok(j.clone()));
         assert_eq!(RelayToken::decode(&r[1].encode()), Ok(r[1].clone()));
         assert_eq!(r.len(), 2);
@@ -231,8 +247,17 @@ mod tests {
         t[i] = if t[i] == b'A' { b'B' } else { b'A' };
         let t = String::from_utf8(t).unwrap_or_default();
         assert_eq!(JoinToken::decode(&t), Err(TokenError::Checksum("join")));
-        assert!(matches!(JoinToken::decode("hello"), Err(TokenError::Prefix { .. })));
-        assert!(matches!(JoinToken::decode("veil1.***"), Err(TokenError::Encoding(_))));
-        assert!(matches!(RelayToken::decode(&j.encode()), Err(TokenError::Prefix { .. })));
+        assert!(matches!(
+            JoinToken::decode("hello"),
+            Err(TokenError::Prefix { .. })
+        ));
+        assert!(matches!(
+            JoinToken::decode("veil1.***"),
+            Err(TokenError::Encoding(_))
+        ));
+        assert!(matches!(
+            RelayToken::decode(&j.encode()),
+            Err(TokenError::Prefix { .. })
+        ));
     }
 }

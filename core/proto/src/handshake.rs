@@ -1,0 +1,115 @@
+//! What node and relay share around the Noise handshake: the payloads each message carries
+//! inside its encryption, and turning a message into sealed, padded handshake datagrams.
+
+use crate::crypto::HsSeal;
+use crate::frag;
+use crate::wire::{self, Cursor, HsKind, HS_PIECE_MAX};
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// How far in the past a handshake timestamp may lie when the responder has no newer one
+/// on record for that initiator (bounds replays after the responder forgot it).
+pub const MAX_HANDSHAKE_AGE: Duration = Duration::from_secs(600);
+
+/// Carried in message 1 (after the ML-KEM key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitPayload {
+    /// Unix time in nanoseconds: replay protection (strictly increasing per initiator).
+    pub timestamp: u64,
+    /// The initiator's header-protection key.
+    pub hp: [u8; 32],
+    /// The connection id the initiator receives this session on.
+    pub cid: [u8; 8],
+    /// The overlay IPv4 the initiator claims (verified through the rendezvous).
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+impl InitPayload {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(52);
+        v.extend_from_slice(&self.timestamp.to_be_bytes());
+        v.extend_from_slice(&self.hp);
+        v.extend_from_slice(&self.cid);
+        v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
+        v
+    }
+    /// Decodes; trailing bytes are ignored so later versions can extend it.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut c = Cursor(b);
+        let timestamp = c.u64()?;
+        let hp = c.array::<32>()?;
+        let cid = c.array::<8>()?;
+        let v4 = c.array::<4>()?;
+        let ipv4 = (v4 != [0; 4]).then(|| Ipv4Addr::from(v4));
+        Some(InitPayload {
+            timestamp,
+            hp,
+            cid,
+            ipv4,
+        })
+    }
+}
+
+/// Carried in message 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RespPayload {
+    /// The responder's header-protection key.
+    pub hp: [u8; 32],
+    /// The connection id the responder receives this session on.
+    pub cid: [u8; 8],
+}
+
+impl RespPayload {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&self.hp);
+        v.extend_from_slice(&self.cid);
+        v
+    }
+    /// Decodes.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut c = Cursor(b);
+        Some(RespPayload {
+            hp: c.array::<32>()?,
+            cid: c.array::<8>()?,
+        })
+    }
+}
+
+/// Splits a handshake message into sealed datagrams, each with a fresh nonce and a random
+/// amount of padding so that handshake sizes vary.
+pub fn datagrams(
+    seal: &HsSeal,
+    rng: &mut ChaCha20Rng,
+    kind: HsKind,
+    msg_id: u32,
+    msg: &[u8],
+) -> Vec<Vec<u8>> {
+    let pieces = frag::split(msg, HS_PIECE_MAX);
+    let count = pieces.len() as u8;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut nonce = [0u8; 24];
+            rng.fill_bytes(&mut nonce);
+            let pad = (rng.next_u32() % 96) as usize;
+            wire::seal_handshake(seal, &nonce, kind, msg_id, i as u8, count, p, pad)
+        })
+        .collect()
+}
+
+/// Whether a message-1 timestamp is acceptable given the last one seen from that initiator.
+pub fn timestamp_ok(ts: u64, last: Option<u64>, unix_now: Duration) -> bool {
+    match last {
+        Some(l) => ts > l,
+        None => {
+            let floor = unix_now.saturating_sub(MAX_HANDSHAKE_AGE).as_nanos();
+            u128::from(ts) >= floor
+        }
+    }
+}

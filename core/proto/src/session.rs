@@ -1,0 +1,188 @@
+//! One established session: the two directional AEAD keys, connection ids, counters and
+//! the replay window. Sealing and opening happen in the caller's buffer.
+
+use crate::crypto::{DataAead, HeaderKey, TAG_LEN};
+use crate::noise::SessionKeys;
+use crate::replay::ReplayWindow;
+use crate::wire::{self, Frame, HDR_LEN};
+use std::ops::Range;
+use std::time::Instant;
+
+/// Why an incoming transport datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Counter already seen or too old.
+    Replay,
+    /// AEAD tag did not verify.
+    Aead,
+    /// Decrypted but not a valid frame.
+    Malformed,
+}
+
+/// A transport session.
+pub struct Session {
+    /// The connection id we receive on (announced by us in the handshake).
+    pub recv_cid: [u8; 8],
+    /// The connection id the peer receives on.
+    pub send_cid: [u8; 8],
+    /// The peer's header-protection key.
+    pub peer_hp: HeaderKey,
+    send: DataAead,
+    recv: DataAead,
+    /// Next counter to send.
+    pub send_counter: u64,
+    replay: ReplayWindow,
+    /// When the handshake completed.
+    pub created: Instant,
+    /// Last time a datagram of this session authenticated.
+    pub last_rx: Instant,
+    /// Last time we sent on it.
+    pub last_tx: Instant,
+    /// Whether we initiated the handshake.
+    pub initiator: bool,
+}
+
+impl Session {
+    /// Builds a session from handshake output.
+    pub fn new(
+        keys: &SessionKeys,
+        recv_cid: [u8; 8],
+        send_cid: [u8; 8],
+        peer_hp: HeaderKey,
+        initiator: bool,
+        now: Instant,
+    ) -> Session {
+        Session {
+            recv_cid,
+            send_cid,
+            peer_hp,
+            send: DataAead::new(&keys.send),
+            recv: DataAead::new(&keys.recv),
+            send_counter: 0,
+            replay: ReplayWindow::new(),
+            created: now,
+            last_rx: now,
+            last_tx: now,
+            initiator,
+        }
+    }
+
+    /// Seals a frame whose body sits at `buf[BODY_OFFSET..BODY_OFFSET + body_len]`; returns
+    /// the datagram length, or None if `buf` is too small.
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        kind: Frame,
+        body_len: usize,
+        bucket: usize,
+    ) -> Option<usize> {
+        let pt_len = wire::frame_plaintext(buf, kind, body_len, bucket)?;
+        let counter = self.send_counter;
+        self.send_counter += 1;
+        let aad = wire::header_aad(&self.send_cid, counter);
+        let tag = self
+            .send
+            .seal(counter, &aad, &mut buf[HDR_LEN..HDR_LEN + pt_len]);
+        self.last_tx = now;
+        Some(wire::finish_transport(
+            buf,
+            &self.send_cid,
+            counter,
+            pt_len,
+            &tag,
+            &self.peer_hp,
+        ))
+    }
+
+    /// Opens a datagram whose unmasked header was (`recv_cid`, `counter`), in place.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        counter: u64,
+        dg: &mut [u8],
+    ) -> Result<(Frame, Range<usize>), OpenError> {
+        if !self.replay.check(counter) {
+            return Err(OpenError::Replay);
+        }
+        let tag_at = dg.len() - TAG_LEN;
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&dg[tag_at..]);
+        let aad = wire::header_aad(&self.recv_cid, counter);
+        if !self
+            .recv
+            .open(counter, &aad, &mut dg[HDR_LEN..tag_at], &tag)
+        {
+            return Err(OpenError::Aead);
+        }
+        self.replay.commit(counter);
+        self.last_rx = now;
+        wire::parse_plaintext(dg, tag_at - HDR_LEN).ok_or(OpenError::Malformed)
+    }
+
+    /// Re-seals, in place, a plaintext that is already at `buf[HDR_LEN..HDR_LEN + pt_len]`
+    /// (the relay's forwarding path: the frame header is rewritten by the caller).
+    pub fn reseal(&mut self, now: Instant, buf: &mut [u8], pt_len: usize) -> usize {
+        let counter = self.send_counter;
+        self.send_counter += 1;
+        let aad = wire::header_aad(&self.send_cid, counter);
+        let tag = self
+            .send
+            .seal(counter, &aad, &mut buf[HDR_LEN..HDR_LEN + pt_len]);
+        self.last_tx = now;
+        wire::finish_transport(buf, &self.send_cid, counter, pt_len, &tag, &self.peer_hp)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests need a base Instant; the library never reads the clock
+mod tests {
+    use super::*;
+    use crate::wire::BODY_OFFSET;
+
+    fn pair(now: Instant) -> (Session, Session, HeaderKey, HeaderKey) {
+        let ka = SessionKeys {
+            send: [1; 32],
+            recv: [2; 32],
+            hash: [0; 32],
+        };
+        let kb = SessionKeys {
+            send: [2; 32],
+            recv: [1; 32],
+            hash: [0; 32],
+        };
+        let hpa = HeaderKey::new([7; 32]);
+        let hpb = HeaderKey::new([8; 32]);
+        let a = Session::new(&ka, [0xa; 8], [0xb; 8], hpb.clone(), true, now);
+        let b = Session::new(&kb, [0xb; 8], [0xa; 8], hpa.clone(), false, now);
+        (a, b, hpa, hpb)
+    }
+
+    #[test]
+    fn seal_open_replay() {
+        let now = Instant::now();
+        let (mut a, mut b, _hpa, hpb) = pair(now);
+        let mut buf = vec![0u8; 2048];
+        buf[BODY_OFFSET..BODY_OFFSET + 5].copy_from_slice(b"hello");
+        let n = a.seal(now, &mut buf, Frame::Data, 5, 64).expect("fits");
+        assert_eq!(n % 64, 0);
+        let dg = buf[..n].to_vec();
+        let (cid, ctr) = wire::unmask_header(&hpb, &dg).expect("header");
+        assert_eq!(cid, [0xb; 8]);
+        assert_eq!(ctr, 0);
+        let mut d = dg.clone();
+        let (k, r) = b.open(now, ctr, &mut d).expect("opens");
+        assert_eq!(k, Frame::Data);
+        assert_eq!(&d[r], b"hello");
+        let mut d = dg.clone();
+        assert_eq!(b.open(now, ctr, &mut d).err(), Some(OpenError::Replay));
+        // A second packet masks to different header bytes.
+        buf[BODY_OFFSET..BODY_OFFSET + 5].copy_from_slice(b"hello");
+        let n2 = a.seal(now, &mut buf, Frame::Data, 5, 64).expect("fits");
+        assert_ne!(&buf[..16], &dg[..16]);
+        let mut flipped = buf[..n2].to_vec();
+        flipped[40] ^= 1;
+        let (_, c2) = wire::unmask_header(&hpb, &flipped).expect("header");
+        assert!(b.open(now, c2, &mut flipped).is_err());
+    }
+}

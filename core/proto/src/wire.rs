@@ -1,0 +1,361 @@
+//! The wire format. Two kinds of datagram exist, and nothing outside the encryption says
+//! which is which:
+//!
+//! * **Transport** (belongs to a session):
+//!   `[CID 8 | counter 8]` masked by header protection, then the AEAD ciphertext of
+//!   `[version<<4 | frame kind][body length u16][body][zero padding]`, then the 16-byte tag.
+//!   The AAD is the unmasked 16-byte header.
+//! * **Handshake** (belongs to no session yet): `[random nonce 24][sealed body][tag 16]`,
+//!   sealed with XChaCha20-Poly1305 under a key derived from the network and the receiver's
+//!   static key. The sealed body is `[version<<4 | kind][message id u32][fragment index]
+//!   [fragment count][piece length u16][piece][random padding]`.
+//!
+//! This module owns the layouts and nothing else: no session state, no decisions.
+
+use crate::crypto::{HeaderKey, HsSeal, HS_NONCE_LEN, TAG_LEN};
+use std::ops::Range;
+
+/// Protocol version carried inside every encrypted header.
+pub const VERSION: u8 = 1;
+/// Length of the masked transport header (connection id + counter).
+pub const HDR_LEN: usize = 16;
+/// Length of a frame header inside the ciphertext (kind + body length).
+pub const FRAME_HDR: usize = 3;
+/// Offset of a frame body from the start of a transport datagram.
+pub const BODY_OFFSET: usize = HDR_LEN + FRAME_HDR;
+/// Bytes a transport datagram adds around its body, before padding.
+pub const TRANSPORT_OVERHEAD: usize = HDR_LEN + FRAME_HDR + TAG_LEN;
+/// Smallest valid transport datagram (a sample needs 16 bytes after the header).
+pub const MIN_TRANSPORT: usize = HDR_LEN + 16;
+/// Largest datagram padding may grow a packet to (fits a 1500-byte IPv4 path).
+pub const PAD_CAP: usize = 1472;
+/// Header of a handshake fragment inside its seal.
+pub const HS_FRAG_HDR: usize = 9;
+/// Largest handshake piece per datagram: keeps handshake datagrams, even relayed, under
+/// RFC 8899's 1200-byte safe base.
+pub const HS_PIECE_MAX: usize = 1000;
+
+/// Frame kinds (the low nibble of the first plaintext byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Frame {
+    /// Keeps a path alive; body `[flags]` (bit 0: please echo).
+    Keepalive = 0,
+    /// An inner IP packet.
+    Data = 1,
+    /// Node → relay: `[destination handle u64][inner datagram]`.
+    Forward = 2,
+    /// Relay → node: `[source handle u64][inner datagram]`.
+    Deliver = 3,
+    /// Node → relay: `[request u32][count u8][names 32×count][sealed record]`.
+    Register = 4,
+    /// Relay → node: `[request u32][status u8][handle u64][conflicting name index u8]`.
+    RegisterReply = 5,
+    /// Node → relay: `[request u32][name 32]`.
+    Lookup = 6,
+    /// Relay → node: `[request u32][found u8][handle u64][sealed record]`.
+    LookupReply = 7,
+    /// Relay → node: `[handle u64]` is not connected.
+    Unreachable = 8,
+    /// The sender closes this session.
+    Close = 9,
+    /// Reserved: overlay fragment of an inner packet (MTU work).
+    Fragment = 10,
+    /// Reserved: padded path-MTU probe.
+    PmtuProbe = 11,
+    /// Reserved: acknowledgement of a probe.
+    PmtuAck = 12,
+    /// Reserved: path challenge (NAT traversal, roaming).
+    PathChallenge = 13,
+    /// Reserved: path response.
+    PathResponse = 14,
+    /// Reserved: new connection ids for rotation.
+    NewCid = 15,
+}
+
+impl Frame {
+    fn from_u8(v: u8) -> Option<Frame> {
+        use Frame::*;
+        Some(match v {
+            0 => Keepalive,
+            1 => Data,
+            2 => Forward,
+            3 => Deliver,
+            4 => Register,
+            5 => RegisterReply,
+            6 => Lookup,
+            7 => LookupReply,
+            8 => Unreachable,
+            9 => Close,
+            10 => Fragment,
+            11 => PmtuProbe,
+            12 => PmtuAck,
+            13 => PathChallenge,
+            14 => PathResponse,
+            15 => NewCid,
+            _ => return None,
+        })
+    }
+}
+
+/// Handshake message kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HsKind {
+    /// Noise message 1.
+    Init = 1,
+    /// Noise message 2 plus the ML-KEM ciphertext.
+    Response = 2,
+}
+
+/// Total length of a transport datagram whose body is `body_len` bytes, after padding to
+/// a multiple of `bucket`, never beyond [`PAD_CAP`] unless the packet is bigger already.
+pub fn padded_len(body_len: usize, bucket: usize) -> usize {
+    let bare = body_len + TRANSPORT_OVERHEAD;
+    if bucket <= 1 {
+        return bare;
+    }
+    let rounded = bare.div_ceil(bucket) * bucket;
+    if rounded > PAD_CAP && bare <= PAD_CAP {
+        PAD_CAP
+    } else if bare > PAD_CAP {
+        bare
+    } else {
+        rounded
+    }
+}
+
+/// Removes header protection: returns the connection id and counter of a datagram that
+/// may be a transport datagram for the holder of `hp`. Does not modify `dg`.
+pub fn unmask_header(hp: &HeaderKey, dg: &[u8]) -> Option<([u8; 8], u64)> {
+    if dg.len() < MIN_TRANSPORT + TAG_LEN {
+        return None;
+    }
+    let mut sample = [0u8; 16];
+    sample.copy_from_slice(&dg[HDR_LEN..HDR_LEN + 16]);
+    let mask = hp.mask(&sample);
+    let mut cid = [0u8; 8];
+    let mut ctr = [0u8; 8];
+    for i in 0..8 {
+        cid[i] = dg[i] ^ mask[i];
+        ctr[i] = dg[8 + i] ^ mask[8 + i];
+    }
+    Some((cid, u64::from_le_bytes(ctr)))
+}
+
+/// Writes the frame header and padding of a transport datagram whose body already sits at
+/// `buf[BODY_OFFSET..BODY_OFFSET + body_len]`; returns the plaintext length (frame header,
+/// body, padding) that must then be sealed at `buf[HDR_LEN..]`.
+pub fn frame_plaintext(
+    buf: &mut [u8],
+    kind: Frame,
+    body_len: usize,
+    bucket: usize,
+) -> Option<usize> {
+    let total = padded_len(body_len, bucket);
+    let pt_len = total - HDR_LEN - TAG_LEN;
+    if buf.len() < total || body_len > usize::from(u16::MAX) {
+        return None;
+    }
+    buf[HDR_LEN] = (VERSION << 4) | kind as u8;
+    buf[HDR_LEN + 1..HDR_LEN + 3].copy_from_slice(&(body_len as u16).to_be_bytes());
+    buf[BODY_OFFSET + body_len..HDR_LEN + pt_len].fill(0);
+    Some(pt_len)
+}
+
+/// Writes the header (`cid`, `counter`), the tag, and applies header protection for the
+/// receiver's `hp`. `buf[HDR_LEN..HDR_LEN + pt_len]` must already be ciphertext.
+pub fn finish_transport(
+    buf: &mut [u8],
+    cid: &[u8; 8],
+    counter: u64,
+    pt_len: usize,
+    tag: &[u8; TAG_LEN],
+    hp: &HeaderKey,
+) -> usize {
+    let total = HDR_LEN + pt_len + TAG_LEN;
+    buf[HDR_LEN + pt_len..total].copy_from_slice(tag);
+    let mut sample = [0u8; 16];
+    sample.copy_from_slice(&buf[HDR_LEN..HDR_LEN + 16]);
+    let mask = hp.mask(&sample);
+    for i in 0..8 {
+        buf[i] = cid[i] ^ mask[i];
+        buf[8 + i] = counter.to_le_bytes()[i] ^ mask[8 + i];
+    }
+    total
+}
+
+/// The AAD of a transport datagram: its unmasked header.
+pub fn header_aad(cid: &[u8; 8], counter: u64) -> [u8; HDR_LEN] {
+    let mut a = [0u8; HDR_LEN];
+    a[..8].copy_from_slice(cid);
+    a[8..].copy_from_slice(&counter.to_le_bytes());
+    a
+}
+
+/// Parses a decrypted plaintext (at `dg[HDR_LEN..HDR_LEN + pt_len]`): frame kind and the
+/// range of its body within `dg`.
+pub fn parse_plaintext(dg: &[u8], pt_len: usize) -> Option<(Frame, Range<usize>)> {
+    if pt_len < FRAME_HDR {
+        return None;
+    }
+    let b0 = dg[HDR_LEN];
+    if b0 >> 4 != VERSION {
+        return None;
+    }
+    let kind = Frame::from_u8(b0 & 0x0f)?;
+    let len = usize::from(u16::from_be_bytes([dg[HDR_LEN + 1], dg[HDR_LEN + 2]]));
+    if FRAME_HDR + len > pt_len {
+        return None;
+    }
+    Some((kind, BODY_OFFSET..BODY_OFFSET + len))
+}
+
+/// A decoded handshake fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsFragment {
+    /// Message 1 or 2.
+    pub kind: HsKind,
+    /// Identifies the handshake attempt (message 2 echoes the id of message 1).
+    pub msg_id: u32,
+    /// Index of this piece.
+    pub index: u8,
+    /// Number of pieces.
+    pub count: u8,
+    /// Range of the piece within the datagram buffer.
+    pub piece: Range<usize>,
+}
+
+/// Seals one handshake fragment into a new datagram.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_handshake(
+    seal: &HsSeal,
+    nonce: &[u8; HS_NONCE_LEN],
+    kind: HsKind,
+    msg_id: u32,
+    index: u8,
+    count: u8,
+    piece: &[u8],
+    pad: usize,
+) -> Vec<u8> {
+    let body = HS_FRAG_HDR + piece.len() + pad;
+    let mut dg = vec![0u8; HS_NONCE_LEN + body + TAG_LEN];
+    dg[..HS_NONCE_LEN].copy_from_slice(nonce);
+    let b = &mut dg[HS_NONCE_LEN..HS_NONCE_LEN + body];
+    b[0] = (VERSION << 4) | kind as u8;
+    b[1..5].copy_from_slice(&msg_id.to_be_bytes());
+    b[5] = index;
+    b[6] = count;
+    b[7..9].copy_from_slice(&(piece.len() as u16).to_be_bytes());
+    b[9..9 + piece.len()].copy_from_slice(piece);
+    let tag = seal.seal(nonce, b);
+    dg[HS_NONCE_LEN + body..].copy_from_slice(&tag);
+    dg
+}
+
+/// Opens a handshake datagram in place; `None` if it does not authenticate or parse.
+pub fn open_handshake(seal: &HsSeal, dg: &mut [u8]) -> Option<HsFragment> {
+    if dg.len() < HS_NONCE_LEN + HS_FRAG_HDR + TAG_LEN {
+        return None;
+    }
+    let mut nonce = [0u8; HS_NONCE_LEN];
+    nonce.copy_from_slice(&dg[..HS_NONCE_LEN]);
+    let tag_at = dg.len() - TAG_LEN;
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&dg[tag_at..]);
+    if !seal.open(&nonce, &mut dg[HS_NONCE_LEN..tag_at], &tag) {
+        return None;
+    }
+    let b = &dg[HS_NONCE_LEN..tag_at];
+    if b[0] >> 4 != VERSION {
+        return None;
+    }
+    let kind = match b[0] & 0x0f {
+        1 => HsKind::Init,
+        2 => HsKind::Response,
+        _ => return None,
+    };
+    let msg_id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+    let (index, count) = (b[5], b[6]);
+    let len = usize::from(u16::from_be_bytes([b[7], b[8]]));
+    if count == 0 || index >= count || HS_FRAG_HDR + len > b.len() {
+        return None;
+    }
+    let start = HS_NONCE_LEN + HS_FRAG_HDR;
+    Some(HsFragment {
+        kind,
+        msg_id,
+        index,
+        count,
+        piece: start..start + len,
+    })
+}
+
+/// A little-endian-free cursor for frame bodies (all integers are big-endian).
+pub struct Cursor<'a>(pub &'a [u8]);
+
+impl<'a> Cursor<'a> {
+    /// Takes `n` bytes.
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    /// Takes one byte.
+    pub fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    /// Takes a big-endian u32.
+    pub fn u32(&mut self) -> Option<u32> {
+        self.array::<4>().map(u32::from_be_bytes)
+    }
+    /// Takes a big-endian u64.
+    pub fn u64(&mut self) -> Option<u64> {
+        self.array::<8>().map(u64::from_be_bytes)
+    }
+    /// Takes a fixed array.
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Some(a)
+    }
+    /// The rest.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_buckets() {
+        assert_eq!(padded_len(0, 64), 64);
+        assert_eq!(padded_len(30, 64), 128);
+        assert_eq!(padded_len(1280, 64), 1344);
+        assert_eq!(padded_len(1420, 64), PAD_CAP);
+        assert_eq!(padded_len(2000, 64), 2000 + TRANSPORT_OVERHEAD);
+        assert_eq!(padded_len(5, 0), 5 + TRANSPORT_OVERHEAD);
+    }
+
+    #[test]
+    fn handshake_round_trip_and_tamper() {
+        let seal = HsSeal::new(&[4u8; 32]);
+        let mut dg = seal_handshake(&seal, &[9u8; 24], HsKind::Init, 77, 1, 2, b"piece", 13);
+        let mut bad = dg.clone();
+        let f = open_handshake(&seal, &mut dg).expect("opens");
+        assert_eq!(
+            (f.kind, f.msg_id, f.index, f.count),
+            (HsKind::Init, 77, 1, 2)
+        );
+        assert_eq!(&dg[f.piece], b"piece");
+        bad[30] ^= 1;
+        assert!(open_handshake(&seal, &mut bad).is_none());
+        let mut other = seal_handshake(&seal, &[9u8; 24], HsKind::Init, 77, 0, 1, b"x", 0);
+        assert!(open_handshake(&HsSeal::new(&[5u8; 32]), &mut other).is_none());
+    }
+}
