@@ -1,0 +1,412 @@
+//! A deterministic in-memory network for Veil's sans-IO engines: one relay, any number of
+//! nodes, a fake clock, and impairments (latency, jitter that reorders, loss,
+//! duplication), all drawn from one seed. Nothing here sleeps or touches a socket.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use veil_proto::{
+    create_network, Identity, JoinToken, Node, NodeConfig, NodeEvent, Relay, RelayConfig,
+    MAX_DATAGRAM,
+};
+
+/// Impairments applied to every datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Impairment {
+    /// One-way latency.
+    pub latency: Duration,
+    /// Extra random delay in [0, jitter) (reorders packets).
+    pub jitter: Duration,
+    /// Probability of dropping a datagram.
+    pub loss: f64,
+    /// Probability of delivering a datagram twice.
+    pub duplicate: f64,
+}
+
+impl Default for Impairment {
+    fn default() -> Self {
+        Impairment {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// One node in the simulation.
+pub struct SimNode {
+    /// The engine.
+    pub node: Node,
+    /// Its underlay address.
+    pub addr: SocketAddr,
+    /// Inner packets it delivered to its (simulated) TUN.
+    pub tun: Vec<Vec<u8>>,
+    /// Events it emitted.
+    pub events: Vec<NodeEvent>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Every datagram that went over the simulated wire, for analysis.
+pub struct Captured {
+    /// Sender.
+    pub from: SocketAddr,
+    /// Receiver.
+    pub to: SocketAddr,
+    /// Bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The simulated network.
+pub struct Sim {
+    /// Current simulated time.
+    pub now: Instant,
+    /// The relay engine.
+    pub relay: Relay,
+    /// The relay's address.
+    pub relay_addr: SocketAddr,
+    /// Nodes.
+    pub nodes: Vec<SimNode>,
+    /// The join token.
+    pub token: JoinToken,
+    relay_token: veil_proto::RelayToken,
+    /// Impairments.
+    pub impair: Impairment,
+    /// Record every datagram here when `capture` is set.
+    pub captured: Vec<Captured>,
+    /// Whether to capture.
+    pub capture: bool,
+    heap: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    rng: ChaCha20Rng,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    base_unix: Duration,
+    start: Instant,
+}
+
+impl Sim {
+    /// A network with a relay and `n` nodes, all derived from `seed`.
+    pub fn new(seed: u64, n: usize, cfg: NodeConfig, impair: Impairment) -> Sim {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let now = Instant::now();
+        let base_unix = Duration::from_secs(1_800_000_000);
+        let relay_addr = SocketAddr::from(([198, 18, 0, 1], 7000));
+        let (token, relay_tokens) = create_network(seed32(&mut rng), &[relay_addr.to_string()]);
+        let relay = Relay::new(
+            &relay_tokens[0],
+            RelayConfig::default(),
+            seed32(&mut rng),
+            now,
+            base_unix,
+        );
+        let mut sim = Sim {
+            now,
+            relay,
+            relay_addr,
+            nodes: Vec::new(),
+            token,
+            relay_token: relay_tokens[0].clone(),
+            impair,
+            captured: Vec::new(),
+            capture: false,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            rng,
+            buf: vec![0u8; MAX_DATAGRAM],
+            out: vec![0u8; MAX_DATAGRAM],
+            base_unix,
+            start: now,
+        };
+        for _ in 0..n {
+            sim.add_node(cfg.clone());
+        }
+        sim
+    }
+
+    /// Adds a node that joins with the network's token.
+    pub fn add_node(&mut self, mut cfg: NodeConfig) -> usize {
+        let i = self.nodes.len();
+        let addr = SocketAddr::from(([198, 18, 1, (i % 250) as u8 + 2], 40000 + i as u16));
+        cfg.relays = vec![(self.relay_addr, self.token.relays[0].public_key)];
+        let id = Identity::from_secret(seed32(&mut self.rng));
+        let unix = self.base_unix + self.elapsed();
+        let node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
+        self.nodes.push(SimNode {
+            node,
+            addr,
+            tun: Vec::new(),
+            events: Vec::new(),
+        });
+        self.drain_node(i);
+        i
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        if self.capture {
+            self.captured.push(Captured {
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        if self.chance(self.impair.loss) {
+            return;
+        }
+        let copies = if self.chance(self.impair.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if self.impair.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(
+                    self.rng.next_u64() % self.impair.jitter.as_nanos().max(1) as u64,
+                )
+            };
+            self.seq += 1;
+            self.heap.push(Reverse(InFlight {
+                at: self.now + self.impair.latency + jitter,
+                seq: self.seq,
+                from,
+                to,
+                bytes: bytes.clone(),
+            }));
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    fn drain_node(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].node.poll_transmit(&mut self.out) {
+            let bytes = self.out[..t.len].to_vec();
+            let from = self.nodes[i].addr;
+            self.send(from, t.dst, bytes);
+        }
+        while let Some(n) = self.nodes[i].node.poll_tun_packet(&mut self.buf) {
+            let p = self.buf[..n].to_vec();
+            self.nodes[i].tun.push(p);
+        }
+        while let Some(e) = self.nodes[i].node.poll_event() {
+            self.nodes[i].events.push(e);
+        }
+    }
+
+    fn drain_relay(&mut self) {
+        while let Some(t) = self.relay.poll_transmit(&mut self.out) {
+            let bytes = self.out[..t.len].to_vec();
+            let from = self.relay_addr;
+            self.send(from, t.dst, bytes);
+        }
+    }
+
+    /// Injects an inner packet as if node `i`'s TUN produced it.
+    pub fn tun_send(&mut self, i: usize, packet: &[u8]) {
+        let now = self.now;
+        if let Some(t) = self.nodes[i]
+            .node
+            .handle_tun_packet(now, packet, &mut self.out)
+        {
+            let bytes = self.out[..t.len].to_vec();
+            let from = self.nodes[i].addr;
+            self.send(from, t.dst, bytes);
+        }
+        self.drain_node(i);
+    }
+
+    /// Injects raw bytes at the relay or a node, as an attacker on the path would.
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.heap.push(Reverse(InFlight {
+            at: self.now,
+            seq: self.seq,
+            from,
+            to,
+            bytes,
+        }));
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut t = self.heap.peek().map(|r| r.0.at);
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t: Instant| t.min(x)));
+            }
+        };
+        consider(self.relay.poll_timeout());
+        for n in &self.nodes {
+            consider(n.node.poll_timeout());
+        }
+        t
+    }
+
+    /// Runs the network until `until` (simulated).
+    pub fn run_until(&mut self, until: Instant) {
+        let mut last = self.now;
+        let mut spins = 0u32;
+        while let Some(next) = self.next_deadline() {
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if self.now == last {
+                spins += 1;
+                // A timer that stays due after it has been handled is a busy loop in
+                // the real runtime too: fail loudly and say whose timer it is.
+                assert!(
+                    spins < 10_000,
+                    "no progress at {:?}: {}",
+                    self.now - self.start,
+                    self.stuck_report()
+                );
+            } else {
+                last = self.now;
+                spins = 0;
+            }
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn stuck_report(&self) -> String {
+        let now = self.now;
+        let mut out = Vec::new();
+        if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+            out.push("relay timer".to_string());
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.node.poll_timeout().is_some_and(|t| t <= now) {
+                out.push(format!("node {i} timer"));
+            }
+        }
+        if self.heap.peek().is_some_and(|r| r.0.at <= now) {
+            out.push("datagrams in flight at the same instant".to_string());
+        }
+        out.join(", ")
+    }
+
+    /// Runs for a simulated duration.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while self.heap.peek().is_some_and(|r| r.0.at <= now) {
+            let Some(Reverse(f)) = self.heap.pop() else {
+                break;
+            };
+            self.deliver(f);
+        }
+        if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+            self.relay.handle_timeout(now);
+            self.drain_relay();
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
+                self.nodes[i].node.handle_timeout(now);
+                self.drain_node(i);
+            }
+        }
+    }
+
+    fn deliver(&mut self, f: InFlight) {
+        let now = self.now;
+        let mut buf = f.bytes;
+        if f.to == self.relay_addr {
+            if let Some(t) = self.relay.handle_datagram(now, f.from, &mut buf) {
+                let bytes = buf[..t.len].to_vec();
+                let from = self.relay_addr;
+                self.send(from, t.dst, bytes);
+            }
+            self.drain_relay();
+            return;
+        }
+        let Some(i) = self.nodes.iter().position(|n| n.addr == f.to) else {
+            return;
+        };
+        if let Some(r) = self.nodes[i].node.handle_datagram(now, f.from, &mut buf) {
+            let p = buf[r].to_vec();
+            self.nodes[i].tun.push(p);
+        }
+        self.drain_node(i);
+    }
+
+    /// Replaces the relay with a fresh process of the same token: all its state is lost.
+    pub fn restart_relay(&mut self) {
+        let seed = seed32(&mut self.rng);
+        self.relay = Relay::new(
+            &self.relay_token,
+            RelayConfig::default(),
+            seed,
+            self.now,
+            self.base_unix,
+        );
+    }
+
+    /// Overlay IPv4 of node `i`.
+    pub fn ipv4(&self, i: usize) -> Option<Ipv4Addr> {
+        self.nodes[i].node.overlay_ipv4()
+    }
+}
+
+fn seed32(rng: &mut ChaCha20Rng) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rng.fill_bytes(&mut s);
+    s
+}
+
+/// Builds a minimal IPv4/UDP packet (checksums are not the engine's business).
+pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..22].copy_from_slice(&1234u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5678u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// Builds a minimal IPv6/UDP packet.
+pub fn udp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 48 + payload.len()];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[48..].copy_from_slice(payload);
+    p
+}
+
+/// The destination of an inner packet (re-exported helper for tests).
+pub fn dst_of(p: &[u8]) -> Option<IpAddr> {
+    veil_proto::node::ip_destination(p)
+}
