@@ -1,0 +1,130 @@
+//! The command line, as clap derive types. Only shapes and help texts live here; what a
+//! command does is in its own module.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Default state directory of a node.
+pub const NODE_STATE_DIR: &str = "/var/lib/veil";
+/// Default state directory of a relay.
+pub const RELAY_STATE_DIR: &str = "/var/lib/veil-relay";
+
+/// Veil: an overlay network that joins by token, hides its metadata and opens no port.
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a network.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Run a relay (rendezvous and relay), or ask a running one for its status.
+    Relay(RelayCmd),
+    /// Join the network and run a node in the foreground.
+    Up(UpArgs),
+    /// Show the running node's status.
+    Status(QueryArgs),
+    /// List the running node's peers.
+    Peers(QueryArgs),
+    /// Stop the running node.
+    Down(TargetArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network: prints the join token, writes it and one token per relay to --out.
+    Create(CreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A relay's public address, HOST:PORT (repeat for several; order is kept).
+    #[arg(long = "relay", value_name = "HOST:PORT", required = true)]
+    pub relays: Vec<String>,
+    /// Directory for join.token and relay-N.token (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RelayCmd {
+    #[command(subcommand)]
+    pub sub: Option<RelaySub>,
+    #[command(flatten)]
+    pub run: RelayRunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelaySub {
+    /// Show a running relay's status.
+    Status(RelayStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RelayRunArgs {
+    /// Address to listen on, HOST:PORT (e.g. 0.0.0.0:7000).
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    pub listen: Option<String>,
+    /// File holding this relay's token (relay-N.token).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub token_file: Option<PathBuf>,
+    /// State directory (holds relay.sock).
+    #[arg(long, value_name = "DIR", default_value = RELAY_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayStatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// State directory of the relay (its socket is DIR/relay.sock).
+    #[arg(long, value_name = "DIR", default_value = RELAY_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Control socket path (overrides --state-dir).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The join token [env: VEIL_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// File holding the join token [env: VEIL_TOKEN_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// State directory: node key, remembered address, control socket.
+    #[arg(long, value_name = "DIR", env = "VEIL_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// TUN interface name (config key tun_name).
+    #[arg(long, value_name = "NAME", env = "VEIL_TUN")]
+    pub tun: Option<String>,
+    /// Config file (TOML; see docs/config.md).
+    #[arg(long, value_name = "FILE", env = "VEIL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// State directory of the node (its socket is DIR/veil.sock).
+    #[arg(long, value_name = "DIR", env = "VEIL_STATE_DIR", default_value = NODE_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Control socket path (overrides --state-dir).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}

@@ -1,0 +1,487 @@
+//! The node's settings: defaults, the TOML config file, `VEIL_<KEY>` environment variables and
+//! flags, merged with precedence flags > environment > file > defaults, then validated into
+//! [`Settings`] and mapped onto `veil_proto::NodeConfig`. Every error names the key, where the
+//! value came from and what is expected. This module reads no other file and opens nothing.
+
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use veil_proto::NodeConfig;
+
+/// Every key of the config file, in documentation order.
+pub const KEYS: [&str; 8] = [
+    "tun_name",
+    "port",
+    "keepalive_secs",
+    "idle_timeout_secs",
+    "rekey_after_secs",
+    "pad_bucket",
+    "ipv4_pool",
+    "log",
+];
+
+/// Name of the TUN device when nothing else is configured.
+pub const DEFAULT_TUN_NAME: &str = "veil0";
+
+/// A settings problem, as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML (or a value has the wrong type).
+    #[error("config {}: {message} (line {line})", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A key that does not exist.
+    #[error("config {}: unknown key `{key}` (known keys: {})", path.display(), KEYS.join(", "))]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// A value outside what the key accepts.
+    #[error("{origin}: `{key}` must be {expected}, got {got}")]
+    Invalid {
+        /// `config FILE`, `environment variable VEIL_X` or `flag --x`.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// What the key accepts.
+        expected: &'static str,
+        /// The value given.
+        got: String,
+    },
+}
+
+/// What a key accepts, for error messages (and `docs/config.md`).
+fn expected(key: &str) -> &'static str {
+    match key {
+        "tun_name" => "an interface name of 1 to 15 characters without '/' or spaces",
+        "port" => "a UDP port from 0 to 65535 (0 = ephemeral)",
+        "keepalive_secs" => "a whole number of seconds (0 = off)",
+        "idle_timeout_secs" | "rekey_after_secs" => "a whole number of seconds, at least 1",
+        "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
+        "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
+        "log" => "a log filter such as `info` or `veil=debug,warn`",
+        _ => "a known key",
+    }
+}
+
+/// Settings from one source; `None` means "not set here".
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// TUN interface name.
+    pub tun_name: Option<String>,
+    /// Local UDP port.
+    pub port: Option<u16>,
+    /// Keepalive interval.
+    pub keepalive_secs: Option<u64>,
+    /// Idle timeout of peer sessions.
+    pub idle_timeout_secs: Option<u64>,
+    /// Rekey interval.
+    pub rekey_after_secs: Option<u64>,
+    /// Padding bucket.
+    pub pad_bucket: Option<u64>,
+    /// IPv4 pool, `a.b.c.d/len`.
+    pub ipv4_pool: Option<String>,
+    /// Log filter.
+    pub log: Option<String>,
+}
+
+/// A layer and where it came from.
+#[derive(Clone, Debug)]
+pub struct Source {
+    layer: Layer,
+    origin: Origin,
+}
+
+#[derive(Clone, Debug)]
+enum Origin {
+    Flags,
+    Env,
+    File(PathBuf),
+}
+
+impl Origin {
+    fn describe(&self, key: &str) -> String {
+        match self {
+            Origin::Flags if key == "tun_name" => "flag --tun (or VEIL_TUN)".into(),
+            Origin::Flags => format!("flag for `{key}`"),
+            Origin::Env => format!("environment variable {}", env_name(key)),
+            Origin::File(p) => format!("config {}", p.display()),
+        }
+    }
+}
+
+/// The environment variable of `key`.
+pub fn env_name(key: &str) -> String {
+    format!("VEIL_{}", key.to_ascii_uppercase())
+}
+
+impl Source {
+    /// Values given as flags.
+    pub fn flags(layer: Layer) -> Self {
+        Source {
+            layer,
+            origin: Origin::Flags,
+        }
+    }
+
+    /// Reads and parses the config file.
+    pub fn file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::file_text(path, &text)
+    }
+
+    /// Parses config text (named `path` in errors).
+    pub fn file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let layer = toml::from_str::<Layer>(text).map_err(|e| file_error(path, text, &e))?;
+        Ok(Source {
+            layer,
+            origin: Origin::File(path.to_owned()),
+        })
+    }
+
+    /// Reads `VEIL_<KEY>` variables through `lookup` (`RUST_LOG` stands in for `VEIL_LOG`).
+    pub fn env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |key: &'static str| lookup(&env_name(key)).filter(|v| !v.is_empty());
+        let num = |key: &'static str| -> Result<Option<u64>, ConfigError> {
+            get(key)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| invalid(&Origin::Env, key, &v))
+                })
+                .transpose()
+        };
+        let port = match num("port")? {
+            Some(p) => {
+                Some(u16::try_from(p).map_err(|_| invalid(&Origin::Env, "port", &p.to_string()))?)
+            }
+            None => None,
+        };
+        let layer = Layer {
+            tun_name: get("tun_name"),
+            port,
+            keepalive_secs: num("keepalive_secs")?,
+            idle_timeout_secs: num("idle_timeout_secs")?,
+            rekey_after_secs: num("rekey_after_secs")?,
+            pad_bucket: num("pad_bucket")?,
+            ipv4_pool: get("ipv4_pool"),
+            log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
+        };
+        Ok(Source {
+            layer,
+            origin: Origin::Env,
+        })
+    }
+}
+
+fn invalid(origin: &Origin, key: &'static str, got: &str) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.describe(key),
+        key,
+        expected: expected(key),
+        got: format!("`{got}`"),
+    }
+}
+
+/// Turns a TOML error into one line: an unknown key or a bad value is named.
+fn file_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().replace('\n', " ");
+    if let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return ConfigError::UnknownKey {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        };
+    }
+    let offset = e.span().map_or(0, |s| s.start).min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default();
+    let key = line_text
+        .split('=')
+        .next()
+        .map(str::trim)
+        .unwrap_or_default();
+    match KEYS.iter().find(|k| **k == key) {
+        Some(k) if line_text.contains('=') => ConfigError::Invalid {
+            origin: format!("config {} line {line}", path.display()),
+            key: k,
+            expected: expected(k),
+            got: line_text
+                .split_once('=')
+                .map_or("", |(_, v)| v.trim())
+                .to_owned(),
+        },
+        _ => ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            message,
+        },
+    }
+}
+
+/// The merged, validated settings of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TUN interface name.
+    pub tun_name: String,
+    /// Local UDP port (0 = ephemeral).
+    pub port: u16,
+    /// Keepalive interval (0 = off).
+    pub keepalive_secs: u64,
+    /// Idle timeout of peer sessions.
+    pub idle_timeout_secs: u64,
+    /// Session age that triggers a rekey.
+    pub rekey_after_secs: u64,
+    /// Padding bucket in bytes.
+    pub pad_bucket: usize,
+    /// IPv4 pool: network address and prefix length.
+    pub ipv4_pool: (Ipv4Addr, u8),
+    /// Log filter.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let proto = NodeConfig::default();
+        Settings {
+            tun_name: DEFAULT_TUN_NAME.into(),
+            port: 0,
+            keepalive_secs: proto.keepalive.as_secs(),
+            idle_timeout_secs: proto.idle_timeout.as_secs(),
+            rekey_after_secs: proto.rekey_after_time.as_secs(),
+            pad_bucket: proto.pad_bucket,
+            ipv4_pool: proto.ipv4_pool,
+            log: "info".into(),
+        }
+    }
+}
+
+/// The first source, highest precedence first, that sets a key, with its origin.
+fn pick<'a, T>(
+    sources: &'a [Source],
+    field: impl Fn(&'a Layer) -> Option<&'a T>,
+) -> Option<(&'a T, &'a Origin)> {
+    sources
+        .iter()
+        .find_map(|s| field(&s.layer).map(|v| (v, &s.origin)))
+}
+
+impl Settings {
+    /// Merges `sources` (highest precedence first) over the defaults and validates the result.
+    pub fn resolve(sources: &[Source]) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        if let Some((v, o)) = pick(sources, |l| l.tun_name.as_ref()) {
+            s.tun_name = check_tun_name(v).ok_or_else(|| invalid(o, "tun_name", v))?;
+        }
+        if let Some((v, _)) = pick(sources, |l| l.port.as_ref()) {
+            s.port = *v;
+        }
+        if let Some((v, _)) = pick(sources, |l| l.keepalive_secs.as_ref()) {
+            s.keepalive_secs = *v;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.idle_timeout_secs.as_ref()) {
+            s.idle_timeout_secs =
+                positive(*v).ok_or_else(|| invalid(o, "idle_timeout_secs", "0"))?;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.rekey_after_secs.as_ref()) {
+            s.rekey_after_secs = positive(*v).ok_or_else(|| invalid(o, "rekey_after_secs", "0"))?;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.pad_bucket.as_ref()) {
+            s.pad_bucket = usize::try_from(*v)
+                .ok()
+                .filter(|b| *b <= 1024)
+                .ok_or_else(|| invalid(o, "pad_bucket", &v.to_string()))?;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.ipv4_pool.as_ref()) {
+            s.ipv4_pool = parse_pool(v).ok_or_else(|| invalid(o, "ipv4_pool", v))?;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.log.as_ref()) {
+            tracing_subscriber::EnvFilter::try_new(v).map_err(|_| invalid(o, "log", v))?;
+            s.log = v.clone();
+        }
+        Ok(s)
+    }
+
+    /// The engine's configuration: these settings, the resolved relays and the remembered
+    /// IPv4 (dropped if it is outside the pool).
+    pub fn node_config(
+        &self,
+        relays: Vec<(SocketAddr, [u8; 32])>,
+        hint: Option<Ipv4Addr>,
+    ) -> NodeConfig {
+        NodeConfig {
+            relays,
+            ipv4_pool: self.ipv4_pool,
+            ipv4_hint: hint.filter(|h| in_pool(*h, self.ipv4_pool)),
+            keepalive: Duration::from_secs(self.keepalive_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            rekey_after_time: Duration::from_secs(self.rekey_after_secs),
+            pad_bucket: self.pad_bucket,
+            ..NodeConfig::default()
+        }
+    }
+}
+
+fn positive(v: u64) -> Option<u64> {
+    (v > 0).then_some(v)
+}
+
+fn check_tun_name(name: &str) -> Option<String> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    ok.then(|| name.to_owned())
+}
+
+/// Parses `a.b.c.d/len`; the address must be the network address of the prefix.
+fn parse_pool(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = text.trim().split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| (1..=30).contains(l))?;
+    (u32::from(addr) & mask(len) == 0).then_some((addr, len))
+}
+
+/// The host bits of a prefix of length `len`.
+fn mask(len: u8) -> u32 {
+    u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+}
+
+fn in_pool(addr: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
+    u32::from(addr) & !mask(len) == u32::from(net)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Source {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Source::env(|k| map.get(k).cloned()).expect("env layer")
+    }
+
+    fn file(text: &str) -> Result<Source, ConfigError> {
+        Source::file_text(Path::new("/etc/veil.toml"), text)
+    }
+
+    #[test]
+    fn defaults_match_the_engine() {
+        let s = Settings::resolve(&[]).unwrap();
+        assert_eq!(s.keepalive_secs, 25);
+        assert_eq!(s.idle_timeout_secs, 60);
+        assert_eq!(s.rekey_after_secs, 120);
+        assert_eq!(s.pad_bucket, 64);
+        assert_eq!(s.ipv4_pool, (Ipv4Addr::new(100, 64, 0, 0), 10));
+        assert_eq!(s.port, 0);
+        assert_eq!(s.log, "info");
+        assert_eq!(s.tun_name, "veil0");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let f = file("tun_name = \"file0\"\nport = 1111\nkeepalive_secs = 5\npad_bucket = 32\n")
+            .unwrap();
+        let e = env(&[("VEIL_PORT", "2222"), ("VEIL_KEEPALIVE_SECS", "7")]);
+        let flags = Source::flags(Layer {
+            tun_name: Some("flag0".into()),
+            ..Layer::default()
+        });
+        let s = Settings::resolve(&[flags, e, f]).unwrap();
+        assert_eq!(s.tun_name, "flag0");
+        assert_eq!(s.port, 2222);
+        assert_eq!(s.keepalive_secs, 7);
+        assert_eq!(s.pad_bucket, 32);
+        assert_eq!(s.idle_timeout_secs, 60);
+    }
+
+    #[test]
+    fn veil_log_beats_rust_log_beats_file() {
+        let f = file("log = \"warn\"").unwrap();
+        let s = Settings::resolve(&[env(&[("RUST_LOG", "debug")]), f.clone()]).unwrap();
+        assert_eq!(s.log, "debug");
+        let both = env(&[("RUST_LOG", "debug"), ("VEIL_LOG", "trace")]);
+        assert_eq!(Settings::resolve(&[both, f.clone()]).unwrap().log, "trace");
+        assert_eq!(Settings::resolve(&[env(&[]), f]).unwrap().log, "warn");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = file("port = 1\nfoo = 2\n").unwrap_err().to_string();
+        assert!(e.contains("unknown key `foo`"), "{e}");
+        assert!(e.contains("known keys: tun_name, port"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let e = file("keepalive_secs = \"soon\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("`keepalive_secs` must be a whole number of seconds"),
+            "{e}"
+        );
+        let e = file("port = 70000\n").unwrap_err().to_string();
+        assert!(e.contains("`port` must be a UDP port"), "{e}");
+        let e = Settings::resolve(&[file("ipv4_pool = \"100.64.0.1/10\"").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ipv4_pool` must be an IPv4 prefix"), "{e}");
+        let e = Source::env(|k| (k == "VEIL_KEEPALIVE_SECS").then(|| "x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable VEIL_KEEPALIVE_SECS"),
+            "{e}"
+        );
+        let e = Settings::resolve(&[env(&[("VEIL_IDLE_TIMEOUT_SECS", "0")])]).unwrap_err();
+        assert!(e.to_string().contains("`idle_timeout_secs` must be"), "{e}");
+        let e = Settings::resolve(&[env(&[("VEIL_TUN_NAME", "a/b")])]).unwrap_err();
+        assert!(e.to_string().contains("`tun_name`"), "{e}");
+        let e = file("port = ").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn maps_onto_node_config() {
+        let s =
+            Settings::resolve(&[file("ipv4_pool = \"10.8.0.0/16\"\nkeepalive_secs = 0").unwrap()])
+                .unwrap();
+        let c = s.node_config(vec![], Some(Ipv4Addr::new(100, 64, 0, 9)));
+        assert_eq!(c.ipv4_hint, None, "a hint outside the pool is dropped");
+        assert_eq!(c.keepalive, Duration::ZERO);
+        let c = s.node_config(vec![], Some(Ipv4Addr::new(10, 8, 3, 4)));
+        assert_eq!(c.ipv4_hint, Some(Ipv4Addr::new(10, 8, 3, 4)));
+        assert_eq!(c.ipv4_pool, (Ipv4Addr::new(10, 8, 0, 0), 16));
+    }
+}

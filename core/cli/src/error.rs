@@ -1,0 +1,107 @@
+//! The CLI's error type: every failure as one line for stderr. Library errors keep their own
+//! messages (they already name the path, key or address at fault).
+
+use std::path::PathBuf;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The join or relay token does not decode.
+    #[error(transparent)]
+    Token(#[from] veil_proto::TokenError),
+    /// No token was given.
+    #[error("no join token: pass --token or --token-file (or set VEIL_TOKEN or VEIL_TOKEN_FILE)")]
+    NoToken,
+    /// A token file could not be read.
+    #[error("token file {}: {source}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// State directory or node key problem.
+    #[error(transparent)]
+    State(#[from] veil_io::state::StateError),
+    /// Not root and no CAP_NET_ADMIN.
+    #[error("veil up needs root (or CAP_NET_ADMIN) to create its TUN device: run it with sudo")]
+    NotPrivileged,
+    /// A HOST:PORT argument that is not one.
+    #[error("invalid {what} `{value}`: {reason} (expected HOST:PORT, e.g. relay.example.com:7000 or [2001:db8::1]:7000)")]
+    HostPort {
+        /// `--relay` or `--listen`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A name did not resolve.
+    #[error("could not resolve {what} `{addr}`: {source}")]
+    Resolve {
+        /// `relay address` or `listen address`.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The resolver error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be written or read.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Refusing to overwrite an existing network's tokens.
+    #[error("{} already exists: choose another --out directory or remove the old tokens first", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The node stopped with an error.
+    #[error(transparent)]
+    Node(#[from] veil_io::NodeError),
+    /// The relay stopped with an error.
+    #[error(transparent)]
+    Relay(#[from] veil_io::RelayError),
+    /// No process on the control socket.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The control socket failed or answered an error.
+    #[error(transparent)]
+    Control(#[from] veil_io::ControlClientError),
+    /// The control socket could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlBind {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process did not stop in time after `down`.
+    #[error("the process behind {} accepted the request but did not stop within {secs} s", path.display())]
+    StopTimeout {
+        /// The socket path.
+        path: PathBuf,
+        /// How long we waited.
+        secs: u64,
+    },
+    /// The async runtime or a signal handler could not start.
+    #[error("could not start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Arguments clap could not check.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// The OS random source failed.
+    #[error("could not read random bytes from the OS: {0}")]
+    Random(String),
+}

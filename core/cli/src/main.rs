@@ -1,0 +1,66 @@
+//! The `veil` binary: argument parsing and dispatch. Each command lives in its own module;
+//! every failure is printed as one line on stderr and exits with status 1 (usage errors: 2).
+
+mod addr;
+mod args;
+mod config;
+mod error;
+mod logging;
+mod network;
+mod query;
+mod relay_cmd;
+mod up;
+
+use args::{Cli, Cmd, NetworkCmd, RelaySub};
+use clap::Parser;
+use error::CliError;
+use std::future::Future;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veil: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
+    match cmd {
+        Cmd::Network(NetworkCmd::Create(a)) => network::create(a),
+        Cmd::Relay(r) => match &r.sub {
+            Some(RelaySub::Status(a)) => query::relay_status(a),
+            None => relay_cmd::run(&r.run),
+        },
+        Cmd::Up(a) => up::up(a),
+        Cmd::Status(a) => query::status(a),
+        Cmd::Peers(a) => query::peers(a),
+        Cmd::Down(a) => query::down(a),
+    }
+}
+
+/// The runtime of a foreground node or relay: one thread, which the single event loop fills.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+/// Completes on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal
+/// that arrives while the node starts is not lost. Needs a running runtime.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    })
+}

@@ -1,0 +1,50 @@
+//! `veil relay`: runs a relay in the foreground (`veil_io::RelayRunner`) with its control
+//! socket `relay.sock` in the state directory.
+
+use crate::addr::{check_host_port, resolve};
+use crate::args::RelayRunArgs;
+use crate::error::CliError;
+use crate::up::read_token_file;
+use crate::{logging, runtime, shutdown_signal};
+use veil_io::control::RELAY_SOCKET;
+use veil_io::{state, ControlServer, DefaultSocketFactory, RelayRunner};
+use veil_proto::{RelayConfig, RelayToken};
+
+/// Runs the relay until `SIGINT`/`SIGTERM` or a `down` request on its socket.
+pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
+    let (Some(listen), Some(token_file)) = (&args.listen, &args.token_file) else {
+        return Err(CliError::Usage(
+            "veil relay needs --listen HOST:PORT and --token-file FILE",
+        ));
+    };
+    check_host_port("--listen", listen)?;
+    let token = RelayToken::decode(&read_token_file(token_file)?)?;
+    logging::init(&logging::env_filter().unwrap_or_else(|| "info".into()));
+    state::ensure_dir(&args.state_dir)?;
+    let listen = resolve("listen address", listen)?;
+    runtime()?.block_on(async {
+        let signal = shutdown_signal()?;
+        let sock_path = args.state_dir.join(RELAY_SOCKET);
+        let mut control =
+            ControlServer::bind(&sock_path).map_err(|source| CliError::ControlBind {
+                path: sock_path.clone(),
+                source,
+            })?;
+        let runner = RelayRunner::new(
+            &token,
+            RelayConfig::default(),
+            listen,
+            &DefaultSocketFactory,
+        )?;
+        tracing::info!(id = %runner.id(), listen = %runner.local_addr(), "veil relay running");
+        let serve = tokio::spawn(control.serve(runner.handle()));
+        let result = tokio::select! {
+            r = runner.run() => r.map_err(CliError::from),
+            () = signal => Ok(()),
+        };
+        serve.abort();
+        drop(control);
+        tracing::info!("veil relay stopped");
+        result
+    })
+}

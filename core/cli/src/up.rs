@@ -1,0 +1,139 @@
+//! `veil up`: validates everything it can before touching the system, in this order: token,
+//! config, state dir (and node key), privileges; then binds the control socket and the UDP
+//! socket and hands over to `veil_io::NodeRunner`, which creates the TUN device.
+
+use crate::addr::resolve;
+use crate::args::UpArgs;
+use crate::config::{Layer, Settings, Source};
+use crate::error::CliError;
+use crate::{logging, runtime, shutdown_signal};
+use std::path::{Path, PathBuf};
+use veil_io::control::NODE_SOCKET;
+use veil_io::state::{self, KEY_FILE};
+use veil_io::{ControlServer, DefaultSocketFactory, NodeOptions, NodeRunner, TunSource};
+use veil_proto::{Identity, JoinToken, NodeConfig, DEFAULT_TUN_MTU};
+
+/// Runs the node in the foreground until `veil down`, SIGINT or SIGTERM.
+pub fn up(args: &UpArgs) -> Result<(), CliError> {
+    let token = load_token(args)?;
+    let settings = load_settings(args)?;
+    logging::init(&settings.log);
+    state::ensure_dir(&args.state_dir)?;
+    let key = state::load_or_create_key(&args.state_dir.join(KEY_FILE), fresh_key)?;
+    let hint = state::read_ipv4_hint(&args.state_dir);
+    check_privileges()?;
+    let relays = token
+        .relays
+        .iter()
+        .map(|r| Ok((resolve("relay address", &r.addr)?, r.public_key)))
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let cfg = settings.node_config(relays, hint);
+    let opts = NodeOptions {
+        tun: TunSource::Create {
+            name: Some(settings.tun_name.clone()),
+            mtu: DEFAULT_TUN_MTU,
+        },
+        port: settings.port,
+        state_dir: Some(args.state_dir.clone()),
+    };
+    runtime()?.block_on(run(
+        &token,
+        Identity::from_secret(key),
+        cfg,
+        opts,
+        &args.state_dir,
+    ))
+}
+
+async fn run(
+    token: &JoinToken,
+    identity: Identity,
+    cfg: NodeConfig,
+    opts: NodeOptions,
+    state_dir: &Path,
+) -> Result<(), CliError> {
+    let signal = shutdown_signal()?;
+    let sock_path = state_dir.join(NODE_SOCKET);
+    let mut control = ControlServer::bind(&sock_path).map_err(|source| CliError::ControlBind {
+        path: sock_path.clone(),
+        source,
+    })?;
+    let id = identity.id();
+    let runner = NodeRunner::new(token, identity, cfg, opts, &DefaultSocketFactory)?;
+    let serve = tokio::spawn(control.serve(runner.handle()));
+    tracing::info!(%id, state_dir = %state_dir.display(), "veil node starting");
+    let result = tokio::select! {
+        r = runner.run() => r.map_err(CliError::from),
+        () = signal => Ok(()),
+    };
+    serve.abort();
+    drop(control);
+    tracing::info!("veil node stopped");
+    result
+}
+
+/// Flags first (`--token`, then `--token-file`), then `VEIL_TOKEN`, then `VEIL_TOKEN_FILE`.
+fn load_token(args: &UpArgs) -> Result<JoinToken, CliError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let text = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => read_token_file(f)?,
+        (None, None) => match (env("VEIL_TOKEN"), env("VEIL_TOKEN_FILE")) {
+            (Some(t), _) => t,
+            (None, Some(f)) => read_token_file(&PathBuf::from(f))?,
+            (None, None) => return Err(CliError::NoToken),
+        },
+    };
+    Ok(JoinToken::decode(&text)?)
+}
+
+/// Reads a token file (either kind), trimmed.
+pub fn read_token_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|source| CliError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
+    let flags = Source::flags(Layer {
+        tun_name: args.tun.clone(),
+        ..Layer::default()
+    });
+    let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];
+    if let Some(path) = &args.config {
+        sources.push(Source::file(path)?);
+    }
+    Ok(Settings::resolve(&sources)?)
+}
+
+fn fresh_key() -> std::io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(key)
+}
+
+/// Root, or CAP_NET_ADMIN in the effective set.
+fn check_privileges() -> Result<(), CliError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || has_cap_net_admin() {
+        Ok(())
+    } else {
+        Err(CliError::NotPrivileged)
+    }
+}
+
+fn has_cap_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}

@@ -1,0 +1,195 @@
+//! End-to-end checks of the `veil` binary that need no running node and no root: network
+//! creation, and the one-line errors of `up`, `status` and `network create`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use veil_proto::{JoinToken, RelayToken};
+
+fn veil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(args)
+        .env_remove("VEIL_TOKEN")
+        .env_remove("VEIL_TOKEN_FILE")
+        .env_remove("VEIL_STATE_DIR")
+        .env_remove("VEIL_TUN")
+        .output()
+        .expect("run veil")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("veil-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn create(dir: &Path, relays: &[&str]) -> Output {
+    let mut args = vec!["network", "create", "--out", dir.to_str().unwrap()];
+    for r in relays {
+        args.extend(["--relay", r]);
+    }
+    veil(&args)
+}
+
+#[test]
+fn network_create_prints_one_token_and_writes_private_files() {
+    let dir = scratch("create");
+    let out = create(&dir, &["198.18.0.1:7000", "relay.example:443"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let token = JoinToken::decode(stdout.trim()).expect("stdout is a join token");
+    assert_eq!(token.relays.len(), 2);
+    assert_eq!(token.relays[0].addr, "198.18.0.1:7000");
+    assert_eq!(token.relays[1].addr, "relay.example:443");
+
+    let files = ["join.token", "relay-1.token", "relay-2.token"];
+    for f in files {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert!(!dir.join("relay-3.token").exists());
+    let join_file = std::fs::read_to_string(dir.join("join.token")).unwrap();
+    assert_eq!(JoinToken::decode(&join_file).unwrap(), token);
+    RelayToken::decode(&std::fs::read_to_string(dir.join("relay-2.token")).unwrap()).unwrap();
+
+    // A second run refuses to overwrite the network.
+    let again = create(&dir, &["198.18.0.1:7000"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_relay_value_is_named() {
+    let dir = scratch("badrelay");
+    for bad in ["198.18.0.1", "relay.example:http"] {
+        let out = create(&dir, &["198.18.0.1:7000", bad]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(&format!("`{bad}`")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!dir.join("join.token").exists());
+}
+
+fn corrupted_token() -> String {
+    let dir = scratch("corrupt-src");
+    let out = create(&dir, &["198.18.0.1:7000"]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut bytes = token.into_bytes();
+    let i = bytes.len() - 10;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn corrupted_token_is_refused_before_anything_else() {
+    let state = scratch("corrupt");
+    let token = corrupted_token();
+    let out = veil(&[
+        "up",
+        "--token",
+        &token,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the join token is corrupted (checksum mismatch): copy it again in full"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !state.exists(),
+        "nothing is created before the token is valid"
+    );
+
+    // Same through a token file.
+    let file = scratch("corrupt-file");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let out = veil(&[
+        "up",
+        "--token-file",
+        file.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = scratch("config");
+    let out = create(&dir, &["198.18.0.1:7000"]);
+    assert!(out.status.success());
+    let cfg = dir.join("veil.toml");
+    std::fs::write(&cfg, "keepalive_secs = 10\nkeepalive_sec = 5\n").unwrap();
+    let state = dir.join("state");
+    let out = veil(&[
+        "up",
+        "--token-file",
+        dir.join("join.token").to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown key `keepalive_sec`"), "{err}");
+    assert!(err.contains(cfg.to_str().unwrap()), "{err}");
+    assert!(
+        !state.exists(),
+        "config is checked before the state dir is made"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn status_without_node_says_so() {
+    let state = scratch("nonode");
+    let out = veil(&["status", "--json", "--state-dir", state.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let expected = format!(
+        "no veil node is running with state dir {} (no socket at {}/veil.sock)",
+        state.display(),
+        state.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    for cmd in ["peers", "down"] {
+        let out = veil(&[cmd, "--state-dir", state.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("no veil node is running"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn missing_token_is_explained() {
+    let state = scratch("notoken");
+    let out = veil(&["up", "--state-dir", state.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no join token"), "{}", stderr(&out));
+}

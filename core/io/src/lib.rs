@@ -1,0 +1,50 @@
+//! # veil-io
+//!
+//! The thin tokio layer around the sans-IO engines of `veil-proto`. This crate owns every
+//! file descriptor Veil uses (UDP sockets, the TUN device, the local control socket, the state
+//! directory) and the clock; it holds no protocol logic. Each runner is one task that waits on
+//! its sources with `tokio::select!`, feeds the engine, and after every input drains all of the
+//! engine's `poll_*` outputs.
+//!
+//! - [`socket`]: the [`SocketFactory`] every UDP socket goes through (Android must `protect()` them).
+//! - [`tun`]: where the TUN device comes from (created by name, or a platform file descriptor).
+//! - [`node`]: [`NodeRunner`], the node's event loop, and its [`NodeHandle`].
+//! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
+//! - [`control`]: the local control socket (one JSON request and one JSON response per line).
+//! - [`state`]: files in the state directory (node key, last overlay IPv4).
+//! - [`report`]: the JSON shapes of `status` and `peers`, shared by server and client.
+
+pub mod control;
+pub mod node;
+pub mod relay;
+pub mod report;
+pub mod socket;
+pub mod state;
+pub mod tun;
+
+pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};
+pub use node::{NodeError, NodeHandle, NodeOptions, NodeRunner, IPV4_WAIT};
+pub use relay::{RelayError, RelayHandle, RelayRunner};
+pub use report::{Counters, NodeStatusReport, PeerReport, RelayStatusReport};
+pub use socket::{DefaultSocketFactory, SocketFactory};
+pub use tun::{TunError, TunSource};
+
+/// Size of every packet buffer a runner allocates (once, at start).
+pub const BUF_SIZE: usize = 65_536;
+
+/// Most packets taken from one source before the loop looks at the others again.
+pub const MAX_BATCH: usize = 64;
+
+/// Time since the unix epoch, as the engines want it at construction.
+pub(crate) fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A fresh 32-byte seed from the operating system.
+pub(crate) fn os_seed() -> std::io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(seed)
+}

@@ -1,0 +1,482 @@
+//! The node's event loop. [`NodeRunner`] owns the `veil_proto::Node`, its UDP socket, the TUN
+//! device and a command channel, and moves packets between them in one task. It never looks
+//! inside a packet: what to send, deliver or log is the engine's decision. It reads the clock
+//! (`Instant::now()`) for the engine, and persists the overlay IPv4 the engine reports.
+//!
+//! Start-up: the TUN device needs the overlay IPv4. With a remembered address (`ipv4_hint`)
+//! the device is created at once (and moved if the rendezvous assigns another address);
+//! without one the loop runs on the socket and timers alone until `Ipv4Assigned`, and gives up
+//! after [`IPV4_WAIT`].
+
+use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::report::{Counters, NodeStatusReport, PeerReport};
+use crate::socket::{self, SocketFactory};
+use crate::tun::{Tun, TunAddrs, TunError, TunSource};
+use crate::{os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
+
+/// How long a node without a remembered address waits for the rendezvous to assign one.
+pub const IPV4_WAIT: Duration = Duration::from_secs(20);
+
+/// How the runner is set up besides the engine's own configuration.
+#[derive(Debug)]
+pub struct NodeOptions {
+    /// Where the TUN device comes from.
+    pub tun: TunSource,
+    /// Local UDP port (0 = ephemeral).
+    pub port: u16,
+    /// Where the overlay IPv4 is remembered (`ipv4`); `None` keeps nothing.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Why the node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The UDP socket could not be opened.
+    #[error("could not open the node's UDP socket on {addr}: {source}")]
+    Socket {
+        /// The address bound.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The TUN device could not be set up.
+    #[error(transparent)]
+    Tun(#[from] TunError),
+    /// No overlay IPv4 in time.
+    #[error("could not reach the relay at {relay} within {} s: check the address in the token and that `veil relay` runs", IPV4_WAIT.as_secs())]
+    RelayUnreachable {
+        /// The relay address(es) tried.
+        relay: String,
+    },
+    /// The randomness source failed.
+    #[error("could not read random bytes from the OS: {0}")]
+    Random(#[source] io::Error),
+    /// A socket or TUN wait failed in a way the loop cannot continue after.
+    #[error("I/O failure on the {what}: {source}")]
+    Fatal {
+        /// `UDP socket` or `TUN device`.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Requests to a running node.
+#[derive(Debug)]
+enum Command {
+    Status(oneshot::Sender<NodeStatusReport>),
+    Peers(oneshot::Sender<Vec<PeerReport>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap handle to a running node (for the control socket or an app).
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+const STOPPED: &str = "the node is stopping";
+
+impl NodeHandle {
+    /// Status snapshot.
+    pub async fn status(&self) -> Option<NodeStatusReport> {
+        self.ask(Command::Status).await
+    }
+
+    /// Peers snapshot.
+    pub async fn peers(&self) -> Option<Vec<PeerReport>> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Asks the node to stop; returns once the loop has accepted (it ends right after).
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+impl ControlHandler for NodeHandle {
+    fn handle(&self, cmd: ControlCommand) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            let value = match cmd {
+                ControlCommand::Status => self.status().await.map(serde_json::to_value),
+                ControlCommand::Peers => self.peers().await.map(serde_json::to_value),
+                ControlCommand::Down => {
+                    self.shutdown().await;
+                    Some(Ok(serde_json::Value::String("stopping".into())))
+                }
+            };
+            match value {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => Err(format!("internal error: {e}")),
+                None => Err(STOPPED.into()),
+            }
+        })
+    }
+}
+
+/// Errors of this layer, reported with the engine's counters as `io_*`.
+#[derive(Debug, Default)]
+struct IoCounters {
+    send_errors: u64,
+    recv_errors: u64,
+    tun_read_errors: u64,
+    tun_write_errors: u64,
+}
+
+impl IoCounters {
+    fn list(&self) -> [(&'static str, u64); 4] {
+        [
+            ("io_send_errors", self.send_errors),
+            ("io_recv_errors", self.recv_errors),
+            ("io_tun_read_errors", self.tun_read_errors),
+            ("io_tun_write_errors", self.tun_write_errors),
+        ]
+    }
+}
+
+/// The node's event loop; see the module docs.
+pub struct NodeRunner {
+    node: Node,
+    socket: UdpSocket,
+    local: SocketAddr,
+    tun: Option<Tun>,
+    /// The source of the TUN while it is not open yet.
+    tun_source: Option<TunSource>,
+    pool_len: u8,
+    /// Overlay IPv6 derived from the token and key (what the engine derives too).
+    overlay_ipv6: Ipv6Addr,
+    ipv4: Option<Ipv4Addr>,
+    state_dir: Option<PathBuf>,
+    relays: String,
+    started: Instant,
+    commands: mpsc::Receiver<Command>,
+    handle: NodeHandle,
+    counters: IoCounters,
+    rx_buf: Box<[u8]>,
+    tun_buf: Box<[u8]>,
+    out_buf: Box<[u8]>,
+}
+
+impl NodeRunner {
+    /// Builds the engine and binds the UDP socket (through `factory`). Must be called inside a
+    /// tokio runtime. `cfg.relays` must be resolved already.
+    pub fn new(
+        token: &JoinToken,
+        identity: Identity,
+        cfg: NodeConfig,
+        opts: NodeOptions,
+        factory: &dyn SocketFactory,
+    ) -> Result<NodeRunner, NodeError> {
+        let relay_addrs: Vec<SocketAddr> = cfg.relays.iter().map(|(a, _)| *a).collect();
+        let bind = socket::wildcard_for(&relay_addrs, opts.port);
+        let sock_err = |source| NodeError::Socket { addr: bind, source };
+        let std_socket = factory.bind_udp(bind).map_err(sock_err)?;
+        std_socket.set_nonblocking(true).map_err(sock_err)?;
+        let socket = UdpSocket::from_std(std_socket).map_err(sock_err)?;
+        let local = socket.local_addr().map_err(sock_err)?;
+
+        let derived_ipv6 = token.keys().overlay_ipv6(identity.public());
+        let (pool_len, ipv4) = (cfg.ipv4_pool.1, cfg.ipv4_hint);
+        let seed = os_seed().map_err(NodeError::Random)?;
+        let node = Node::new(token, identity, cfg, seed, Instant::now(), unix_now());
+        // The engine is the source of truth; the derivation covers an engine that does not
+        // report the address before it is connected.
+        let overlay_ipv6 = match node.overlay_ipv6() {
+            a if a.is_unspecified() => derived_ipv6,
+            a => a,
+        };
+        let (tx, commands) = mpsc::channel(16);
+        tracing::info!(port = local.port(), "node UDP socket bound");
+        Ok(NodeRunner {
+            node,
+            socket,
+            local,
+            tun: None,
+            tun_source: Some(opts.tun),
+            pool_len,
+            overlay_ipv6,
+            ipv4,
+            state_dir: opts.state_dir,
+            relays: relay_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            started: Instant::now(),
+            commands,
+            handle: NodeHandle { tx },
+            counters: IoCounters::default(),
+            rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            tun_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// A handle for status, peers and shutdown requests.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The local address of the UDP socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Runs until a shutdown request, or a fatal error (TUN set-up, no address in time).
+    pub async fn run(mut self) -> Result<(), NodeError> {
+        if let Some(addr) = self.ipv4 {
+            self.open_tun(addr)?;
+        }
+        let give_up = tokio::time::Instant::now() + IPV4_WAIT;
+        loop {
+            let timer = self.node.poll_timeout().map(tokio::time::Instant::from_std);
+            let waiting = self.tun.is_none();
+            tokio::select! {
+                cmd = self.commands.recv() => {
+                    if self.on_command(cmd) {
+                        return Ok(());
+                    }
+                }
+                r = self.socket.readable() => {
+                    r.map_err(|source| NodeError::Fatal { what: "UDP socket", source })?;
+                    self.on_socket_readable()?;
+                }
+                r = readable(self.tun.as_ref()), if !waiting => {
+                    r.map_err(|source| NodeError::Fatal { what: "TUN device", source })?;
+                    self.on_tun_readable()?;
+                }
+                () = sleep_until(timer) => {
+                    self.node.handle_timeout(Instant::now());
+                }
+                () = tokio::time::sleep_until(give_up), if waiting => {
+                    return Err(NodeError::RelayUnreachable { relay: self.relays.clone() });
+                }
+            }
+            self.drain()?;
+        }
+    }
+
+    /// Returns true when the loop must stop.
+    fn on_command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            Some(Command::Status(reply)) => {
+                let _ = reply.send(self.status());
+                false
+            }
+            Some(Command::Peers(reply)) => {
+                let now = Instant::now();
+                let _ = reply.send(self.node.peers(now).iter().map(PeerReport::from).collect());
+                false
+            }
+            Some(Command::Shutdown(reply)) => {
+                tracing::info!("shutdown requested");
+                let _ = reply.send(());
+                true
+            }
+            // Unreachable while `self.handle` lives, but stopping is the right answer.
+            None => true,
+        }
+    }
+
+    fn status(&self) -> NodeStatusReport {
+        let now = Instant::now();
+        let s = self.node.status(now);
+        NodeStatusReport {
+            id: s.id,
+            overlay_ipv4: s.overlay_ipv4,
+            overlay_ipv6: if s.overlay_ipv6.is_unspecified() {
+                self.overlay_ipv6
+            } else {
+                s.overlay_ipv6
+            },
+            relay: s.relay,
+            relay_connected: s.relay_connected,
+            uptime_s: now.duration_since(self.started).as_secs(),
+            tun: self.tun.as_ref().map(|t| t.name().to_owned()),
+            local_port: Some(self.local.port()),
+            counters: Counters::from_lists(&s.counters, &self.counters.list()),
+        }
+    }
+
+    fn on_socket_readable(&mut self) -> Result<(), NodeError> {
+        for _ in 0..MAX_BATCH {
+            let (len, from) = match self.socket.try_recv_from(&mut self.rx_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here; they never stop the loop.
+                    self.counters.recv_errors += 1;
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            };
+            let from = socket::normalize(from);
+            let now = Instant::now();
+            if let Some(range) = self
+                .node
+                .handle_datagram(now, from, &mut self.rx_buf[..len])
+            {
+                if let Some(packet) = self.rx_buf.get(range) {
+                    write_tun(self.tun.as_ref(), packet, &mut self.counters);
+                }
+            }
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn on_tun_readable(&mut self) -> Result<(), NodeError> {
+        for _ in 0..MAX_BATCH {
+            let Some(tun) = self.tun.as_ref() else {
+                return Ok(());
+            };
+            let len = match tun.device().try_recv(&mut self.tun_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    self.counters.tun_read_errors += 1;
+                    tracing::debug!(error = %e, "TUN read failed");
+                    return Ok(());
+                }
+            };
+            let now = Instant::now();
+            let packet = &self.tun_buf[..len];
+            if let Some(t) = self.node.handle_tun_packet(now, packet, &mut self.out_buf) {
+                send(
+                    &self.socket,
+                    self.local,
+                    &self.out_buf,
+                    t,
+                    &mut self.counters,
+                );
+            }
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Empties every output queue of the engine. Fails only when the TUN cannot be created.
+    fn drain(&mut self) -> Result<(), NodeError> {
+        while let Some(t) = self.node.poll_transmit(&mut self.out_buf) {
+            send(
+                &self.socket,
+                self.local,
+                &self.out_buf,
+                t,
+                &mut self.counters,
+            );
+        }
+        while let Some(len) = self.node.poll_tun_packet(&mut self.rx_buf) {
+            if let Some(packet) = self.rx_buf.get(..len) {
+                write_tun(self.tun.as_ref(), packet, &mut self.counters);
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            self.on_event(event)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: NodeEvent) -> Result<(), NodeError> {
+        match &event {
+            NodeEvent::Ipv4Assigned(addr) => {
+                tracing::info!("overlay IPv4 assigned");
+                tracing::debug!(%addr, "overlay IPv4");
+                self.on_ipv4(*addr)?;
+            }
+            NodeEvent::RelayUp(addr) => {
+                tracing::info!("relay session up");
+                tracing::debug!(%addr, "relay up");
+            }
+            NodeEvent::RelayDown(addr) => {
+                tracing::info!("relay stopped answering; retrying");
+                tracing::debug!(%addr, "relay down");
+            }
+            NodeEvent::PeerUp { id } => tracing::info!(peer = %id, "peer session up"),
+            NodeEvent::PeerDown { id } => tracing::info!(peer = %id, "peer session closed"),
+        }
+        Ok(())
+    }
+
+    fn on_ipv4(&mut self, addr: Ipv4Addr) -> Result<(), NodeError> {
+        self.ipv4 = Some(addr);
+        if let Some(dir) = &self.state_dir {
+            if let Err(e) = state::write_ipv4_hint(dir, addr) {
+                tracing::warn!(error = %e, "could not remember the overlay IPv4 in the state dir");
+            }
+        }
+        match self.tun.as_mut() {
+            Some(tun) => tun.set_ipv4(addr, self.pool_len)?,
+            None => self.open_tun(addr)?,
+        }
+        Ok(())
+    }
+
+    fn open_tun(&mut self, ipv4: Ipv4Addr) -> Result<(), NodeError> {
+        let Some(source) = self.tun_source.take() else {
+            return Ok(());
+        };
+        let addrs = TunAddrs {
+            ipv4: (ipv4, self.pool_len),
+            ipv6: self.overlay_ipv6,
+        };
+        let tun = Tun::open(source, addrs)?;
+        tracing::info!(tun = tun.name(), "TUN device up");
+        self.tun = Some(tun);
+        Ok(())
+    }
+}
+
+/// Sends `buf[..t.len]`; failures are counted and logged at debug, never fatal.
+fn send(socket: &UdpSocket, local: SocketAddr, buf: &[u8], t: Transmit, c: &mut IoCounters) {
+    let Some(data) = buf.get(..t.len) else {
+        c.send_errors += 1;
+        tracing::debug!(len = t.len, "engine asked to send more than its buffer");
+        return;
+    };
+    if let Err(e) = socket.try_send_to(data, socket::to_family(t.dst, local)) {
+        c.send_errors += 1;
+        tracing::debug!(error = %e, "UDP send failed");
+    }
+}
+
+/// Writes one packet to the TUN; a full queue or an error drops it (counted).
+fn write_tun(tun: Option<&Tun>, packet: &[u8], c: &mut IoCounters) {
+    let Some(tun) = tun else {
+        c.tun_write_errors += 1;
+        return;
+    };
+    if let Err(e) = tun.device().try_send(packet) {
+        c.tun_write_errors += 1;
+        tracing::debug!(error = %e, "TUN write failed");
+    }
+}
+
+async fn readable(tun: Option<&Tun>) -> io::Result<()> {
+    match tun {
+        Some(t) => t.device().readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,238 @@
+//! The relay's event loop. [`RelayRunner`] owns the `veil_proto::Relay`, its UDP socket bound
+//! to the listen address and a command channel. Like the node loop it only moves bytes and
+//! reads the clock; answering, forwarding and expiring are the engine's decisions.
+
+use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::report::{Counters, RelayStatusReport};
+use crate::socket::{self, SocketFactory};
+use crate::{os_seed, unix_now, BUF_SIZE, MAX_BATCH};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use veil_proto::{Relay, RelayConfig, RelayToken, Transmit};
+
+/// Why the relay stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The listen socket could not be opened.
+    #[error("could not listen on {addr}: {source}")]
+    Socket {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The randomness source failed.
+    #[error("could not read random bytes from the OS: {0}")]
+    Random(#[source] io::Error),
+    /// Waiting on the socket failed.
+    #[error("I/O failure on the relay socket: {0}")]
+    Fatal(#[source] io::Error),
+}
+
+#[derive(Debug)]
+enum Command {
+    Status(oneshot::Sender<RelayStatusReport>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap handle to a running relay.
+#[derive(Clone, Debug)]
+pub struct RelayHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl RelayHandle {
+    /// Status snapshot.
+    pub async fn status(&self) -> Option<RelayStatusReport> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the relay to stop; returns once the loop has accepted (it ends right after).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl ControlHandler for RelayHandle {
+    fn handle(&self, cmd: ControlCommand) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            match cmd {
+                ControlCommand::Status => match self.status().await {
+                    Some(s) => serde_json::to_value(s).map_err(|e| format!("internal error: {e}")),
+                    None => Err("the relay is stopping".into()),
+                },
+                ControlCommand::Peers => {
+                    Err("a relay has no peers: use `veil relay status`".into())
+                }
+                ControlCommand::Down => {
+                    self.shutdown().await;
+                    Ok(serde_json::Value::String("stopping".into()))
+                }
+            }
+        })
+    }
+}
+
+/// The relay's event loop; see the module docs.
+pub struct RelayRunner {
+    relay: Relay,
+    socket: UdpSocket,
+    local: SocketAddr,
+    started: Instant,
+    commands: mpsc::Receiver<Command>,
+    handle: RelayHandle,
+    send_errors: u64,
+    recv_errors: u64,
+    buf: Box<[u8]>,
+    out: Box<[u8]>,
+}
+
+impl RelayRunner {
+    /// Builds the engine and binds `listen` (through `factory`). Must be called inside a tokio
+    /// runtime.
+    pub fn new(
+        token: &RelayToken,
+        cfg: RelayConfig,
+        listen: SocketAddr,
+        factory: &dyn SocketFactory,
+    ) -> Result<RelayRunner, RelayError> {
+        let sock_err = |source| RelayError::Socket {
+            addr: listen,
+            source,
+        };
+        let std_socket = factory.bind_udp(listen).map_err(sock_err)?;
+        std_socket.set_nonblocking(true).map_err(sock_err)?;
+        let socket = UdpSocket::from_std(std_socket).map_err(sock_err)?;
+        let local = socket.local_addr().map_err(sock_err)?;
+        let seed = os_seed().map_err(RelayError::Random)?;
+        let relay = Relay::new(token, cfg, seed, Instant::now(), unix_now());
+        let (tx, commands) = mpsc::channel(16);
+        Ok(RelayRunner {
+            relay,
+            socket,
+            local,
+            started: Instant::now(),
+            commands,
+            handle: RelayHandle { tx },
+            send_errors: 0,
+            recv_errors: 0,
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            out: vec![0u8; BUF_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// A handle for status and shutdown requests.
+    pub fn handle(&self) -> RelayHandle {
+        self.handle.clone()
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The relay's short id (from its static public key).
+    pub fn id(&self) -> String {
+        veil_proto::keys::node_id(&self.relay.public_key())
+    }
+
+    /// Runs until a shutdown request.
+    pub async fn run(mut self) -> Result<(), RelayError> {
+        loop {
+            let timer = self
+                .relay
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Status(reply)) => { let _ = reply.send(self.status()); }
+                    Some(Command::Shutdown(reply)) => {
+                        tracing::info!("shutdown requested");
+                        let _ = reply.send(());
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+                r = self.socket.readable() => {
+                    r.map_err(RelayError::Fatal)?;
+                    self.on_readable();
+                }
+                () = sleep_until(timer) => self.relay.handle_timeout(Instant::now()),
+            }
+            self.drain();
+        }
+    }
+
+    fn on_readable(&mut self) {
+        for _ in 0..MAX_BATCH {
+            let (len, from) = match self.socket.try_recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.recv_errors += 1;
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            };
+            let from = socket::normalize(from);
+            let now = Instant::now();
+            if let Some(t) = self.relay.handle_datagram(now, from, &mut self.buf[..len]) {
+                self.send_errors += send(&self.socket, self.local, &self.buf, t);
+            }
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.relay.poll_transmit(&mut self.out) {
+            self.send_errors += send(&self.socket, self.local, &self.out, t);
+        }
+    }
+
+    fn status(&self) -> RelayStatusReport {
+        let now = Instant::now();
+        let s = self.relay.status(now);
+        let io = [
+            ("io_send_errors", self.send_errors),
+            ("io_recv_errors", self.recv_errors),
+        ];
+        RelayStatusReport {
+            id: if s.id.is_empty() { self.id() } else { s.id },
+            listen: self.local.to_string(),
+            uptime_s: now.duration_since(self.started).as_secs(),
+            clients: s.clients,
+            names: s.names,
+            counters: Counters::from_lists(&s.counters, &io),
+        }
+    }
+}
+
+/// Sends `buf[..t.len]`; returns 1 on failure (counted by the caller), never fails the loop.
+fn send(socket: &UdpSocket, local: SocketAddr, buf: &[u8], t: Transmit) -> u64 {
+    let Some(data) = buf.get(..t.len) else {
+        return 1;
+    };
+    match socket.try_send_to(data, socket::to_family(t.dst, local)) {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::debug!(error = %e, "UDP send failed");
+            1
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,107 @@
+//! UDP sockets. Every socket Veil opens is made by a [`SocketFactory`], so that a platform can
+//! adjust it before use (Android's `VpnService.protect()` keeps it out of the tunnel). This
+//! module also owns the address-family plumbing of a dual-stack socket.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+/// Socket buffer size asked for on every UDP socket; the kernel may grant less.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Makes the UDP sockets of a runner.
+pub trait SocketFactory: Send + Sync {
+    /// Returns a bound, non-blocking UDP socket. `addr` is `0.0.0.0:port` or `[::]:port`;
+    /// port 0 asks for an ephemeral port.
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket>;
+}
+
+/// The factory used on desktop and server platforms: [`bind_udp`] as is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultSocketFactory;
+
+impl SocketFactory for DefaultSocketFactory {
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
+        bind_udp(addr)
+    }
+}
+
+/// Binds a non-blocking UDP socket with large buffers. An IPv6 wildcard socket is dual-stack,
+/// so one socket reaches both IPv4 and IPv6 relays (see [`normalize`] and [`to_family`]).
+/// Platform factories call this and then adjust the socket.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Smaller buffers are not an error: the kernel caps them at net.core.{r,w}mem_max.
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not set SO_RCVBUF");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not set SO_SNDBUF");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The wildcard address to bind so that every one of `peers` is reachable: IPv4 unless one of
+/// them is IPv6, in which case a dual-stack IPv6 socket.
+pub fn wildcard_for(peers: &[SocketAddr], port: u16) -> SocketAddr {
+    if peers.iter().any(SocketAddr::is_ipv6) {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
+    } else {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+    }
+}
+
+/// The address a packet came from, as the engine knows it: a dual-stack socket reports IPv4
+/// senders as `::ffff:a.b.c.d`, the engine was given `a.b.c.d`.
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The destination as the socket wants it: an IPv4 address becomes IPv4-mapped on an IPv6
+/// socket.
+pub fn to_family(dst: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (dst, local) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+        }
+        _ => dst,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_round_trip() {
+        let v4: SocketAddr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), 7000));
+        let local = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        let mapped = to_family(v4, local);
+        assert!(mapped.is_ipv6());
+        assert_eq!(normalize(mapped), v4);
+        assert_eq!(
+            to_family(v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            v4
+        );
+    }
+
+    #[test]
+    fn binds_ephemeral_ports() -> io::Result<()> {
+        let s = DefaultSocketFactory.bind_udp(wildcard_for(&[], 0))?;
+        assert_ne!(s.local_addr()?.port(), 0);
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 1));
+        assert!(wildcard_for(&[v6], 0).is_ipv6());
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Files in a node's state directory: the node key (`node.key`) and the last overlay IPv4 the
+//! rendezvous confirmed (`ipv4`). The directory is private to its owner (0700) and the key file
+//! to the key's owner (0600); this module refuses a key others can read.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// File name of the node key inside the state directory.
+pub const KEY_FILE: &str = "node.key";
+/// File name of the remembered overlay IPv4.
+pub const IPV4_FILE: &str = "ipv4";
+
+/// A state directory problem, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory could not be created or is not a directory.
+    #[error("state dir {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The key file could not be read or written.
+    #[error("node key {path}: {source}")]
+    KeyIo {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Group or others may read the key.
+    #[error("node key {path} is accessible by group or others (mode {mode:04o}): run `chmod 600 {path}`")]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file holds neither 64 hex digits nor 32 raw bytes.
+    #[error("node key {path} is not 64 hex digits: restore it from a backup or delete it to make a new identity")]
+    KeyFormat {
+        /// The key file.
+        path: PathBuf,
+    },
+}
+
+/// Creates `dir` (and parents) with mode 0700 if it is missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    let err = |source| StateError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    if !fs::metadata(dir).map_err(err)?.is_dir() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "not a directory",
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the node key at `path`, or creates one with `fresh` (mode 0600) if there is none.
+/// The file holds the 32-byte private key as 64 hex digits and a newline.
+pub fn load_or_create_key(
+    path: &Path,
+    fresh: impl FnOnce() -> io::Result<[u8; 32]>,
+) -> Result<[u8; 32], StateError> {
+    let io_err = |source| StateError::KeyIo {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StateError::KeyPermissions {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+            let text = fs::read(path).map_err(io_err)?;
+            parse_key(&text).ok_or_else(|| StateError::KeyFormat {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = fresh().map_err(io_err)?;
+            write_private(path, format!("{}\n", hex(&key)).as_bytes()).map_err(io_err)?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a new file readable by its owner only; fails if it exists.
+fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The overlay IPv4 remembered in `dir`, if any (a damaged file is ignored).
+pub fn read_ipv4_hint(dir: &Path) -> Option<Ipv4Addr> {
+    fs::read_to_string(dir.join(IPV4_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Remembers `addr` in `dir`, replacing the file atomically.
+pub fn write_ipv4_hint(dir: &Path, addr: Ipv4Addr) -> io::Result<()> {
+    let tmp = dir.join(format!("{IPV4_FILE}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    write_private(&tmp, format!("{addr}\n").as_bytes())?;
+    fs::rename(&tmp, dir.join(IPV4_FILE))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("veil-io-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn key_is_created_private_and_reloaded() {
+        let d = scratch("key");
+        ensure_dir(&d).unwrap();
+        let p = d.join(KEY_FILE);
+        let k = load_or_create_key(&p, || Ok([7u8; 32])).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_key(&p, || Ok([9u8; 32])).unwrap(), k);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            load_or_create_key(&p, || Ok([9u8; 32])),
+            Err(StateError::KeyPermissions { .. })
+        ));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ipv4_hint_round_trips() {
+        let d = scratch("ipv4");
+        ensure_dir(&d).unwrap();
+        assert_eq!(read_ipv4_hint(&d), None);
+        write_ipv4_hint(&d, Ipv4Addr::new(100, 64, 3, 4)).unwrap();
+        write_ipv4_hint(&d, Ipv4Addr::new(100, 64, 3, 5)).unwrap();
+        assert_eq!(read_ipv4_hint(&d), Some(Ipv4Addr::new(100, 64, 3, 5)));
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
