@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs everything Veil's build, tests and demo need on a Debian/Ubuntu machine.
+#
+# Idempotent: a package is installed only if `dpkg -s` says it is missing, and `apt-get update`
+# runs at most once, only when something has to be installed. Safe as root with no tty (CI).
+# Prints what it did.
+set -euo pipefail
+
+APT_PACKAGES=(
+  iproute2      # ip netns, veth, bridge
+  nftables      # NAT and firewall rules in the namespace tests
+  iperf3        # throughput measurements
+  iputils-ping  # ping over the overlay
+  procps        # pgrep, ps
+  python3       # JSON validation and transfers in the e2e tests
+  jq            # JSON in shell
+  tcpdump       # captures
+  tshark        # capture analysis (installed without setuid dumpcap)
+  nmap          # port scans of a running node
+  socat         # TCP transfers over the overlay
+  psmisc        # fuser, killall (only for humans; the scripts kill by pid)
+)
+RUST_COMPONENTS=(rustfmt clippy)
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- privileges -----------------------------------------------------------------------------
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    SUDO=()
+  fi
+fi
+
+# --- apt packages ---------------------------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if dpkg -s "$pkg" >/dev/null 2>&1; then
+    :
+  else
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  log "apt: all ${#APT_PACKAGES[@]} packages already installed (${APT_PACKAGES[*]})"
+else
+  command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get on this machine; install them by hand"
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    die "missing packages (${missing[*]}); run this script as root or install sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer "no" up front so it never prompts.
+  if command -v debconf-set-selections >/dev/null 2>&1; then
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' \
+      | "${SUDO[@]}" debconf-set-selections
+  fi
+  log "apt: missing ${missing[*]}; running apt-get update"
+  "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
+  log "apt: installing ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+  for pkg in "${missing[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || die "package $pkg still not installed after apt-get install"
+  done
+  log "apt: installed ${missing[*]}"
+fi
+
+# --- kernel features the namespace tests use ---------------------------------------------------
+if [ -e /dev/net/tun ]; then
+  log "kernel: /dev/net/tun present"
+else
+  log "WARNING: /dev/net/tun is missing; 'veil up' cannot create its TUN device (try: modprobe tun)"
+fi
+
+# --- Rust toolchain -------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  log "rust: cargo found in ${CARGO_HOME:-$HOME/.cargo}/bin (not on PATH; add it to your PATH)"
+fi
+command -v cargo >/dev/null 2>&1 \
+  || die "cargo not found. Install Rust with rustup (https://rustup.rs) and make sure ~/.cargo/bin is on PATH."
+log "rust: $(cargo --version)"
+
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup component list --installed 2>/dev/null || true)
+  for comp in "${RUST_COMPONENTS[@]}"; do
+    if printf '%s\n' "$installed" | grep -q "^${comp}-"; then
+      log "rust: component $comp already installed"
+    else
+      log "rust: installing component $comp"
+      rustup component add "$comp" || die "rustup component add $comp failed"
+    fi
+  done
+else
+  for comp in "${RUST_COMPONENTS[@]}"; do
+    case "$comp" in
+      rustfmt) cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing and no rustup to install it" ;;
+      clippy) cargo clippy --version >/dev/null 2>&1 || die "clippy missing and no rustup to install it" ;;
+    esac
+  done
+  log "rust: no rustup; rustfmt and clippy present"
+fi
+
+log "done"
