@@ -55,26 +55,15 @@ fn busy_network() -> Sim {
         for k in 0..40 {
             let size = (round * 37 + k * 101) % 1200;
             let payload = vec![(k as u8) ^ (round as u8); size];
+            let (from, to) = if k % 2 == 0 { (a, b) } else { (b, a) };
             let pkt = if k % 3 == 0 {
                 udp6(
-                    sim.nodes[a].node.overlay_ipv6(),
-                    sim.nodes[b].node.overlay_ipv6(),
+                    sim.nodes[from].node.overlay_ipv6(),
+                    sim.nodes[to].node.overlay_ipv6(),
                     &payload,
                 )
             } else {
-                udp4(sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap(), &payload)
-            };
-            let (from, to) = if k % 2 == 0 { (a, b) } else { (b, a) };
-            let pkt = if from == a {
-                pkt
-            } else if k % 3 == 0 {
-                udp6(
-                    sim.nodes[b].node.overlay_ipv6(),
-                    sim.nodes[a].node.overlay_ipv6(),
-                    &payload,
-                )
-            } else {
-                udp4(sim.ipv4(b).unwrap(), sim.ipv4(a).unwrap(), &payload)
+                udp4(sim.ipv4(from).unwrap(), sim.ipv4(to).unwrap(), &payload)
             };
             sim.tun_send(from, &pkt);
             sim.run_for(Duration::from_millis(20));
