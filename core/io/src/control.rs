@@ -204,7 +204,7 @@ fn parse(line: &str) -> Result<ControlCommand, String> {
 }
 
 /// The group id of `name`, if the group exists.
-fn group_id(name: &str) -> Option<u32> {
+pub(crate) fn group_id(name: &str) -> Option<u32> {
     let cname = CString::new(name).ok()?;
     let mut grp: libc::group = unsafe_zeroed_group();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];

@@ -50,8 +50,12 @@ pub enum StateError {
     },
 }
 
-/// Creates `dir` (and parents) with mode 0700 if it is missing.
+/// Creates `dir` (and parents) with mode 0700 if it is missing. When the group `veil`
+/// exists, a directory this call creates gets that group and mode 0710, so that members can
+/// reach the control socket inside (itself 0660) without being able to list the directory;
+/// the key file stays 0600 and root's alone.
 pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    let existed = dir.exists();
     let err = |source| StateError::Dir {
         path: dir.to_owned(),
         source,
@@ -66,6 +70,12 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
             io::ErrorKind::AlreadyExists,
             "not a directory",
         )));
+    }
+    if !existed {
+        if let Some(gid) = crate::control::group_id(crate::control::CONTROL_GROUP) {
+            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(err)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o710)).map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -1,1 +1,145 @@
-fn main() {}
+//! Per-packet cost of the data path and cost of a full hybrid handshake.
+//!
+//! Run: `cargo bench -p veil-proto --bench datapath` (ring backend, the default) and
+//! `cargo bench -p veil-proto --no-default-features --bench datapath` (pure-Rust backend).
+//! Figures go into docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // a bench needs a real clock
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::time::Instant;
+use veil_proto::crypto::HeaderKey;
+use veil_proto::noise::{Initiator, Responder, SessionKeys};
+use veil_proto::session::Session;
+use veil_proto::wire::{self, Frame, BODY_OFFSET};
+use veil_proto::Identity;
+
+const SIZES: [usize; 3] = [64, 512, 1380];
+const BUCKET: usize = 64;
+
+fn pair(now: Instant) -> (Session, Session, HeaderKey) {
+    let ka = SessionKeys {
+        send: [1; 32],
+        recv: [2; 32],
+        hash: [0; 32],
+    };
+    let kb = SessionKeys {
+        send: [2; 32],
+        recv: [1; 32],
+        hash: [0; 32],
+    };
+    let hpa = HeaderKey::new([7; 32]);
+    let hpb = HeaderKey::new([8; 32]);
+    let a = Session::new(&ka, [0xa; 8], [0xb; 8], hpb.clone(), true, now);
+    let b = Session::new(&kb, [0xb; 8], [0xa; 8], hpa, false, now);
+    (a, b, hpb)
+}
+
+fn seal(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut g = c.benchmark_group("seal");
+    for size in SIZES {
+        let (mut a, _, _) = pair(now);
+        let mut buf = vec![0u8; 2048];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("{size}B"), |bench| {
+            bench.iter(|| {
+                buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
+                black_box(a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn open(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut g = c.benchmark_group("open");
+    for size in SIZES {
+        let (mut a, mut b, hpb) = pair(now);
+        g.throughput(Throughput::Bytes(size as u64));
+        // Each iteration opens a fresh datagram (the replay window refuses repeats); sealing
+        // it happens in the untimed setup.
+        g.bench_function(format!("{size}B"), |bench| {
+            bench.iter_batched_ref(
+                || {
+                    let mut buf = vec![0u8; 2048];
+                    buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
+                    let n = a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap();
+                    buf.truncate(n);
+                    buf
+                },
+                |dg| {
+                    let (_, ctr) = wire::unmask_header(&hpb, dg).unwrap();
+                    black_box(b.open(now, ctr, dg).unwrap())
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn relay_forward(c: &mut Criterion) {
+    // The relay's per-packet work: unmask, open, rewrite the frame header, reseal in place.
+    let now = Instant::now();
+    let mut g = c.benchmark_group("relay_forward");
+    let size = 1380;
+    let (mut a, mut r, hpr) = pair(now);
+    let (mut r_out, _, _) = pair(now);
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function(format!("{size}B"), |bench| {
+        bench.iter_batched_ref(
+            || {
+                let mut buf = vec![0u8; 2048];
+                let n = a.seal(now, &mut buf, Frame::Forward, size, BUCKET).unwrap();
+                buf.truncate(n);
+                buf
+            },
+            |dg| {
+                let (_, ctr) = wire::unmask_header(&hpr, dg).unwrap();
+                let (_, body) = r.open(now, ctr, dg).unwrap();
+                let pt_len = dg.len() - wire::HDR_LEN - veil_proto::crypto::TAG_LEN;
+                black_box(body);
+                black_box(r_out.reseal(now, dg, pt_len))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    let a = Identity::from_secret([1u8; 32]);
+    let b = Identity::from_secret([2u8; 32]);
+    let mut g = c.benchmark_group("handshake");
+    g.sample_size(30);
+    let mut n = 0u8;
+    g.bench_function("hybrid_ikpsk2_x25519_mlkem768_full", |bench| {
+        bench.iter(|| {
+            n = n.wrapping_add(1);
+            let (init, m1) = Initiator::start(&a, b.public(), b"p", b"hello", [n; 32]).unwrap();
+            let (resp, _) = Responder::read(&b, b"p", &m1, [n ^ 0xff; 32]).unwrap();
+            let (kb, m2) = resp.reply(b"world").unwrap();
+            let (ka, _) = init.finish(&m2).unwrap();
+            black_box((ka.send, kb.send))
+        })
+    });
+    g.bench_function("initiator_msg1", |bench| {
+        bench.iter(|| {
+            n = n.wrapping_add(1);
+            black_box(Initiator::start(&a, b.public(), b"p", b"hello", [n; 32]).unwrap())
+        })
+    });
+    let (_, m1) = Initiator::start(&a, b.public(), b"p", b"hello", [9; 32]).unwrap();
+    g.bench_function("responder_read_and_reply", |bench| {
+        bench.iter(|| {
+            n = n.wrapping_add(1);
+            let (resp, _) = Responder::read(&b, b"p", &m1, [n; 32]).unwrap();
+            black_box(resp.reply(b"world").unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seal, open, relay_forward, handshake);
+criterion_main!(benches);
