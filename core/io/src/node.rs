@@ -409,6 +409,13 @@ impl NodeRunner {
             }
             NodeEvent::PeerUp { id } => tracing::info!(peer = %id, "peer session up"),
             NodeEvent::PeerDown { id } => tracing::info!(peer = %id, "peer session closed"),
+            NodeEvent::PeerPath {
+                id,
+                direct: Some(addr),
+            } => tracing::info!(peer = %id, endpoint = %addr, "direct path"),
+            NodeEvent::PeerPath { id, direct: None } => {
+                tracing::info!(peer = %id, "path relayed")
+            }
         }
         Ok(())
     }

@@ -46,12 +46,54 @@ const PEER_FORGET_AFTER: Duration = Duration::from_secs(300);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Room in front of an inner packet for both transport layers of a relayed datagram.
 const RELAYED_BODY_OFFSET: usize = BODY_OFFSET + 8 + BODY_OFFSET;
+/// Candidates a node announces or accepts from a peer.
+const MAX_CANDIDATES: usize = 8;
+/// Outstanding path challenges per peer.
+const MAX_CHALLENGES: usize = 32;
+/// Hole punching: a challenge to every candidate this often…
+const PUNCH_INTERVAL: Duration = Duration::from_millis(200);
+/// …for this many rounds (3 s) before the attempt counts as failed.
+const PUNCH_ROUNDS: u32 = 15;
+/// After a failed attempt, direct is retried (while data flows) after this, doubling…
+const PUNCH_RETRY_MIN: Duration = Duration::from_secs(15);
+/// …up to this.
+const PUNCH_RETRY_MAX: Duration = Duration::from_secs(300);
+/// Consent freshness (RFC 7675 in spirit): a direct path on which nothing was received for
+/// this long while data flows gets a challenge, once per interval…
+const CONSENT_INTERVAL: Duration = Duration::from_secs(1);
+/// …and is abandoned for the relay when challenges go unanswered this long.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Path checks run only while data flowed this recently.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 
-/// Where a peer's datagrams go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Why a peer's path is relayed, for `veil peers`.
+const REASON_SEARCHING: &str = "looking for a direct path (candidates exchanged, hole punching)";
+const REASON_PUNCH_FAILED: &str =
+    "hole punching failed: no candidate answered (endpoint-dependent NAT or a filtering firewall on a side); retrying with backoff";
+const REASON_NO_CANDIDATES: &str = "the peer announced no direct candidates";
+const REASON_LOST: &str = "the direct path stopped answering; searching again";
+const REASON_DISABLED: &str = "direct paths are disabled in this node's configuration";
+
+/// Where a peer's datagram came from, or goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Path {
-    /// Through the relay, to this relay handle.
+    /// Through the relay, from or to this relay handle.
     Relayed(u64),
+    /// Straight between the nodes' sockets.
+    Direct(SocketAddr),
+}
+
+/// An outstanding path challenge.
+struct Challenge {
+    token: [u8; 8],
+    addr: SocketAddr,
+    sent: Instant,
+}
+
+/// A hole-punching attempt in progress.
+struct Punch {
+    next: Instant,
+    round: u32,
 }
 
 /// Who owns a receive connection id.
@@ -123,7 +165,24 @@ struct Peer {
     /// An IPv4 the peer claimed in its handshake, awaiting verification.
     ipv4_claim: Option<Ipv4Addr>,
     ipv6: Ipv6Addr,
-    path: Path,
+    /// The peer's handle at our relay (None until a lookup or a relayed packet told us).
+    handle: Option<u64>,
+    /// The validated direct endpoint data goes to, if any.
+    direct: Option<SocketAddr>,
+    /// Last authenticated datagram received on the direct path.
+    direct_rx: Instant,
+    /// First consent challenge of the current silence on the direct path.
+    consent_since: Option<Instant>,
+    last_consent: Option<Instant>,
+    /// The peer's announced candidates.
+    candidates: Vec<SocketAddr>,
+    challenges: VecDeque<Challenge>,
+    punch: Option<Punch>,
+    punch_retry: Option<Instant>,
+    punch_backoff: Duration,
+    /// Whether our candidates went to the peer in the current session.
+    announced: bool,
+    relay_reason: &'static str,
     sessions: Sessions,
     pending: Option<PendingHs>,
     /// Outgoing packets waiting for a session.
@@ -178,11 +237,15 @@ pub struct Node {
     by_handle: HashMap<u64, [u8; 32]>,
     cids: HashMap<[u8; 8], CidOwner>,
     pending_msgs: BTreeMap<u32, [u8; 32]>,
+    /// Addresses of our socket as the I/O layer sees them (interface addresses + port).
+    local_candidates: Vec<SocketAddr>,
+    /// Our address as the relay sees it.
+    reflexive: Option<SocketAddr>,
     lookups: BTreeMap<u32, Lookup>,
     lookup_by_addr: BTreeMap<IpAddr, u32>,
     negative: BTreeMap<IpAddr, Instant>,
     next_req: u32,
-    reasm: Reassembler<u64>,
+    reasm: Reassembler<Path>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<NodeEvent>,
@@ -252,6 +315,8 @@ impl Node {
             by_handle: HashMap::new(),
             cids: HashMap::new(),
             pending_msgs: BTreeMap::new(),
+            local_candidates: Vec::new(),
+            reflexive: None,
             lookups: BTreeMap::new(),
             lookup_by_addr: BTreeMap::new(),
             negative: BTreeMap::new(),
@@ -312,11 +377,8 @@ impl Node {
                 Some(CidOwner::Relay) if from == self.relay.addr => {
                     return self.relay_transport(now, cid, counter, buf);
                 }
-                Some(CidOwner::Peer(_)) => {
-                    // Direct paths arrive with the discovery work; until then a peer
-                    // datagram outside the relay is not accepted.
-                    self.counters.dropped_unauthenticated += 1;
-                    return None;
+                Some(CidOwner::Peer(pk)) => {
+                    return self.peer_transport(now, pk, Path::Direct(from), cid, counter, buf);
                 }
                 _ => {}
             }
@@ -324,7 +386,9 @@ impl Node {
         if from == self.relay.addr {
             self.relay_handshake(now, buf);
         } else {
-            self.counters.dropped_unauthenticated += 1;
+            // A handshake straight from a peer (a rekey on a direct path); anything that
+            // fails the handshake seal is dropped unanswered.
+            self.peer_handshake(now, Path::Direct(from), buf);
         }
         None
     }
@@ -351,6 +415,14 @@ impl Node {
         };
         self.relay.probe_sent = None;
         match kind {
+            Frame::Keepalive => {
+                let mut c = Cursor(&buf[body]);
+                let _flags = c.u8();
+                if let Some(a) = c.addr() {
+                    self.set_reflexive(now, a);
+                }
+                None
+            }
             Frame::Deliver => {
                 if body.len() < 8 {
                     self.counters.dropped_malformed += 1;
@@ -361,7 +433,6 @@ impl Node {
                 let r = self.peer_datagram(now, Path::Relayed(src), &mut buf[inner.clone()])?;
                 Some(inner.start + r.start..inner.start + r.end)
             }
-            Frame::Keepalive => None,
             Frame::RegisterReply => {
                 let b = buf[body].to_vec();
                 self.on_register_reply(now, &b);
@@ -377,8 +448,17 @@ impl Node {
                     let h = read_u64(&buf[body.start..]);
                     // The peer left the relay (or the relay restarted): forget it so the
                     // next packet looks it up afresh.
-                    if let Some(pk) = self.by_handle.get(&h).copied() {
-                        self.forget_peer(pk);
+                    if let Some(pk) = self.by_handle.remove(&h) {
+                        let direct = self.peers.get(&pk).is_some_and(|p| p.direct.is_some());
+                        if direct {
+                            // The direct path carries on; a new handle comes with the next
+                            // relayed packet or lookup.
+                            if let Some(p) = self.peers.get_mut(&pk) {
+                                p.handle = None;
+                            }
+                        } else {
+                            self.forget_peer(pk);
+                        }
                     }
                 }
                 None
@@ -433,13 +513,36 @@ impl Node {
                 return None;
             }
         };
-        // The authenticated path wins (the relay handle may change after a reconnect).
-        if peer.path != path {
-            self.by_handle.retain(|_, v| v != &pk);
-            let Path::Relayed(h) = path;
-            self.by_handle.insert(h, pk);
-            peer.path = path;
+        // The authenticated path wins: the relay handle may change after a reconnect, and a
+        // direct datagram from a new address (the peer roamed) gets that address checked.
+        let mut check = None;
+        match path {
+            Path::Relayed(h) => {
+                if peer.handle != Some(h) {
+                    self.by_handle.retain(|_, v| v != &pk);
+                    self.by_handle.insert(h, pk);
+                    peer.handle = Some(h);
+                }
+            }
+            Path::Direct(a) => {
+                if peer.direct == Some(a) {
+                    peer.direct_rx = now;
+                    peer.consent_since = None;
+                } else if kind != Frame::PathResponse {
+                    check = Some(a);
+                }
+            }
         }
+        if let Some(a) = check {
+            let recent = peer
+                .challenges
+                .iter()
+                .any(|c| c.addr == a && now.saturating_duration_since(c.sent) < PUNCH_INTERVAL);
+            if !recent && self.cfg.direct {
+                self.challenge(now, pk, a);
+            }
+        }
+        let peer = self.peers.get_mut(&pk)?;
         match kind {
             Frame::Data => {
                 let pkt = &dg[body.clone()];
@@ -469,11 +572,347 @@ impl Node {
                 self.close_peer(pk, true);
                 None
             }
+            Frame::PathChallenge => {
+                let token = dg[body].to_vec();
+                self.counters.path_challenges_answered += 1;
+                self.send_peer_frame(now, pk, Frame::PathResponse, &token, Some(path));
+                None
+            }
+            Frame::PathResponse => {
+                let mut c = Cursor(&dg[body]);
+                if let (Some(token), Path::Direct(a)) = (c.array::<8>(), path) {
+                    self.on_path_response(now, pk, a, token);
+                }
+                None
+            }
+            Frame::Candidates => {
+                let b = dg[body].to_vec();
+                self.on_candidates(now, pk, &b);
+                None
+            }
             _ => {
                 self.counters.dropped_malformed += 1;
                 None
             }
         }
+    }
+
+    // ------------------------------------------------------------ direct paths
+
+    /// Our candidates: the address the relay sees, then the socket's local addresses.
+    fn own_candidates(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for a in self.reflexive.iter().chain(self.local_candidates.iter()) {
+            if !v.contains(a) && v.len() < MAX_CANDIDATES {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    /// Tells a peer our candidates, end to end, over the best path.
+    fn announce(&mut self, now: Instant, pk: [u8; 32]) {
+        if !self.cfg.direct {
+            return;
+        }
+        let cands = self.own_candidates();
+        let mut body = vec![cands.len() as u8];
+        for a in cands {
+            wire::put_addr(&mut body, a);
+        }
+        if self.send_peer_frame(now, pk, Frame::Candidates, &body, None) {
+            if let Some(p) = self.peers.get_mut(&pk) {
+                p.announced = true;
+            }
+        }
+    }
+
+    /// Announces our candidates to every peer with a session (they changed).
+    fn announce_all(&mut self, now: Instant) {
+        let up: Vec<[u8; 32]> = self
+            .peers
+            .values()
+            .filter(|p| p.sessions.current.is_some())
+            .map(|p| p.public)
+            .collect();
+        for pk in up {
+            self.announce(now, pk);
+        }
+    }
+
+    fn on_candidates(&mut self, now: Instant, pk: [u8; 32], body: &[u8]) {
+        let mut c = Cursor(body);
+        let Some(n) = c.u8() else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        let mut cands = Vec::new();
+        for _ in 0..n {
+            match c.addr() {
+                Some(a) if cands.len() < MAX_CANDIDATES && a.port() != 0 => cands.push(a),
+                Some(_) => {}
+                None => {
+                    self.counters.dropped_malformed += 1;
+                    return;
+                }
+            }
+        }
+        let direct = self.cfg.direct;
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        // A peer announces again when its addresses changed: a direct endpoint it no longer
+        // lists is gone, so search from the new candidates (the relay carries data meanwhile).
+        let moved = p.direct.is_some_and(|d| !cands.contains(&d));
+        p.candidates = cands;
+        let answer = !p.announced;
+        if moved {
+            self.leave_direct(pk, REASON_SEARCHING);
+        }
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let punch = direct && p.direct.is_none() && !p.candidates.is_empty();
+        if p.candidates.is_empty() && p.direct.is_none() {
+            p.relay_reason = REASON_NO_CANDIDATES;
+        }
+        if answer {
+            self.announce(now, pk);
+        }
+        if punch {
+            self.start_punch(now, pk);
+        }
+    }
+
+    fn start_punch(&mut self, now: Instant, pk: [u8; 32]) {
+        if let Some(p) = self.peers.get_mut(&pk) {
+            p.punch = Some(Punch {
+                next: now,
+                round: 0,
+            });
+            p.punch_retry = None;
+            p.relay_reason = REASON_SEARCHING;
+            self.counters.punch_attempts += 1;
+        }
+        self.punch_tick(now, pk);
+    }
+
+    /// One round of hole punching: a challenge to every candidate of the peer.
+    fn punch_tick(&mut self, now: Instant, pk: [u8; 32]) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let Some(punch) = p.punch.as_mut() else {
+            return;
+        };
+        if now < punch.next {
+            return;
+        }
+        if punch.round >= PUNCH_ROUNDS {
+            p.punch = None;
+            p.relay_reason = REASON_PUNCH_FAILED;
+            p.punch_retry = Some(now + p.punch_backoff);
+            p.punch_backoff = (p.punch_backoff * 2).min(PUNCH_RETRY_MAX);
+            self.counters.punch_failures += 1;
+            return;
+        }
+        punch.round += 1;
+        punch.next = now + PUNCH_INTERVAL;
+        let targets = p.candidates.clone();
+        for a in targets {
+            self.challenge(now, pk, a);
+        }
+    }
+
+    /// Sends a path challenge to `addr`, straight from our socket.
+    fn challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr) {
+        let mut token = [0u8; 8];
+        self.rng.fill_bytes(&mut token);
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        if p.challenges.len() >= MAX_CHALLENGES {
+            p.challenges.pop_front();
+        }
+        p.challenges.push_back(Challenge {
+            token,
+            addr,
+            sent: now,
+        });
+        if self.send_peer_frame(
+            now,
+            pk,
+            Frame::PathChallenge,
+            &token,
+            Some(Path::Direct(addr)),
+        ) {
+            self.counters.path_challenges_sent += 1;
+        }
+    }
+
+    /// A response came back from `addr`: the path works both ways (the response must come
+    /// from the address challenged, as ICE requires). Data moves to it.
+    fn on_path_response(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, token: [u8; 8]) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let Some(i) = p
+            .challenges
+            .iter()
+            .position(|c| c.token == token && c.addr == addr)
+        else {
+            self.counters.dropped_unauthenticated += 1;
+            return;
+        };
+        let sent = p.challenges[i].sent;
+        p.challenges.retain(|c| c.addr != addr);
+        p.direct_rx = now;
+        p.consent_since = None;
+        if p.direct == Some(addr) {
+            return;
+        }
+        p.direct = Some(addr);
+        p.rtt = Some(now.saturating_duration_since(sent));
+        p.punch = None;
+        p.punch_retry = None;
+        p.punch_backoff = PUNCH_RETRY_MIN;
+        p.relay_reason = "";
+        self.counters.direct_paths += 1;
+        self.events.push_back(NodeEvent::PeerPath {
+            id: p.id.clone(),
+            direct: Some(addr),
+        });
+    }
+
+    /// The direct path went silent: back to the relay, and look for a path again.
+    fn direct_lost(&mut self, now: Instant, pk: [u8; 32]) {
+        self.counters.direct_paths_lost += 1;
+        self.leave_direct(pk, REASON_LOST);
+        if self
+            .peers
+            .get(&pk)
+            .is_some_and(|p| !p.candidates.is_empty())
+        {
+            self.start_punch(now, pk);
+        }
+    }
+
+    /// Data to `pk` goes through the relay from now on.
+    fn leave_direct(&mut self, pk: [u8; 32], reason: &'static str) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        p.consent_since = None;
+        p.last_consent = None;
+        p.relay_reason = reason;
+        if p.direct.take().is_some() {
+            self.events.push_back(NodeEvent::PeerPath {
+                id: p.id.clone(),
+                direct: None,
+            });
+        }
+    }
+
+    /// The I/O layer's view of our socket's addresses (interface addresses with the bound
+    /// port). Call it at start and whenever the addresses or the socket change: peers learn
+    /// the new candidates, the relay sees us from the new address, and direct paths are
+    /// re-checked from it at once.
+    pub fn set_local_candidates(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for a in addrs {
+            if !v.contains(a) && v.len() < MAX_CANDIDATES && !a.ip().is_unspecified() {
+                v.push(*a);
+            }
+        }
+        if v == self.local_candidates {
+            return;
+        }
+        let first = self.local_candidates.is_empty();
+        self.local_candidates = v;
+        if first {
+            return;
+        }
+        self.counters.network_changes += 1;
+        // The relay learns our new address from any authenticated datagram, and its echo
+        // tells us our new reflexive address.
+        if self.relay.probe_sent.is_none() && self.send_relay_frame(now, Frame::Keepalive, &[1]) {
+            self.relay.probe_sent = Some(now);
+        }
+        // Direct paths from the old address are suspect (a NAT in front of the peer filters
+        // our new address until it sends to it): data goes through the relay, which learns
+        // the new address from the echo above, until a path from here is validated.
+        let direct: Vec<[u8; 32]> = self
+            .peers
+            .values()
+            .filter(|p| p.direct.is_some())
+            .map(|p| p.public)
+            .collect();
+        for pk in direct {
+            self.leave_direct(pk, REASON_SEARCHING);
+            self.start_punch(now, pk);
+        }
+        self.announce_all(now);
+    }
+
+    /// Our address as the relay reported it.
+    fn set_reflexive(&mut self, now: Instant, a: SocketAddr) {
+        if self.reflexive == Some(a) {
+            return;
+        }
+        let first = self.reflexive.is_none();
+        self.reflexive = Some(a);
+        if !first {
+            self.counters.network_changes += 1;
+        }
+        self.announce_all(now);
+    }
+
+    /// Where datagrams for `pk` go now: the validated direct path, else the relay.
+    fn best_path(&self, pk: &[u8; 32]) -> Option<Path> {
+        let p = self.peers.get(pk)?;
+        p.direct.map(Path::Direct).or(p.handle.map(Path::Relayed))
+    }
+
+    /// Sends an end-to-end datagram on `path`.
+    fn send_on_path(&mut self, now: Instant, path: Path, dg: Vec<u8>) -> bool {
+        match path {
+            Path::Relayed(h) => self.send_via_relay(now, h, &dg),
+            Path::Direct(a) => {
+                self.counters.tx_datagrams += 1;
+                self.transmits.push_back((a, dg));
+                true
+            }
+        }
+    }
+
+    /// Seals a control frame on the peer's current session and sends it on `path`, or on
+    /// the best path.
+    fn send_peer_frame(
+        &mut self,
+        now: Instant,
+        pk: [u8; 32],
+        kind: Frame,
+        body: &[u8],
+        path: Option<Path>,
+    ) -> bool {
+        let bucket = self.cfg.pad_bucket;
+        let Some(path) = path.or_else(|| self.best_path(&pk)) else {
+            return false;
+        };
+        let Some(s) = self
+            .peers
+            .get_mut(&pk)
+            .and_then(|p| p.sessions.current.as_mut())
+        else {
+            return false;
+        };
+        let mut dg = vec![0u8; BODY_OFFSET + body.len() + TAG_LEN + wire::PAD_CAP];
+        dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
+        let Some(n) = s.seal(now, &mut dg, kind, body.len(), bucket) else {
+            return false;
+        };
+        dg.truncate(n);
+        self.send_on_path(now, path, dg)
     }
 
     /// A packet read from the TUN. If a session is ready, the datagram is written into
@@ -506,6 +945,13 @@ impl Node {
         if let Some(t) = self.send_data(now, pk, packet, out) {
             return Some(t);
         }
+        if self.best_path(&pk).is_none() {
+            // Neither a direct path nor a relay handle (the relay forgot the peer while a
+            // direct path carried the traffic, and that path is gone): look it up afresh.
+            self.forget_peer(pk);
+            self.route_unknown(now, dst, packet);
+            return None;
+        }
         // No session yet: queue and make sure one is being set up.
         if let Some(peer) = self.peers.get_mut(&pk) {
             peer.last_data = now;
@@ -533,7 +979,19 @@ impl Node {
         let relay_addr = self.relay.addr;
         let peer = self.peers.get_mut(&pk)?;
         let session = peer.sessions.current.as_mut()?;
-        let Path::Relayed(handle) = peer.path;
+        if let Some(addr) = peer.direct {
+            if out.len() < BODY_OFFSET + packet.len() + TAG_LEN + wire::PAD_CAP {
+                return None;
+            }
+            out[BODY_OFFSET..BODY_OFFSET + packet.len()].copy_from_slice(packet);
+            let len = session.seal(now, out, Frame::Data, packet.len(), bucket)?;
+            peer.tx_bytes += packet.len() as u64;
+            peer.last_data = now;
+            self.counters.tx_packets += 1;
+            self.counters.tx_datagrams += 1;
+            return Some(Transmit { dst: addr, len });
+        }
+        let handle = peer.handle?;
         let relay_session = self.relay.sessions.current.as_mut()?;
         let inner_at = BODY_OFFSET + 8;
         let body_at = RELAYED_BODY_OFFSET;
@@ -743,7 +1201,18 @@ impl Node {
                 ipv4: None,
                 ipv4_claim: None,
                 ipv6,
-                path,
+                handle: None,
+                direct: None,
+                direct_rx: now,
+                consent_since: None,
+                last_consent: None,
+                candidates: Vec::new(),
+                challenges: VecDeque::new(),
+                punch: None,
+                punch_retry: None,
+                punch_backoff: PUNCH_RETRY_MIN,
+                announced: false,
+                relay_reason: REASON_SEARCHING,
                 sessions: Sessions::default(),
                 pending: None,
                 queue: VecDeque::new(),
@@ -758,14 +1227,13 @@ impl Node {
             });
             self.route6.insert(ipv6, pk);
         }
-        if let Some(p) = self.peers.get_mut(&pk) {
-            if p.path != path {
-                p.path = path;
+        if let Path::Relayed(h) = path {
+            if let Some(p) = self.peers.get_mut(&pk) {
+                p.handle = Some(h);
             }
+            self.by_handle.retain(|_, v| v != &pk);
+            self.by_handle.insert(h, pk);
         }
-        self.by_handle.retain(|_, v| v != &pk);
-        let Path::Relayed(h) = path;
-        self.by_handle.insert(h, pk);
     }
 
     fn start_peer_handshake(&mut self, now: Instant, pk: [u8; 32]) {
@@ -810,11 +1278,12 @@ impl Node {
             sent: now,
             attempts,
         });
-        let Path::Relayed(handle) = peer.path;
         self.pending_msgs.insert(msg_id, pk);
         self.counters.handshakes_initiated += 1;
-        for dg in dgs {
-            self.send_via_relay(now, handle, &dg);
+        if let Some(path) = self.best_path(&pk) {
+            for dg in dgs {
+                self.send_on_path(now, path, dg);
+            }
         }
     }
 
@@ -823,10 +1292,9 @@ impl Node {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
-        let Path::Relayed(key) = path;
         let (whole, evicted) = self.reasm.add(
             now,
-            key,
+            path,
             frag.msg_id,
             frag.index,
             frag.count,
@@ -890,9 +1358,8 @@ impl Node {
         }
         self.counters.handshakes_answered += 1;
         let seal = self.keys.node_hs_seal(&pk);
-        let Path::Relayed(handle) = path;
         for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, msg_id, &msg2) {
-            self.send_via_relay(now, handle, &dg);
+            self.send_on_path(now, path, dg);
         }
         if let Some(a) = verify {
             self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
@@ -937,13 +1404,15 @@ impl Node {
         );
         peer.rtt = Some(now.saturating_duration_since(pending.sent));
         peer.last_handshake_unix = Some(unix);
-        peer.path = path;
         let dropped = peer.sessions.install(session);
         self.cids.insert(pending.recv_cid, CidOwner::Peer(pk));
         if let Some(old) = dropped {
             self.cids.remove(&old);
         }
         self.counters.handshakes_completed += 1;
+        if let Path::Relayed(h) = path {
+            self.ensure_peer(now, pk, Path::Relayed(h));
+        }
         self.peer_up(now, pk);
     }
 
@@ -953,6 +1422,7 @@ impl Node {
             return;
         };
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        let announce = !peer.announced;
         if !peer.up {
             peer.up = true;
             self.events.push_back(NodeEvent::PeerUp {
@@ -964,6 +1434,9 @@ impl Node {
             if let Some(t) = self.send_data(now, pk, &pkt, &mut out) {
                 self.transmits.push_back((t.dst, out[..t.len].to_vec()));
             }
+        }
+        if announce {
+            self.announce(now, pk);
         }
     }
 
@@ -978,6 +1451,16 @@ impl Node {
             self.pending_msgs.remove(&p.msg_id);
         }
         peer.queue.clear();
+        // A new session finds its path afresh.
+        peer.direct = None;
+        peer.consent_since = None;
+        peer.last_consent = None;
+        peer.candidates.clear();
+        peer.challenges.clear();
+        peer.punch = None;
+        peer.punch_retry = None;
+        peer.announced = false;
+        peer.relay_reason = REASON_SEARCHING;
         if peer.up && notify {
             peer.up = false;
             self.events.push_back(NodeEvent::PeerDown {
@@ -1011,7 +1494,7 @@ impl Node {
         }
         let (whole, evicted) = self.reasm.add(
             now,
-            0,
+            Path::Direct(self.relay.addr),
             frag.msg_id,
             frag.index,
             frag.count,
@@ -1139,8 +1622,20 @@ impl Node {
             // is stale, so peers are looked up again on their next packet.
             let all: Vec<[u8; 32]> = self.peers.keys().copied().collect();
             for pk in all {
-                self.forget_peer(pk);
+                if self.peers.get(&pk).is_some_and(|p| p.direct.is_some()) {
+                    if let Some(p) = self.peers.get_mut(&pk) {
+                        p.handle = None;
+                    }
+                } else {
+                    self.forget_peer(pk);
+                }
             }
+            self.by_handle.clear();
+        }
+        // Our address as the relay sees it follows the conflict index.
+        let _conflict = c.u8();
+        if let Some(a) = c.addr() {
+            self.set_reflexive(now, a);
         }
         self.relay.handle = Some(handle);
         self.relay.registered = true;
@@ -1367,8 +1862,10 @@ impl Node {
                 }
             }
         }
+        self.path_timers(now);
         if self.relay.sessions.current.is_none() {
-            to_handshake.clear();
+            // Without the relay, only peers on a direct path can (re)key.
+            to_handshake.retain(|pk| self.peers.get(pk).is_some_and(|p| p.direct.is_some()));
         }
         for pk in to_handshake {
             if self
@@ -1379,6 +1876,68 @@ impl Node {
                 self.counters.rekeys += 1;
             }
             self.start_peer_handshake(now, pk);
+        }
+    }
+
+    /// When the direct-path machinery of a peer wants to run next, and why. The same
+    /// function drives [`Node::path_timers`] and [`Node::poll_timeout`], so a deadline that
+    /// is reported is always acted on.
+    fn path_deadline(&self, p: &Peer) -> Option<(Instant, PathWork)> {
+        p.sessions.current.as_ref()?;
+        let active_until = p.last_data + ACTIVE_WINDOW;
+        let mut best: Option<(Instant, PathWork)> = None;
+        let mut consider = |t: Instant, w: PathWork| {
+            if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                best = Some((t, w));
+            }
+        };
+        if let Some(punch) = &p.punch {
+            consider(punch.next, PathWork::Punch);
+        }
+        if p.direct.is_some() {
+            if let Some(since) = p.consent_since {
+                consider(since + CONSENT_TIMEOUT, PathWork::ConsentTimeout);
+            }
+            let base = p.last_consent.map_or(p.direct_rx, |c| c.max(p.direct_rx));
+            let due = base + CONSENT_INTERVAL;
+            if due < active_until {
+                consider(due, PathWork::Consent);
+            }
+        } else if p.punch.is_none() && !p.candidates.is_empty() && self.cfg.direct {
+            if let Some(retry) = p.punch_retry {
+                if retry < active_until {
+                    consider(retry, PathWork::Retry);
+                }
+            }
+        }
+        best
+    }
+
+    fn path_timers(&mut self, now: Instant) {
+        let due: Vec<([u8; 32], PathWork)> = self
+            .peers
+            .values()
+            .filter_map(|p| {
+                self.path_deadline(p)
+                    .filter(|(t, _)| *t <= now)
+                    .map(|(_, w)| (p.public, w))
+            })
+            .collect();
+        for (pk, work) in due {
+            match work {
+                PathWork::Punch => self.punch_tick(now, pk),
+                PathWork::Retry => self.start_punch(now, pk),
+                PathWork::ConsentTimeout => self.direct_lost(now, pk),
+                PathWork::Consent => {
+                    let Some(p) = self.peers.get_mut(&pk) else {
+                        continue;
+                    };
+                    let Some(a) = p.direct else { continue };
+                    p.last_consent = Some(now);
+                    p.consent_since.get_or_insert(now);
+                    self.challenge(now, pk, a);
+                }
+            }
         }
     }
 
@@ -1482,6 +2041,9 @@ impl Node {
             if let Some(s) = &p.sessions.previous {
                 t.push(s.created + reject + Duration::from_millis(1));
             }
+            if let Some((at, _)) = self.path_deadline(p) {
+                t.push(at);
+            }
         }
         for l in self.lookups.values() {
             t.push(l.sent + LOOKUP_TIMEOUT);
@@ -1515,15 +2077,26 @@ impl Node {
             .values()
             .map(|p| {
                 let connected = p.sessions.current.is_some();
+                let (path, reason, endpoint) = match (connected, p.direct) {
+                    (false, _) => ("none", None, None),
+                    (true, Some(a)) => ("direct", None, Some(a.to_string())),
+                    (true, None) => (
+                        "relayed",
+                        Some(if self.cfg.direct {
+                            p.relay_reason.to_string()
+                        } else {
+                            REASON_DISABLED.to_string()
+                        }),
+                        Some(self.relay.addr.to_string()),
+                    ),
+                };
                 PeerStatus {
                     id: p.id.clone(),
                     overlay_ipv4: p.ipv4,
                     overlay_ipv6: p.ipv6,
-                    path: if connected { "relayed" } else { "none" },
-                    relay_reason: connected.then(|| {
-                        "no direct path yet: this version relays every session".to_string()
-                    }),
-                    endpoint: connected.then(|| self.relay.addr.to_string()),
+                    path,
+                    relay_reason: reason,
+                    endpoint,
                     rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                     pmtu: connected.then_some(u32::from(self.cfg.tun_mtu)),
                     pmtu_state: if connected { "fixed" } else { "none" },
@@ -1554,6 +2127,15 @@ impl Node {
     pub fn public_key(&self) -> [u8; 32] {
         *self.identity.public()
     }
+}
+
+/// What a peer's path machinery has to do.
+#[derive(Clone, Copy, Debug)]
+enum PathWork {
+    Punch,
+    Retry,
+    Consent,
+    ConsentTimeout,
 }
 
 /// A registration record: who holds which addresses. Sealed under the network's record

@@ -158,7 +158,11 @@ impl Relay {
             }
             Frame::Keepalive => {
                 if buf.get(body.start).is_some_and(|f| f & 1 == 1) {
-                    self.send_frame(now, handle, Frame::Keepalive, &[0]);
+                    // The echo carries the address the node is seen from, so a node
+                    // notices a NAT rebinding or a new underlay address.
+                    let mut echo = vec![0u8];
+                    wire::put_addr(&mut echo, from);
+                    self.send_frame(now, handle, Frame::Keepalive, &echo);
                 }
                 None
             }
@@ -209,7 +213,7 @@ impl Relay {
             self.counters.forward_unreachable += 1;
             return None;
         };
-        buf[HDR_LEN] = (wire::VERSION << 4) | Frame::Deliver as u8;
+        buf[HDR_LEN] = wire::frame_byte(Frame::Deliver);
         buf[body.start..body.start + 8].copy_from_slice(&src.to_be_bytes());
         let len = session.reseal(now, buf, pt_len);
         self.counters.forwarded += 1;
@@ -272,10 +276,13 @@ impl Relay {
         }
         client.names = names;
         self.counters.registrations += 1;
+        let observed = client.addr;
         let mut reply = req.to_be_bytes().to_vec();
         reply.push(0);
         reply.extend_from_slice(&handle.to_be_bytes());
         reply.push(0);
+        // The address the node is seen from: its server-reflexive candidate.
+        wire::put_addr(&mut reply, observed);
         self.send_frame(now, handle, Frame::RegisterReply, &reply);
     }
 

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub tun_mtu: u16,
     /// Datagram lengths are padded up to a multiple of this (0 or 1 = no padding).
     pub pad_bucket: usize,
+    /// Look for direct paths to peers (candidates, hole punching); off = always relay.
+    pub direct: bool,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +56,7 @@ impl Default for NodeConfig {
             rekey_after_packets: 1 << 60,
             tun_mtu: DEFAULT_TUN_MTU,
             pad_bucket: 64,
+            direct: true,
         }
     }
 }
@@ -92,6 +95,13 @@ pub enum NodeEvent {
     PeerUp { id: String },
     /// A peer session was closed (idle, expired or failed).
     PeerDown { id: String },
+    /// A peer's data path changed: a validated direct endpoint, or back to the relay.
+    PeerPath {
+        /// The peer's short id.
+        id: String,
+        /// The direct endpoint, or None for the relay.
+        direct: Option<SocketAddr>,
+    },
 }
 
 /// Snapshot for `veil status`.
@@ -212,6 +222,20 @@ counters!(
         rekeys,
         /// Handshake fragments dropped unassembled.
         reassembly_timeouts,
+        /// Path challenges sent (hole punching, consent, roaming checks).
+        path_challenges_sent,
+        /// Path challenges answered.
+        path_challenges_answered,
+        /// Hole-punching attempts started.
+        punch_attempts,
+        /// Hole-punching attempts that found no path.
+        punch_failures,
+        /// Direct paths validated.
+        direct_paths,
+        /// Direct paths abandoned for the relay (no answer to consent checks).
+        direct_paths_lost,
+        /// Changes of our own addresses (local or as the relay sees us).
+        network_changes,
     }
 );
 

@@ -3,7 +3,7 @@
 //!
 //! * **Transport** (belongs to a session):
 //!   `[CID 8 | counter 8]` masked by header protection, then the AEAD ciphertext of
-//!   `[version<<4 | frame kind][body length u16][body][zero padding]`, then the 16-byte tag.
+//!   `[version<<5 | frame kind][body length u16][body][zero padding]`, then the 16-byte tag.
 //!   The AAD is the unmasked 16-byte header.
 //! * **Handshake** (belongs to no session yet): `[random nonce 24][sealed body][tag 16]`,
 //!   sealed with XChaCha20-Poly1305 under a key derived from the network and the receiver's
@@ -35,7 +35,8 @@ pub const HS_FRAG_HDR: usize = 9;
 /// RFC 8899's 1200-byte safe base.
 pub const HS_PIECE_MAX: usize = 1000;
 
-/// Frame kinds (the low nibble of the first plaintext byte).
+/// Frame kinds (the low five bits of the first plaintext byte; the top three carry the
+/// protocol version).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Frame {
@@ -65,12 +66,20 @@ pub enum Frame {
     PmtuProbe = 11,
     /// Reserved: acknowledgement of a probe.
     PmtuAck = 12,
-    /// Reserved: path challenge (NAT traversal, roaming).
+    /// Node ↔ node, sent on a candidate path: `[token 8]`, padded like data.
     PathChallenge = 13,
-    /// Reserved: path response.
+    /// Node ↔ node, the answer on the path the challenge came from: `[token 8]`.
     PathResponse = 14,
     /// Reserved: new connection ids for rotation.
     NewCid = 15,
+    /// Node ↔ node: the sender's candidate addresses, `[count u8][address]×count`, each
+    /// address as [`put_addr`] writes it.
+    Candidates = 16,
+}
+
+/// The first plaintext byte of a frame.
+pub fn frame_byte(kind: Frame) -> u8 {
+    (VERSION << 5) | kind as u8
 }
 
 impl Frame {
@@ -93,6 +102,7 @@ impl Frame {
             13 => PathChallenge,
             14 => PathResponse,
             15 => NewCid,
+            16 => Candidates,
             _ => return None,
         })
     }
@@ -157,7 +167,7 @@ pub fn frame_plaintext(
     if buf.len() < total || body_len > usize::from(u16::MAX) {
         return None;
     }
-    buf[HDR_LEN] = (VERSION << 4) | kind as u8;
+    buf[HDR_LEN] = frame_byte(kind);
     buf[HDR_LEN + 1..HDR_LEN + 3].copy_from_slice(&(body_len as u16).to_be_bytes());
     buf[BODY_OFFSET + body_len..HDR_LEN + pt_len].fill(0);
     Some(pt_len)
@@ -200,10 +210,10 @@ pub fn parse_plaintext(dg: &[u8], pt_len: usize) -> Option<(Frame, Range<usize>)
         return None;
     }
     let b0 = dg[HDR_LEN];
-    if b0 >> 4 != VERSION {
+    if b0 >> 5 != VERSION {
         return None;
     }
-    let kind = Frame::from_u8(b0 & 0x0f)?;
+    let kind = Frame::from_u8(b0 & 0x1f)?;
     let len = usize::from(u16::from_be_bytes([dg[HDR_LEN + 1], dg[HDR_LEN + 2]]));
     if FRAME_HDR + len > pt_len {
         return None;
@@ -322,15 +332,64 @@ impl<'a> Cursor<'a> {
         a.copy_from_slice(self.take(N)?);
         Some(a)
     }
+    /// Reads an address written by [`put_addr`].
+    pub fn addr(&mut self) -> Option<std::net::SocketAddr> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+            _ => return None,
+        };
+        let port = u16::from_be_bytes(self.array::<2>()?);
+        Some(SocketAddr::new(ip, port))
+    }
     /// The rest.
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.0)
     }
 }
 
+/// Appends a socket address: `[4][ipv4 4][port u16]` or `[6][ipv6 16][port u16]`.
+pub fn put_addr(out: &mut Vec<u8>, a: std::net::SocketAddr) {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        std::net::IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_frame_bytes_round_trip() {
+        let addrs: [std::net::SocketAddr; 2] = [
+            "198.18.0.1:7000".parse().expect("v4"),
+            "[fd00:198:18::1]:65535".parse().expect("v6"),
+        ];
+        let mut b = Vec::new();
+        for a in addrs {
+            put_addr(&mut b, a);
+        }
+        let mut c = Cursor(&b);
+        assert_eq!(c.addr(), Some(addrs[0]));
+        assert_eq!(c.addr(), Some(addrs[1]));
+        assert_eq!(c.addr(), None);
+        assert_eq!(Cursor(&[5, 1, 2, 3, 4, 0, 1]).addr(), None);
+        for k in 0..=16u8 {
+            let f = Frame::from_u8(k).expect("kind");
+            assert_eq!(frame_byte(f) & 0x1f, k);
+            assert_eq!(frame_byte(f) >> 5, VERSION);
+        }
+        assert_eq!(Frame::from_u8(17), None);
+    }
 
     #[test]
     fn padding_buckets() {

@@ -37,6 +37,66 @@ impl Default for Impairment {
     }
 }
 
+/// How a NAT in front of a node maps and filters (RFC 4787 terms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// Endpoint-independent mapping, address-and-port-dependent filtering (a typical home
+    /// router, or Linux masquerade that keeps ports).
+    EndpointIndependent,
+    /// Endpoint-dependent mapping ("symmetric"): a new public port per destination.
+    Symmetric,
+}
+
+/// A NAT in front of one node.
+pub struct Nat {
+    /// Mapping and filtering behaviour.
+    pub kind: NatKind,
+    /// The public address.
+    pub public: std::net::IpAddr,
+    /// Mapping key (destination, for symmetric NATs) → public port.
+    map: std::collections::HashMap<Option<SocketAddr>, u16>,
+    /// Public port → remotes that may send to it.
+    allowed: std::collections::HashMap<u16, std::collections::HashSet<SocketAddr>>,
+    next_port: u16,
+    /// Inbound datagrams the NAT dropped.
+    pub dropped: u64,
+}
+
+impl Nat {
+    fn new(kind: NatKind, public: std::net::IpAddr) -> Nat {
+        Nat {
+            kind,
+            public,
+            map: Default::default(),
+            allowed: Default::default(),
+            next_port: 20000,
+            dropped: 0,
+        }
+    }
+
+    fn outbound(&mut self, to: SocketAddr) -> SocketAddr {
+        let key = match self.kind {
+            NatKind::EndpointIndependent => None,
+            NatKind::Symmetric => Some(to),
+        };
+        let next = &mut self.next_port;
+        let port = *self.map.entry(key).or_insert_with(|| {
+            *next += 1;
+            *next
+        });
+        self.allowed.entry(port).or_default().insert(to);
+        SocketAddr::new(self.public, port)
+    }
+
+    fn inbound_ok(&mut self, from: SocketAddr, port: u16) -> bool {
+        let ok = self.allowed.get(&port).is_some_and(|a| a.contains(&from));
+        if !ok {
+            self.dropped += 1;
+        }
+        ok
+    }
+}
+
 /// One node in the simulation.
 pub struct SimNode {
     /// The engine.
@@ -47,6 +107,8 @@ pub struct SimNode {
     pub tun: Vec<Vec<u8>>,
     /// Events it emitted.
     pub events: Vec<NodeEvent>,
+    /// The NAT in front of it, if any.
+    pub nat: Option<Nat>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +156,8 @@ pub struct Sim {
     out: Vec<u8>,
     base_unix: Duration,
     start: Instant,
+    /// Pairs of underlay addresses (either direction) between which datagrams are dropped.
+    pub blocked: Vec<(std::net::IpAddr, std::net::IpAddr)>,
 }
 
 impl Sim {
@@ -128,6 +192,7 @@ impl Sim {
             out: vec![0u8; MAX_DATAGRAM],
             base_unix,
             start: now,
+            blocked: Vec::new(),
         };
         for _ in 0..n {
             sim.add_node(cfg.clone());
@@ -136,21 +201,53 @@ impl Sim {
     }
 
     /// Adds a node that joins with the network's token.
-    pub fn add_node(&mut self, mut cfg: NodeConfig) -> usize {
+    pub fn add_node(&mut self, cfg: NodeConfig) -> usize {
+        self.add_node_behind(cfg, None)
+    }
+
+    /// Adds a node, behind a NAT of `nat` kind if given (its own address is then private).
+    pub fn add_node_behind(&mut self, mut cfg: NodeConfig, nat: Option<NatKind>) -> usize {
         let i = self.nodes.len();
-        let addr = SocketAddr::from(([198, 18, 1, (i % 250) as u8 + 2], 40000 + i as u16));
+        let addr = match nat {
+            None => SocketAddr::from(([198, 18, 1, (i % 250) as u8 + 2], 40000 + i as u16)),
+            Some(_) => SocketAddr::from(([198, 19, 1, (i % 250) as u8 + 2], 40000 + i as u16)),
+        };
+        let nat = nat.map(|k| Nat::new(k, [198, 18, 2, (i % 250) as u8 + 2].into()));
         cfg.relays = vec![(self.relay_addr, self.token.relays[0].public_key)];
         let id = Identity::from_secret(seed32(&mut self.rng));
         let unix = self.base_unix + self.elapsed();
-        let node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
+        let mut node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
+        node.set_local_candidates(self.now, &[addr]);
         self.nodes.push(SimNode {
             node,
             addr,
             tun: Vec::new(),
             events: Vec::new(),
+            nat,
         });
         self.drain_node(i);
         i
+    }
+
+    /// Moves node `i` to a new underlay address (and, behind a NAT, a new public address
+    /// with fresh mappings), as when a laptop changes networks. The node is told, as the
+    /// I/O layer tells it when its interface addresses change.
+    pub fn move_node(&mut self, i: usize, new_addr: SocketAddr) {
+        self.nodes[i].addr = new_addr;
+        if let Some(nat) = &self.nodes[i].nat {
+            let kind = nat.kind;
+            let ip = match nat.public {
+                std::net::IpAddr::V4(v4) => {
+                    let o = v4.octets();
+                    std::net::IpAddr::from([o[0], o[1], o[2].wrapping_add(1), o[3]])
+                }
+                v6 => v6,
+            };
+            self.nodes[i].nat = Some(Nat::new(kind, ip));
+        }
+        let now = self.now;
+        self.nodes[i].node.set_local_candidates(now, &[new_addr]);
+        self.drain_node(i);
     }
 
     fn elapsed(&self) -> Duration {
@@ -158,6 +255,23 @@ impl Sim {
     }
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        // Source NAT on the way out of a node's network.
+        let from = match self
+            .nodes
+            .iter_mut()
+            .find(|n| n.addr == from)
+            .and_then(|n| n.nat.as_mut())
+        {
+            Some(nat) => nat.outbound(to),
+            None => from,
+        };
+        if self
+            .blocked
+            .iter()
+            .any(|&(a, b)| (a, b) == (from.ip(), to.ip()) || (b, a) == (from.ip(), to.ip()))
+        {
+            return;
+        }
         if self.capture {
             self.captured.push(Captured {
                 from,
@@ -342,7 +456,22 @@ impl Sim {
             self.drain_relay();
             return;
         }
-        let Some(i) = self.nodes.iter().position(|n| n.addr == f.to) else {
+        let mut to = f.to;
+        if let Some(n) = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.nat.as_ref().is_some_and(|nat| nat.public == f.to.ip()))
+        {
+            let Some(nat) = n.nat.as_mut() else { return };
+            if !nat.inbound_ok(f.from, f.to.port()) {
+                return;
+            }
+            to = n.addr;
+        } else if self.nodes.iter().any(|n| n.addr == f.to && n.nat.is_some()) {
+            // A private address is not reachable from outside its NAT.
+            return;
+        }
+        let Some(i) = self.nodes.iter().position(|n| n.addr == to) else {
             return;
         };
         if let Some(r) = self.nodes[i].node.handle_datagram(now, f.from, &mut buf) {

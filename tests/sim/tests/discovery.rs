@@ -1,0 +1,260 @@
+//! Direct paths: candidates exchanged end to end, simultaneous hole punching through NATs,
+//! fallback to the relay, consent freshness, roaming — in the simulator, with NATs that map
+//! and filter like real ones.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use veil_proto::{NodeConfig, PeerStatus};
+use veil_sim::{udp4, Impairment, NatKind, Sim};
+
+fn network(seed: u64, nats: [Option<NatKind>; 2], cfg: NodeConfig) -> Sim {
+    let mut sim = Sim::new(seed, 0, cfg.clone(), Impairment::default());
+    for nat in nats {
+        sim.add_node_behind(cfg.clone(), nat);
+    }
+    sim.run_for(Duration::from_secs(5));
+    for i in 0..2 {
+        assert!(sim.ipv4(i).is_some(), "node {i} did not join");
+    }
+    sim
+}
+
+fn peer_of(sim: &Sim, i: usize) -> PeerStatus {
+    let peers = sim.nodes[i].node.peers(sim.now);
+    assert_eq!(peers.len(), 1, "node {i} knows {} peers", peers.len());
+    peers.into_iter().next().unwrap()
+}
+
+/// Sends one packet 0 → 1 every `gap` for `count` packets, calling `at(k, sim)` before packet
+/// k; returns the arrival times (simulated, since the first send) of what node 1 received.
+fn stream_timed(
+    sim: &mut Sim,
+    count: usize,
+    gap: Duration,
+    mut at: impl FnMut(usize, &mut Sim),
+) -> Vec<Duration> {
+    let (src, dst) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
+    let start = sim.now;
+    let mut seen = sim.nodes[1].tun.len();
+    let mut arrivals = Vec::new();
+    for k in 0..count {
+        at(k, sim);
+        sim.tun_send(0, &udp4(src, dst, format!("packet {k}").as_bytes()));
+        sim.run_for(gap);
+        let now_len = sim.nodes[1].tun.len();
+        for _ in seen..now_len {
+            arrivals.push(sim.now - start);
+        }
+        seen = now_len;
+    }
+    sim.run_for(Duration::from_secs(2));
+    for _ in seen..sim.nodes[1].tun.len() {
+        arrivals.push(sim.now - start);
+    }
+    arrivals
+}
+
+fn max_gap(arrivals: &[Duration]) -> Duration {
+    arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// Sends a packet every 10 ms until the path of node 0 to node 1 is direct; returns the
+/// time from the first packet.
+fn time_to_direct(sim: &mut Sim, limit: Duration) -> Option<Duration> {
+    let (src, dst) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
+    let start = sim.now;
+    while sim.now - start < limit {
+        sim.tun_send(0, &udp4(src, dst, b"ping"));
+        sim.run_for(Duration::from_millis(10));
+        let peers = sim.nodes[0].node.peers(sim.now);
+        if peers.first().is_some_and(|p| p.path == "direct") {
+            return Some(sim.now - start);
+        }
+    }
+    None
+}
+
+#[test]
+fn open_network_goes_direct_within_a_second_and_stops_using_the_relay() {
+    let mut sim = network(21, [None, None], NodeConfig::default());
+    let t = time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path in 5 s");
+    assert!(t <= Duration::from_secs(1), "direct after {t:?}");
+    let p = peer_of(&sim, 0);
+    assert_eq!(p.endpoint.as_deref(), Some("198.18.1.3:40001"));
+    assert_eq!(p.relay_reason, None);
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(peer_of(&sim, 1).path, "direct", "both directions go direct");
+    let forwarded = sim.relay.counters().forwarded;
+    let arrivals = stream_timed(&mut sim, 100, Duration::from_millis(10), |_, _| {});
+    assert_eq!(arrivals.len(), 100);
+    assert_eq!(
+        sim.relay.counters().forwarded,
+        forwarded,
+        "data on a direct path does not touch the relay"
+    );
+}
+
+#[test]
+fn endpoint_independent_nats_on_both_sides_are_punched_through() {
+    let nat = Some(NatKind::EndpointIndependent);
+    let mut sim = network(22, [nat, nat], NodeConfig::default());
+    let t = time_to_direct(&mut sim, Duration::from_secs(10)).expect("no direct path");
+    assert!(t <= Duration::from_secs(1), "direct after {t:?}");
+    // The endpoint is the peer's public (NAT) address, learned through the relay.
+    let p = peer_of(&sim, 0);
+    assert!(
+        p.endpoint.as_deref().unwrap().starts_with("198.18.2."),
+        "{p:?}"
+    );
+    assert_eq!(
+        stream_timed(&mut sim, 50, Duration::from_millis(10), |_, _| {}).len(),
+        50
+    );
+}
+
+#[test]
+fn symmetric_nats_on_both_sides_stay_relayed_and_say_why() {
+    let nat = Some(NatKind::Symmetric);
+    let mut sim = network(23, [nat, nat], NodeConfig::default());
+    assert_eq!(time_to_direct(&mut sim, Duration::from_secs(8)), None);
+    let p = peer_of(&sim, 0);
+    assert_eq!(p.path, "relayed");
+    assert!(
+        p.relay_reason
+            .as_deref()
+            .unwrap()
+            .contains("hole punching failed"),
+        "{p:?}"
+    );
+    assert_eq!(
+        stream_timed(&mut sim, 50, Duration::from_millis(10), |_, _| {}).len(),
+        50
+    );
+    assert!(sim.nodes[0].node.counters().punch_failures >= 1);
+}
+
+#[test]
+fn symmetric_on_one_side_and_filtering_nat_on_the_other_stays_relayed() {
+    // The symmetric side's probes come from a port the other side never sent to, and the
+    // other side's NAT filters by address and port: no pair can work, as ICE predicts.
+    let mut sim = network(
+        24,
+        [Some(NatKind::Symmetric), Some(NatKind::EndpointIndependent)],
+        NodeConfig::default(),
+    );
+    assert_eq!(time_to_direct(&mut sim, Duration::from_secs(8)), None);
+    assert_eq!(peer_of(&sim, 0).path, "relayed");
+    assert_eq!(
+        stream_timed(&mut sim, 20, Duration::from_millis(10), |_, _| {}).len(),
+        20
+    );
+}
+
+#[test]
+fn symmetric_nat_against_an_open_node_goes_direct_through_a_peer_reflexive_address() {
+    // The open side answers a probe from an address it was never told about (the
+    // symmetric NAT's new port), learns it, and validates it.
+    let mut sim = network(25, [Some(NatKind::Symmetric), None], NodeConfig::default());
+    let t = time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    assert!(t <= Duration::from_secs(1), "direct after {t:?}");
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(peer_of(&sim, 1).path, "direct");
+}
+
+#[test]
+fn disabled_direct_paths_relay_and_say_so() {
+    let cfg = NodeConfig {
+        direct: false,
+        ..NodeConfig::default()
+    };
+    let mut sim = network(26, [None, None], cfg);
+    assert_eq!(time_to_direct(&mut sim, Duration::from_secs(3)), None);
+    let p = peer_of(&sim, 0);
+    assert!(p.relay_reason.unwrap().contains("disabled"));
+}
+
+#[test]
+fn a_dead_direct_path_falls_back_to_the_relay_and_recovers() {
+    let mut sim = network(27, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    let (a, b) = (sim.nodes[0].addr.ip(), sim.nodes[1].addr.ip());
+    let arrivals = stream_timed(&mut sim, 600, Duration::from_millis(20), |k, sim| {
+        if k == 100 {
+            // The direct path breaks (a firewall change), the relay still works.
+            sim.blocked.push((a, b));
+        }
+    });
+    assert!(
+        arrivals.len() >= 600 - 250,
+        "only {} of 600 arrived",
+        arrivals.len()
+    );
+    let gap = max_gap(&arrivals);
+    assert!(
+        gap <= Duration::from_secs(5),
+        "traffic stopped for {gap:?} after the direct path died"
+    );
+    let p = peer_of(&sim, 0);
+    assert_eq!(p.path, "relayed");
+    assert!(sim.nodes[0].node.counters().direct_paths_lost >= 1);
+    // The path heals: direct again after the retry backoff, while data flows.
+    sim.blocked.clear();
+    let t = time_to_direct(&mut sim, Duration::from_secs(40)).expect("direct path not retried");
+    assert!(t <= Duration::from_secs(35), "direct again after {t:?}");
+}
+
+#[test]
+fn roaming_keeps_the_stream_with_under_a_second_of_gap() {
+    let nat = Some(NatKind::EndpointIndependent);
+    for (seed, nats) in [(28, [None, None]), (29, [nat, nat])] {
+        let mut sim = network(seed, nats, NodeConfig::default());
+        time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+        let before = peer_of(&sim, 1).endpoint;
+        let new_addr: SocketAddr = if nats[0].is_some() {
+            "198.19.9.2:40000".parse().unwrap()
+        } else {
+            "198.18.9.2:40000".parse().unwrap()
+        };
+        let arrivals = stream_timed(&mut sim, 500, Duration::from_millis(20), |k, sim| {
+            if k == 200 {
+                sim.move_node(0, new_addr);
+            }
+        });
+        let gap = max_gap(&arrivals);
+        println!("roaming (seed {seed}, NATs {nats:?}): longest gap {gap:?}");
+        assert!(
+            gap <= Duration::from_secs(1),
+            "seed {seed}: the stream stopped for {gap:?} when node 0 moved"
+        );
+        assert!(
+            arrivals.len() >= 490,
+            "seed {seed}: {} of 500",
+            arrivals.len()
+        );
+        let after = peer_of(&sim, 1);
+        assert_eq!(after.path, "direct", "seed {seed}: {after:?}");
+        assert_ne!(
+            after.endpoint, before,
+            "seed {seed}: node 1 follows the move"
+        );
+    }
+}
+
+#[test]
+fn path_checks_stop_when_data_stops() {
+    let mut sim = network(30, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    sim.run_for(Duration::from_secs(12));
+    let sent = sim.nodes[0].node.counters().path_challenges_sent;
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(
+        sim.nodes[0].node.counters().path_challenges_sent,
+        sent,
+        "no path checks while no data flows"
+    );
+}
