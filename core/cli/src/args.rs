@@ -108,6 +108,13 @@ pub struct UpArgs {
     /// Config file (TOML; see docs/config.md).
     #[arg(long, value_name = "FILE", env = "VEIL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Fixed local UDP port (config key port); by default an ephemeral one.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Send everything through the relay: no candidates, no hole punching (config key
+    /// direct_paths = false).
+    #[arg(long)]
+    pub no_direct: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,13 +10,14 @@ use std::time::Duration;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "tun_name",
     "port",
     "keepalive_secs",
     "idle_timeout_secs",
     "rekey_after_secs",
     "pad_bucket",
+    "direct_paths",
     "ipv4_pool",
     "log",
 ];
@@ -76,6 +77,7 @@ fn expected(key: &str) -> &'static str {
         "keepalive_secs" => "a whole number of seconds (0 = off)",
         "idle_timeout_secs" | "rekey_after_secs" => "a whole number of seconds, at least 1",
         "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
+        "direct_paths" => "true or false",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -98,6 +100,8 @@ pub struct Layer {
     pub rekey_after_secs: Option<u64>,
     /// Padding bucket.
     pub pad_bucket: Option<u64>,
+    /// Look for direct paths to peers.
+    pub direct_paths: Option<bool>,
     /// IPv4 pool, `a.b.c.d/len`.
     pub ipv4_pool: Option<String>,
     /// Log filter.
@@ -186,6 +190,13 @@ impl Source {
             idle_timeout_secs: num("idle_timeout_secs")?,
             rekey_after_secs: num("rekey_after_secs")?,
             pad_bucket: num("pad_bucket")?,
+            direct_paths: get("direct_paths")
+                .map(|v| match v.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(invalid(&Origin::Env, "direct_paths", &v)),
+                })
+                .transpose()?,
             ipv4_pool: get("ipv4_pool"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
@@ -259,6 +270,8 @@ pub struct Settings {
     pub rekey_after_secs: u64,
     /// Padding bucket in bytes.
     pub pad_bucket: usize,
+    /// Look for direct paths to peers (off: always relay).
+    pub direct_paths: bool,
     /// IPv4 pool: network address and prefix length.
     pub ipv4_pool: (Ipv4Addr, u8),
     /// Log filter.
@@ -275,6 +288,7 @@ impl Default for Settings {
             idle_timeout_secs: proto.idle_timeout.as_secs(),
             rekey_after_secs: proto.rekey_after_time.as_secs(),
             pad_bucket: proto.pad_bucket,
+            direct_paths: proto.direct,
             ipv4_pool: proto.ipv4_pool,
             log: "info".into(),
         }
@@ -317,6 +331,9 @@ impl Settings {
                 .filter(|b| *b <= 1024)
                 .ok_or_else(|| invalid(o, "pad_bucket", &v.to_string()))?;
         }
+        if let Some((v, _)) = pick(sources, |l| l.direct_paths.as_ref()) {
+            s.direct_paths = *v;
+        }
         if let Some((v, o)) = pick(sources, |l| l.ipv4_pool.as_ref()) {
             s.ipv4_pool = parse_pool(v).ok_or_else(|| invalid(o, "ipv4_pool", v))?;
         }
@@ -342,6 +359,7 @@ impl Settings {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             rekey_after_time: Duration::from_secs(self.rekey_after_secs),
             pad_bucket: self.pad_bucket,
+            direct: self.direct_paths,
             ..NodeConfig::default()
         }
     }

@@ -100,6 +100,8 @@ pub fn read_token_file(path: &Path) -> Result<String, CliError> {
 fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
     let flags = Source::flags(Layer {
         tun_name: args.tun.clone(),
+        port: args.port,
+        direct_paths: args.no_direct.then_some(false),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

@@ -11,10 +11,12 @@
 //! - [`node`]: [`NodeRunner`], the node's event loop, and its [`NodeHandle`].
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
+//! - [`ifaddrs`]: the host's interface addresses, offered to peers as direct-path candidates.
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
 //! - [`report`]: the JSON shapes of `status` and `peers`, shared by server and client.
 
 pub mod control;
+pub mod ifaddrs;
 pub mod node;
 pub mod relay;
 pub mod report;

@@ -12,9 +12,9 @@ use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunSource};
-use crate::{os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
+use crate::{ifaddrs, os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -23,6 +23,8 @@ use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
 /// How long a node without a remembered address waits for the rendezvous to assign one.
 pub const IPV4_WAIT: Duration = Duration::from_secs(20);
+/// How often the interface addresses are read again (a change is a roam).
+pub const CANDIDATE_RESCAN: Duration = Duration::from_secs(1);
 
 /// How the runner is set up besides the engine's own configuration.
 #[derive(Debug)]
@@ -158,6 +160,8 @@ pub struct NodeRunner {
     /// The source of the TUN while it is not open yet.
     tun_source: Option<TunSource>,
     pool_len: u8,
+    /// The overlay IPv4 pool: never offered as a candidate.
+    pool: (Ipv4Addr, u8),
     /// Overlay IPv6 derived from the token and key (what the engine derives too).
     overlay_ipv6: Ipv6Addr,
     ipv4: Option<Ipv4Addr>,
@@ -191,7 +195,8 @@ impl NodeRunner {
         let local = socket.local_addr().map_err(sock_err)?;
 
         let derived_ipv6 = token.keys().overlay_ipv6(identity.public());
-        let (pool_len, ipv4) = (cfg.ipv4_pool.1, cfg.ipv4_hint);
+        let (pool, ipv4) = (cfg.ipv4_pool, cfg.ipv4_hint);
+        let pool_len = pool.1;
         let seed = os_seed().map_err(NodeError::Random)?;
         let node = Node::new(token, identity, cfg, seed, Instant::now(), unix_now());
         // The engine is the source of truth; the derivation covers an engine that does not
@@ -209,6 +214,7 @@ impl NodeRunner {
             tun: None,
             tun_source: Some(opts.tun),
             pool_len,
+            pool,
             overlay_ipv6,
             ipv4,
             state_dir: opts.state_dir,
@@ -243,6 +249,9 @@ impl NodeRunner {
             self.open_tun(addr)?;
         }
         let give_up = tokio::time::Instant::now() + IPV4_WAIT;
+        self.refresh_candidates();
+        let mut rescan = tokio::time::interval(CANDIDATE_RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self.node.poll_timeout().map(tokio::time::Instant::from_std);
             let waiting = self.tun.is_none();
@@ -263,12 +272,36 @@ impl NodeRunner {
                 () = sleep_until(timer) => {
                     self.node.handle_timeout(Instant::now());
                 }
+                _ = rescan.tick() => self.refresh_candidates(),
                 () = tokio::time::sleep_until(give_up), if waiting => {
                     return Err(NodeError::RelayUnreachable { relay: self.relays.clone() });
                 }
             }
             self.drain()?;
         }
+    }
+
+    /// Tells the engine the socket's current candidates; it acts only when they changed
+    /// (a new address, an interface down or up: roaming).
+    fn refresh_candidates(&mut self) {
+        let addrs = match ifaddrs::interface_addresses() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list interface addresses");
+                return;
+            }
+        };
+        let (pool, len) = self.pool;
+        let ula = self.overlay_ipv6.octets();
+        let overlay = |a: IpAddr| match a {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                u32::from(v4) & mask == u32::from(pool) & mask
+            }
+            IpAddr::V6(v6) => v6.octets()[..6] == ula[..6],
+        };
+        let cands = ifaddrs::candidates(&addrs, self.local, overlay);
+        self.node.set_local_candidates(Instant::now(), &cands);
     }
 
     /// Returns true when the loop must stop.
