@@ -4,12 +4,12 @@
 #
 # Checks: both nodes get overlay addresses; IPv4 and IPv6 ping both ways over the overlay; a
 # TCP transfer A->B (100 MiB, 1 GiB with FULL=1) arrives with the same sha256, and its speed is
-# printed; `veil peers --json` on A shows B relayed; the status/peers JSON follows the CLI
+# printed; `veil peers --json` on A shows B direct (same bridge); the status/peers JSON follows the CLI
 # contract; the relay counts 2 clients; no node's state dir names the other node; `veil down`
 # stops a node.
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil), FULL=1 for the long variant,
-# EXPECT_PATH (default relayed), VEIL_KEEP=1 to keep the scratch dir.
+# EXPECT_PATH (default direct: the nodes share a bridge), VEIL_KEEP=1 to keep the scratch dir.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,7 +19,7 @@ source "$ROOT/scripts/lib/netns.sh"
 CHECK_JSON="$ROOT/tests/e2e/lib/check_json.py"
 
 FULL=${FULL:-0}
-EXPECT_PATH=${EXPECT_PATH:-relayed}
+EXPECT_PATH=${EXPECT_PATH:-direct}
 if [ "$FULL" = 1 ]; then
   SIZE_MIB=1024
   PING_COUNT=20
