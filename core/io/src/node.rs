@@ -24,7 +24,7 @@ use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 /// How long a node without a remembered address waits for the rendezvous to assign one.
 pub const IPV4_WAIT: Duration = Duration::from_secs(20);
 /// How often the interface addresses are read again (a change is a roam).
-pub const CANDIDATE_RESCAN: Duration = Duration::from_secs(1);
+pub const CANDIDATE_RESCAN: Duration = Duration::from_millis(250);
 
 /// How the runner is set up besides the engine's own configuration.
 #[derive(Debug)]
