@@ -60,22 +60,30 @@ pub struct RespPayload {
     pub hp: [u8; 32],
     /// The connection id the responder receives this session on.
     pub cid: [u8; 8],
+    /// The responder's overlay IPv4, if it has one (the initiator verifies it through the
+    /// rendezvous before accepting packets from it).
+    pub ipv4: Option<Ipv4Addr>,
 }
 
 impl RespPayload {
     /// Encodes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(40);
+        let mut v = Vec::with_capacity(44);
         v.extend_from_slice(&self.hp);
         v.extend_from_slice(&self.cid);
+        v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
         v
     }
     /// Decodes.
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut c = Cursor(b);
+        let hp = c.array::<32>()?;
+        let cid = c.array::<8>()?;
+        let v4 = c.array::<4>()?;
         Some(RespPayload {
-            hp: c.array::<32>()?,
-            cid: c.array::<8>()?,
+            hp,
+            cid,
+            ipv4: (v4 != [0; 4]).then(|| Ipv4Addr::from(v4)),
         })
     }
 }

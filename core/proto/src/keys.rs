@@ -143,16 +143,16 @@ pub fn ipv4_candidate(public: &[u8; 32], pool: Ipv4Addr, pool_len: u8, n: u32) -
     let host_bits = 32u32.saturating_sub(u32::from(pool_len)).min(31);
     let size: u32 = 1u32 << host_bits;
     let base = u32::from(pool) & !(size.wrapping_sub(1));
-    let mut attempt = n;
-    loop {
-        let h = crate::crypto::sha256(&[b"veil ipv4 candidate", public, &attempt.to_le_bytes()]);
-        let host = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) & (size - 1);
-        let low = host & 0xff;
-        if host != 0 && low != 0 && low != 255 && host != size - 1 {
-            return Ipv4Addr::from(base | host);
-        }
-        attempt = attempt.wrapping_add(0x1000_0000);
-    }
+    let h = crate::crypto::sha256(&[b"veil ipv4 candidate", public, &n.to_le_bytes()]);
+    let start = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) & (size - 1);
+    // Probe forward from the hashed host to the next usable one; among any three
+    // consecutive hosts one is usable when the pool has at least four addresses.
+    let usable =
+        |host: u32| host != 0 && host != size - 1 && host & 0xff != 0 && host & 0xff != 255;
+    (0..size.min(4))
+        .map(|i| start.wrapping_add(i) & (size - 1))
+        .find(|h| usable(*h))
+        .map_or(Ipv4Addr::from(base), |host| Ipv4Addr::from(base | host))
 }
 
 /// A random header-protection key for a new endpoint, drawn from the caller's RNG.
@@ -163,6 +163,19 @@ pub fn header_key_from(bytes: [u8; 32]) -> HeaderKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_terminate_for_every_pool_size() {
+        for len in 1..=32u8 {
+            for n in 0..64 {
+                let a = ipv4_candidate(&[n as u8; 32], Ipv4Addr::new(100, 64, 0, 0), len, n);
+                if len <= 30 {
+                    let host = u32::from(a) & (u32::MAX >> len);
+                    assert!(host != 0 && host != u32::MAX >> len, "/{len}: {a}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn candidates_stay_in_pool_and_skip_edges() {

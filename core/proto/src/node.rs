@@ -44,6 +44,8 @@ const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
 const PEER_FORGET_AFTER: Duration = Duration::from_secs(300);
 /// Registration request timeout.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// IPv4 candidates tried one after the other before backing off for `REGISTER_TIMEOUT`.
+const MAX_IPV4_ATTEMPTS: u32 = 64;
 /// Room in front of an inner packet for both transport layers of a relayed datagram.
 const RELAYED_BODY_OFFSET: usize = BODY_OFFSET + 8 + BODY_OFFSET;
 /// Candidates a node announces or accepts from a peer.
@@ -1333,6 +1335,7 @@ impl Node {
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
+            ipv4: self.ipv4,
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
@@ -1404,6 +1407,13 @@ impl Node {
         );
         peer.rtt = Some(now.saturating_duration_since(pending.sent));
         peer.last_handshake_unix = Some(unix);
+        // The responder's IPv4 is believed only once the rendezvous confirms it.
+        let verify = resp
+            .ipv4
+            .filter(|a| peer.ipv4 != Some(*a) && peer.ipv4_claim != Some(*a));
+        if let Some(a) = verify {
+            peer.ipv4_claim = Some(a);
+        }
         let dropped = peer.sessions.install(session);
         self.cids.insert(pending.recv_cid, CidOwner::Peer(pk));
         if let Some(old) = dropped {
@@ -1412,6 +1422,9 @@ impl Node {
         self.counters.handshakes_completed += 1;
         if let Path::Relayed(h) = path {
             self.ensure_peer(now, pk, Path::Relayed(h));
+        }
+        if let Some(a) = verify {
+            self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
         }
         self.peer_up(now, pk);
     }
@@ -1609,12 +1622,25 @@ impl Node {
         }
         self.relay.registering = None;
         if status != 0 {
-            // Our IPv4 candidate belongs to someone else: try the next one.
-            self.ipv4_attempt += 1;
+            self.counters.registration_conflicts += 1;
+            let index = c.u8().unwrap_or(1);
             let (pool, len) = self.cfg.ipv4_pool;
-            self.ipv4_candidate =
-                ipv4_candidate(self.identity.public(), pool, len, self.ipv4_attempt);
-            self.register(now);
+            if index == 1 && self.ipv4_attempt < MAX_IPV4_ATTEMPTS {
+                // Our IPv4 candidate belongs to someone else: try the next one.
+                self.ipv4_attempt += 1;
+                self.ipv4_candidate =
+                    ipv4_candidate(self.identity.public(), pool, len, self.ipv4_attempt);
+                self.register(now);
+                return;
+            }
+            // Our key or IPv6 is held by another live client (this identity runs twice, or
+            // an old session of ours has not expired yet), or the pool looks full: try again
+            // after the registration timeout instead of spinning.
+            if index == 1 {
+                self.ipv4_attempt = 0;
+                self.ipv4_candidate = ipv4_candidate(self.identity.public(), pool, len, 0);
+            }
+            self.relay.registering = Some((req, now));
             return;
         }
         if self.relay.handle.is_some_and(|h| h != handle) {

@@ -157,7 +157,7 @@ impl Relay {
                 self.forward(now, handle, body, pt_len, buf)
             }
             Frame::Keepalive => {
-                if buf.get(body.start).is_some_and(|f| f & 1 == 1) {
+                if buf[body].first().is_some_and(|f| f & 1 == 1) {
                     // The echo carries the address the node is seen from, so a node
                     // notices a NAT rebinding or a new underlay address.
                     let mut echo = vec![0u8];
@@ -369,6 +369,7 @@ impl Relay {
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
+            ipv4: None,
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;

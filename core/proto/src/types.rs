@@ -222,6 +222,8 @@ counters!(
         rekeys,
         /// Handshake fragments dropped unassembled.
         reassembly_timeouts,
+        /// Registrations refused because a name was taken.
+        registration_conflicts,
         /// Path challenges sent (hole punching, consent, roaming checks).
         path_challenges_sent,
         /// Path challenges answered.

@@ -121,7 +121,9 @@ pub enum HsKind {
 /// Total length of a transport datagram whose body is `body_len` bytes, after padding to
 /// a multiple of `bucket`, never beyond [`PAD_CAP`] unless the packet is bigger already.
 pub fn padded_len(body_len: usize, bucket: usize) -> usize {
-    let bare = body_len + TRANSPORT_OVERHEAD;
+    // Header protection samples 16 bytes of ciphertext, so even an unpadded frame is at
+    // least that long.
+    let bare = (body_len + TRANSPORT_OVERHEAD).max(MIN_TRANSPORT + TAG_LEN);
     if bucket <= 1 {
         return bare;
     }
@@ -369,6 +371,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unpadded_frames_still_carry_a_sample() {
+        for bucket in [0, 1, 7, 16, 33] {
+            for body in [0, 1, 12, 100] {
+                assert!(padded_len(body, bucket) >= MIN_TRANSPORT + TAG_LEN);
+            }
+        }
+    }
+
+    #[test]
     fn addresses_and_frame_bytes_round_trip() {
         let addrs: [std::net::SocketAddr; 2] = [
             "198.18.0.1:7000".parse().expect("v4"),
@@ -398,7 +409,8 @@ mod tests {
         assert_eq!(padded_len(1280, 64), 1344);
         assert_eq!(padded_len(1420, 64), PAD_CAP);
         assert_eq!(padded_len(2000, 64), 2000 + TRANSPORT_OVERHEAD);
-        assert_eq!(padded_len(5, 0), 5 + TRANSPORT_OVERHEAD);
+        assert_eq!(padded_len(5, 0), MIN_TRANSPORT + TAG_LEN);
+        assert_eq!(padded_len(50, 0), 50 + TRANSPORT_OVERHEAD);
     }
 
     #[test]

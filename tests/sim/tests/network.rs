@@ -241,3 +241,41 @@ fn deterministic_from_seed() {
     assert_eq!(a, transcript(42));
     assert_ne!(a, transcript(43));
 }
+
+#[test]
+fn a_session_opened_over_ipv6_carries_the_responders_ipv4_too() {
+    let mut sim = joined(2, 11, NodeConfig::default(), Impairment::default());
+    let (a6, b6) = (
+        sim.nodes[0].node.overlay_ipv6(),
+        sim.nodes[1].node.overlay_ipv6(),
+    );
+    sim.tun_send(0, &udp6(a6, b6, b"first contact over v6"));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[1].tun.len(), 1);
+    // b answers over IPv4: a learned b's IPv4 from the handshake and verified it.
+    let (a4, b4) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
+    let back = udp4(b4, a4, b"reply over v4");
+    sim.tun_send(1, &back);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[0].tun, vec![back]);
+    assert_eq!(sim.nodes[0].node.counters().dropped_spoofed, 0);
+}
+
+#[test]
+fn unpadded_datagrams_keep_the_relay_link_up() {
+    let cfg = NodeConfig {
+        pad_bucket: 0,
+        ..NodeConfig::default()
+    };
+    let mut sim = joined(2, 12, cfg, Impairment::default());
+    sim.run_for(Duration::from_secs(180));
+    for n in &sim.nodes {
+        assert!(
+            !n.events
+                .iter()
+                .any(|e| matches!(e, NodeEvent::RelayDown(_))),
+            "the relay link dropped with unpadded keepalives"
+        );
+    }
+    assert_eq!(stream(&mut sim, 0, 1, 5, Duration::from_millis(50)), 5);
+}
