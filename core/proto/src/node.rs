@@ -36,7 +36,9 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 /// How long the relay may stay silent after a probe before the node reconnects.
 const RELAY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait between relay connection attempts.
+/// First wait between relay handshake attempts (it doubles per failure).
+const RELAY_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between relay handshake attempts.
 const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// A session is refused this long after it should have been re-keyed.
 const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
@@ -44,6 +46,12 @@ const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
 const PEER_FORGET_AFTER: Duration = Duration::from_secs(300);
 /// Registration request timeout.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Lookups in flight at once (each holds up to `QUEUE_MAX` packets).
+const MAX_LOOKUPS: usize = 256;
+/// Remembered misses.
+const MAX_NEGATIVE: usize = 4096;
+/// Failed handshakes with a relay before the next relay of the token is tried.
+const RELAY_FAILOVER_ATTEMPTS: u32 = 4;
 /// IPv4 candidates tried one after the other before backing off for `REGISTER_TIMEOUT`.
 const MAX_IPV4_ATTEMPTS: u32 = 64;
 /// Room in front of an inner packet for both transport layers of a relayed datagram.
@@ -289,7 +297,7 @@ impl Node {
             sessions: Sessions::default(),
             pending: None,
             next_attempt: now,
-            backoff: Duration::from_millis(500),
+            backoff: RELAY_BACKOFF_MIN,
             handle: None,
             registering: None,
             registered: false,
@@ -1025,6 +1033,11 @@ impl Node {
             self.counters.dropped_no_route += 1;
             return;
         }
+        if self.lookups.len() >= MAX_LOOKUPS && !self.lookup_by_addr.contains_key(&dst) {
+            // A scan of the overlay must not grow memory: new destinations wait their turn.
+            self.counters.dropped_queue_full += 1;
+            return;
+        }
         if let Some(req) = self.lookup_by_addr.get(&dst).copied() {
             if let Some(Lookup {
                 purpose: LookupPurpose::Route(q),
@@ -1137,6 +1150,12 @@ impl Node {
                 let Some(rec) = rec else {
                     self.counters.lookup_misses += 1;
                     self.counters.dropped_no_route += queue.len() as u64;
+                    if self.negative.len() >= MAX_NEGATIVE {
+                        self.negative.retain(|_, until| *until > now);
+                        if self.negative.len() >= MAX_NEGATIVE {
+                            self.negative.pop_first();
+                        }
+                    }
                     self.negative.insert(lookup.target, now + NEGATIVE_TTL);
                     return;
                 };
@@ -1145,10 +1164,8 @@ impl Node {
                 }
                 let pk = rec.public;
                 self.ensure_peer(now, pk, Path::Relayed(handle));
-                if let (IpAddr::V4(a), Some(p)) = (lookup.target, self.peers.get_mut(&pk)) {
-                    p.ipv4 = Some(a);
-                    p.ipv4_claim = None;
-                    self.route4.insert(a, pk);
+                if let IpAddr::V4(a) = lookup.target {
+                    self.set_peer_ipv4(pk, a);
                 }
                 let mut out = vec![0u8; wire::PAD_CAP * 4];
                 for pkt in queue {
@@ -1182,15 +1199,33 @@ impl Node {
         peer.ipv4_claim = None;
         let held = std::mem::take(&mut peer.hold);
         if ok {
-            peer.ipv4 = Some(a);
-            self.route4.insert(a, pk);
-            for pkt in held {
-                peer.rx_bytes += pkt.len() as u64;
-                self.counters.rx_packets += 1;
-                self.tun_out.push_back(pkt);
-            }
+            peer.rx_bytes += held.iter().map(|p| p.len() as u64).sum::<u64>();
+            self.counters.rx_packets += held.len() as u64;
+            self.tun_out.extend(held);
+            self.set_peer_ipv4(pk, a);
         } else {
             self.counters.dropped_spoofed += held.len() as u64;
+        }
+    }
+
+    /// Records that `pk` holds `a` (confirmed by the rendezvous): the route follows, the
+    /// peer's old address stops routing to it, and a peer that held `a` before loses it.
+    fn set_peer_ipv4(&mut self, pk: [u8; 32], a: Ipv4Addr) {
+        if let Some(prev) = self.route4.insert(a, pk).filter(|prev| *prev != pk) {
+            if let Some(p) = self.peers.get_mut(&prev) {
+                if p.ipv4 == Some(a) {
+                    p.ipv4 = None;
+                }
+            }
+        }
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        p.ipv4_claim = None;
+        if let Some(old) = p.ipv4.replace(a).filter(|old| *old != a) {
+            if self.route4.get(&old) == Some(&pk) {
+                self.route4.remove(&old);
+            }
         }
     }
 
@@ -1487,7 +1522,9 @@ impl Node {
         self.close_peer(pk, true);
         if let Some(p) = self.peers.remove(&pk) {
             if let Some(a) = p.ipv4 {
-                self.route4.remove(&a);
+                if self.route4.get(&a) == Some(&pk) {
+                    self.route4.remove(&a);
+                }
             }
             self.route6.remove(&p.ipv6);
             self.by_handle.retain(|_, v| v != &pk);
@@ -1550,6 +1587,18 @@ impl Node {
     }
 
     fn start_relay_handshake(&mut self, now: Instant) {
+        if self.relay.sessions.current.is_none()
+            && self.cfg.relays.len() > 1
+            && self
+                .relay
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.attempts >= RELAY_FAILOVER_ATTEMPTS)
+        {
+            // This relay does not answer at all: try the next one of the token.
+            self.relay_lost(now);
+            self.relay.backoff = RELAY_BACKOFF_MIN;
+        }
         let recv_cid = self.fresh_cid();
         let payload = InitPayload {
             timestamp: self.unix(now).as_nanos() as u64,
@@ -1674,15 +1723,20 @@ impl Node {
             self.relay.up = true;
             self.events.push_back(NodeEvent::RelayUp(self.relay.addr));
         }
-        // Peers that waited for the relay get their handshakes now.
-        let waiting: Vec<[u8; 32]> = self
+        // Peers that waited for the relay get their handshakes now, and packets queued for
+        // peers whose session outlived the outage go out at once, in order.
+        let waiting: Vec<([u8; 32], bool)> = self
             .peers
             .values()
-            .filter(|p| !p.queue.is_empty() && p.sessions.current.is_none())
-            .map(|p| p.public)
+            .filter(|p| !p.queue.is_empty())
+            .map(|p| (p.public, p.sessions.current.is_some()))
             .collect();
-        for pk in waiting {
-            self.start_peer_handshake(now, pk);
+        for (pk, has_session) in waiting {
+            if has_session {
+                self.peer_up(now, pk);
+            } else {
+                self.start_peer_handshake(now, pk);
+            }
         }
     }
 
@@ -1792,7 +1846,9 @@ impl Node {
         let keepalive = self.cfg.keepalive;
         if keepalive > Duration::ZERO && self.relay.probe_sent.is_none() {
             if let Some(s) = &self.relay.sessions.current {
-                if now.saturating_duration_since(s.last_tx) >= keepalive
+                // Silence from the relay (not our own silence) triggers the echo, so a dead
+                // relay is noticed under one-way traffic too.
+                if now.saturating_duration_since(s.last_rx) >= keepalive
                     && self.send_relay_frame(now, Frame::Keepalive, &[1])
                 {
                     self.relay.probe_sent = Some(now);
@@ -2034,7 +2090,7 @@ impl Node {
                     r
                 });
                 if self.cfg.keepalive > Duration::ZERO && self.relay.probe_sent.is_none() {
-                    t.push(s.last_tx + self.cfg.keepalive);
+                    t.push(s.last_rx + self.cfg.keepalive);
                 }
             }
         }

@@ -258,3 +258,28 @@ fn path_checks_stop_when_data_stops() {
         "no path checks while no data flows"
     );
 }
+
+#[test]
+fn a_dead_relay_is_noticed_under_one_way_traffic_and_direct_traffic_goes_on() {
+    use veil_proto::NodeEvent;
+    let mut sim = network(31, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    let relay = sim.relay_addr.ip();
+    let (a, b) = (sim.nodes[0].addr.ip(), sim.nodes[1].addr.ip());
+    sim.blocked.push((a, relay));
+    sim.blocked.push((b, relay));
+    // 40 s of one-way traffic: node 0 always has something to send.
+    let arrivals = stream_timed(&mut sim, 400, Duration::from_millis(100), |_, _| {});
+    assert_eq!(
+        arrivals.len(),
+        400,
+        "direct traffic does not need the relay"
+    );
+    assert!(
+        sim.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RelayDown(_))),
+        "a sending node must notice its relay is gone"
+    );
+}

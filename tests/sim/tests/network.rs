@@ -279,3 +279,25 @@ fn unpadded_datagrams_keep_the_relay_link_up() {
     }
     assert_eq!(stream(&mut sim, 0, 1, 5, Duration::from_millis(50)), 5);
 }
+
+#[test]
+fn scanning_the_overlay_does_not_grow_lookups_without_bound() {
+    let mut sim = joined(1, 13, NodeConfig::default(), Impairment::default());
+    let a4 = sim.ipv4(0).unwrap();
+    let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0));
+    for i in 0..2000u32 {
+        let dst = std::net::Ipv4Addr::from(base + 0x1_0000 + i * 3);
+        sim.tun_send(0, &udp4(a4, dst, b"scan"));
+    }
+    let c = sim.nodes[0].node.counters();
+    assert!(c.lookups <= 300, "{} lookups in flight at once", c.lookups);
+    assert!(c.dropped_queue_full >= 1500);
+    sim.run_for(Duration::from_secs(10));
+    // Once the misses are answered, new destinations are looked up again.
+    let before = sim.nodes[0].node.counters().lookups;
+    sim.tun_send(
+        0,
+        &udp4(a4, std::net::Ipv4Addr::new(100, 127, 1, 1), b"later"),
+    );
+    assert_eq!(sim.nodes[0].node.counters().lookups, before + 1);
+}
