@@ -10,7 +10,7 @@ use std::time::Duration;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -18,9 +18,13 @@ pub const KEYS: [&str; 9] = [
     "rekey_after_secs",
     "pad_bucket",
     "direct_paths",
+    "port_rotation_secs",
     "ipv4_pool",
     "log",
 ];
+
+/// Default period of socket rotation: ten minutes.
+pub const DEFAULT_PORT_ROTATION_SECS: u64 = 600;
 
 /// Name of the TUN device when nothing else is configured.
 pub const DEFAULT_TUN_NAME: &str = "veil0";
@@ -78,6 +82,7 @@ fn expected(key: &str) -> &'static str {
         "idle_timeout_secs" | "rekey_after_secs" => "a whole number of seconds, at least 1",
         "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
         "direct_paths" => "true or false",
+        "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -102,6 +107,8 @@ pub struct Layer {
     pub pad_bucket: Option<u64>,
     /// Look for direct paths to peers.
     pub direct_paths: Option<bool>,
+    /// Period of moving to a fresh ephemeral socket.
+    pub port_rotation_secs: Option<u64>,
     /// IPv4 pool, `a.b.c.d/len`.
     pub ipv4_pool: Option<String>,
     /// Log filter.
@@ -197,6 +204,7 @@ impl Source {
                     _ => Err(invalid(&Origin::Env, "direct_paths", &v)),
                 })
                 .transpose()?,
+            port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
@@ -272,6 +280,8 @@ pub struct Settings {
     pub pad_bucket: usize,
     /// Look for direct paths to peers (off: always relay).
     pub direct_paths: bool,
+    /// Move to a fresh ephemeral socket this often (0 = never; ignored with a fixed port).
+    pub port_rotation_secs: u64,
     /// IPv4 pool: network address and prefix length.
     pub ipv4_pool: (Ipv4Addr, u8),
     /// Log filter.
@@ -289,6 +299,7 @@ impl Default for Settings {
             rekey_after_secs: proto.rekey_after_time.as_secs(),
             pad_bucket: proto.pad_bucket,
             direct_paths: proto.direct,
+            port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
             log: "info".into(),
         }
@@ -333,6 +344,9 @@ impl Settings {
         }
         if let Some((v, _)) = pick(sources, |l| l.direct_paths.as_ref()) {
             s.direct_paths = *v;
+        }
+        if let Some((v, _)) = pick(sources, |l| l.port_rotation_secs.as_ref()) {
+            s.port_rotation_secs = *v;
         }
         if let Some((v, o)) = pick(sources, |l| l.ipv4_pool.as_ref()) {
             s.ipv4_pool = parse_pool(v).ok_or_else(|| invalid(o, "ipv4_pool", v))?;

@@ -34,6 +34,8 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
             mtu: DEFAULT_TUN_MTU,
         },
         port: settings.port,
+        rotate_every: (settings.port_rotation_secs > 0)
+            .then(|| std::time::Duration::from_secs(settings.port_rotation_secs)),
         state_dir: Some(args.state_dir.clone()),
     };
     runtime()?.block_on(run(
@@ -59,7 +61,13 @@ async fn run(
         source,
     })?;
     let id = identity.id();
-    let runner = NodeRunner::new(token, identity, cfg, opts, &DefaultSocketFactory)?;
+    let runner = NodeRunner::new(
+        token,
+        identity,
+        cfg,
+        opts,
+        std::sync::Arc::new(DefaultSocketFactory),
+    )?;
     let serve = tokio::spawn(control.serve(runner.handle()));
     tracing::info!(%id, state_dir = %state_dir.display(), "veil node starting");
     let result = tokio::select! {

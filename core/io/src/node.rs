@@ -16,6 +16,7 @@ use crate::{ifaddrs, os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +24,8 @@ use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
 /// How long a node without a remembered address waits for the rendezvous to assign one.
 pub const IPV4_WAIT: Duration = Duration::from_secs(20);
+/// How long the socket before a rotation is still read.
+pub const OLD_SOCKET_GRACE: Duration = Duration::from_secs(10);
 /// How often the interface addresses are read again (a change is a roam).
 pub const CANDIDATE_RESCAN: Duration = Duration::from_millis(250);
 
@@ -33,6 +36,8 @@ pub struct NodeOptions {
     pub tun: TunSource,
     /// Local UDP port (0 = ephemeral).
     pub port: u16,
+    /// Move to a fresh ephemeral socket this often (None: never; ignored with a fixed port).
+    pub rotate_every: Option<Duration>,
     /// Where the overlay IPv4 is remembered (`ipv4`); `None` keeps nothing.
     pub state_dir: Option<PathBuf>,
 }
@@ -138,15 +143,17 @@ struct IoCounters {
     recv_errors: u64,
     tun_read_errors: u64,
     tun_write_errors: u64,
+    socket_rotations: u64,
 }
 
 impl IoCounters {
-    fn list(&self) -> [(&'static str, u64); 4] {
+    fn list(&self) -> [(&'static str, u64); 5] {
         [
             ("io_send_errors", self.send_errors),
             ("io_recv_errors", self.recv_errors),
             ("io_tun_read_errors", self.tun_read_errors),
             ("io_tun_write_errors", self.tun_write_errors),
+            ("io_socket_rotations", self.socket_rotations),
         ]
     }
 }
@@ -171,6 +178,12 @@ pub struct NodeRunner {
     commands: mpsc::Receiver<Command>,
     handle: NodeHandle,
     counters: IoCounters,
+    factory: Arc<dyn SocketFactory>,
+    /// The wildcard address sockets are bound to.
+    bind: SocketAddr,
+    rotate_every: Option<Duration>,
+    /// The socket before the last rotation, still read until the deadline.
+    old_socket: Option<(UdpSocket, tokio::time::Instant)>,
     rx_buf: Box<[u8]>,
     tun_buf: Box<[u8]>,
     out_buf: Box<[u8]>,
@@ -184,7 +197,7 @@ impl NodeRunner {
         identity: Identity,
         cfg: NodeConfig,
         opts: NodeOptions,
-        factory: &dyn SocketFactory,
+        factory: Arc<dyn SocketFactory>,
     ) -> Result<NodeRunner, NodeError> {
         let relay_addrs: Vec<SocketAddr> = cfg.relays.iter().map(|(a, _)| *a).collect();
         let bind = socket::wildcard_for(&relay_addrs, opts.port);
@@ -205,6 +218,7 @@ impl NodeRunner {
             a if a.is_unspecified() => derived_ipv6,
             a => a,
         };
+        let rotate_every = opts.rotate_every.filter(|_| opts.port == 0);
         let (tx, commands) = mpsc::channel(16);
         tracing::info!(port = local.port(), "node UDP socket bound");
         Ok(NodeRunner {
@@ -227,6 +241,10 @@ impl NodeRunner {
             commands,
             handle: NodeHandle { tx },
             counters: IoCounters::default(),
+            factory,
+            bind,
+            rotate_every,
+            old_socket: None,
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             tun_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -252,6 +270,7 @@ impl NodeRunner {
         self.refresh_candidates();
         let mut rescan = tokio::time::interval(CANDIDATE_RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
         loop {
             let timer = self.node.poll_timeout().map(tokio::time::Instant::from_std);
             let waiting = self.tun.is_none();
@@ -273,11 +292,81 @@ impl NodeRunner {
                     self.node.handle_timeout(Instant::now());
                 }
                 _ = rescan.tick() => self.refresh_candidates(),
+                () = sleep_until(next_rotation) => {
+                    self.rotate();
+                    next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
+                }
+                r = old_readable(self.old_socket.as_ref()) => {
+                    match r {
+                        Ok(true) => self.on_old_socket_readable(),
+                        // The grace period is over (or the socket failed): close it.
+                        Ok(false) | Err(_) => self.old_socket = None,
+                    }
+                }
                 () = tokio::time::sleep_until(give_up), if waiting => {
                     return Err(NodeError::RelayUnreachable { relay: self.relays.clone() });
                 }
             }
             self.drain()?;
+        }
+    }
+
+    /// Moves to a fresh ephemeral socket: everything is sent from the new one at once; the
+    /// old one is still read for `OLD_SOCKET_GRACE` so that datagrams in flight are not lost.
+    /// The engine sees new local candidates, so the relay and peers learn the new port exactly
+    /// as after a roam.
+    fn rotate(&mut self) {
+        let fresh = self
+            .factory
+            .bind_udp(self.bind)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .and_then(|s| Ok((s.local_addr()?, s)));
+        let (local, socket) = match fresh {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a fresh UDP socket; keeping the current one");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.socket, socket);
+        self.old_socket = Some((old, tokio::time::Instant::now() + OLD_SOCKET_GRACE));
+        tracing::info!(port = local.port(), "moved to a fresh UDP socket");
+        self.local = local;
+        self.counters.socket_rotations += 1;
+        self.refresh_candidates();
+        if let Err(e) = self.drain() {
+            tracing::debug!(error = %e, "drain after rotation");
+        }
+    }
+
+    fn on_old_socket_readable(&mut self) {
+        for _ in 0..MAX_BATCH {
+            let Some((old, _)) = self.old_socket.as_ref() else {
+                return;
+            };
+            let (len, from) = match old.try_recv_from(&mut self.rx_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.counters.recv_errors += 1;
+                    continue;
+                }
+            };
+            let from = socket::normalize(from);
+            if let Some(range) =
+                self.node
+                    .handle_datagram(Instant::now(), from, &mut self.rx_buf[..len])
+            {
+                if let Some(packet) = self.rx_buf.get(range) {
+                    write_tun(self.tun.as_ref(), packet, &mut self.counters);
+                }
+            }
+            if let Err(e) = self.drain() {
+                tracing::debug!(error = %e, "drain");
+            }
         }
     }
 
@@ -510,6 +599,18 @@ fn write_tun(tun: Option<&Tun>, packet: &[u8], c: &mut IoCounters) {
 async fn readable(tun: Option<&Tun>) -> io::Result<()> {
     match tun {
         Some(t) => t.device().readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves with Ok(true) when the old socket has data, Ok(false) when its grace period is
+/// over; never while there is no old socket.
+async fn old_readable(old: Option<&(UdpSocket, tokio::time::Instant)>) -> io::Result<bool> {
+    match old {
+        Some((s, until)) => tokio::select! {
+            r = s.readable() => r.map(|()| true),
+            () = tokio::time::sleep_until(*until) => Ok(false),
+        },
         None => std::future::pending().await,
     }
 }
