@@ -86,6 +86,16 @@ impl<K: Ord + Clone> Reassembler<K> {
         (before - self.partial.len()) as u64
     }
 
+    /// Partial messages held.
+    pub fn len(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty()
+    }
+
     /// When the oldest partial message expires.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.partial.values().map(|p| p.first_seen + TIMEOUT).min()

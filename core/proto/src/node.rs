@@ -2205,6 +2205,31 @@ impl Node {
         &self.counters
     }
 
+    /// How many entries the node's state holds (peers, routes, connection ids, lookups,
+    /// cached misses, queued packets, reassembly). It grows with the peers the node talks
+    /// to, never with the size of the network; the scale tests check exactly that.
+    pub fn state_entries(&self) -> usize {
+        let queued: usize = self
+            .peers
+            .values()
+            .map(|p| p.queue.len() + p.hold.len() + p.challenges.len() + p.candidates.len())
+            .sum();
+        self.peers.len()
+            + self.route4.len()
+            + self.route6.len()
+            + self.by_handle.len()
+            + self.cids.len()
+            + self.pending_msgs.len()
+            + self.lookups.len()
+            + self.lookup_by_addr.len()
+            + self.negative.len()
+            + self.transmits.len()
+            + self.tun_out.len()
+            + self.events.len()
+            + self.reasm.len()
+            + queued
+    }
+
     /// This node's public key.
     pub fn public_key(&self) -> [u8; 32] {
         *self.identity.public()

@@ -109,6 +109,8 @@ pub struct SimNode {
     pub events: Vec<NodeEvent>,
     /// The NAT in front of it, if any.
     pub nat: Option<Nat>,
+    /// The node left (its process is gone): it sends and receives nothing.
+    pub gone: bool,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -224,9 +226,15 @@ impl Sim {
             tun: Vec::new(),
             events: Vec::new(),
             nat,
+            gone: false,
         });
         self.drain_node(i);
         i
+    }
+
+    /// Node `i` leaves without a word (its process dies): it sends and receives nothing more.
+    pub fn remove_node(&mut self, i: usize) {
+        self.nodes[i].gone = true;
     }
 
     /// Moves node `i` to a new underlay address (and, behind a NAT, a new public address
@@ -367,7 +375,7 @@ impl Sim {
             }
         };
         consider(self.relay.poll_timeout());
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| !n.gone) {
             consider(n.node.poll_timeout());
         }
         t
@@ -437,6 +445,9 @@ impl Sim {
             self.drain_relay();
         }
         for i in 0..self.nodes.len() {
+            if self.nodes[i].gone {
+                continue;
+            }
             if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
                 self.nodes[i].node.handle_timeout(now);
                 self.drain_node(i);
@@ -471,7 +482,7 @@ impl Sim {
             // A private address is not reachable from outside its NAT.
             return;
         }
-        let Some(i) = self.nodes.iter().position(|n| n.addr == to) else {
+        let Some(i) = self.nodes.iter().position(|n| n.addr == to && !n.gone) else {
             return;
         };
         if let Some(r) = self.nodes[i].node.handle_datagram(now, f.from, &mut buf) {
