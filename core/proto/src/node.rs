@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Packets queued per peer (or per lookup) while its session is being set up.
 const QUEUE_MAX: usize = 64;
 /// Handshake attempts before a peer is given up on.
-const HANDSHAKE_ATTEMPTS: u32 = 5;
+const HANDSHAKE_ATTEMPTS: u32 = 8;
 /// Lookup attempts before an address is declared unknown.
 const LOOKUP_ATTEMPTS: u32 = 3;
 /// How long to wait for a lookup reply.
@@ -36,6 +36,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 /// How long the relay may stay silent after a probe before the node reconnects.
 const RELAY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// An unanswered echo request to the relay is repeated this often until the timeout.
+const RELAY_PROBE_RESEND: Duration = Duration::from_secs(1);
 /// First wait between relay handshake attempts (it doubles per failure).
 const RELAY_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between relay handshake attempts.
@@ -73,6 +75,10 @@ const PUNCH_RETRY_MAX: Duration = Duration::from_secs(300);
 const CONSENT_INTERVAL: Duration = Duration::from_secs(1);
 /// …and is abandoned for the relay when challenges go unanswered this long.
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Candidates are re-sent this often until the peer acknowledges them…
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
+/// …at most this many times per session or address change.
+const ANNOUNCE_TRIES: u32 = 5;
 /// Path checks run only while data flowed this recently.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -165,6 +171,9 @@ struct RelayLink {
     registered: bool,
     /// When an echo was requested and not yet answered.
     probe_sent: Option<Instant>,
+    /// When the outstanding echo request is sent again (one lost datagram must not cost
+    /// the relay link).
+    probe_next: Instant,
     up: bool,
 }
 
@@ -190,8 +199,13 @@ struct Peer {
     punch: Option<Punch>,
     punch_retry: Option<Instant>,
     punch_backoff: Duration,
-    /// Whether our candidates went to the peer in the current session.
-    announced: bool,
+    /// The peer confirmed it has our current candidates.
+    ours_acked: bool,
+    /// When our candidates were last sent, and how often this session.
+    announced_at: Option<Instant>,
+    announce_tries: u32,
+    /// We have the peer's candidates for this session.
+    have_theirs: bool,
     relay_reason: &'static str,
     sessions: Sessions,
     pending: Option<PendingHs>,
@@ -249,6 +263,8 @@ pub struct Node {
     pending_msgs: BTreeMap<u32, [u8; 32]>,
     /// Addresses of our socket as the I/O layer sees them (interface addresses + port).
     local_candidates: Vec<SocketAddr>,
+    /// Whether the I/O layer told us our addresses yet.
+    local_known: bool,
     /// Our address as the relay sees it.
     reflexive: Option<SocketAddr>,
     lookups: BTreeMap<u32, Lookup>,
@@ -302,6 +318,7 @@ impl Node {
             registering: None,
             registered: false,
             probe_sent: None,
+            probe_next: now,
             up: false,
         };
         Node {
@@ -326,6 +343,7 @@ impl Node {
             cids: HashMap::new(),
             pending_msgs: BTreeMap::new(),
             local_candidates: Vec::new(),
+            local_known: false,
             reflexive: None,
             lookups: BTreeMap::new(),
             lookup_by_addr: BTreeMap::new(),
@@ -620,21 +638,26 @@ impl Node {
         v
     }
 
-    /// Tells a peer our candidates, end to end, over the best path.
+    /// Tells a peer our candidates, end to end, over the best path: `[flags][count]
+    /// [address]×count`, flag bit 0 = "I have yours". Sent at session start and whenever our
+    /// addresses change, repeated (`ANNOUNCE_RETRY`, at most `ANNOUNCE_TRIES` times) until
+    /// the peer acknowledges. With direct paths off the list is empty, so the peer knows.
     fn announce(&mut self, now: Instant, pk: [u8; 32]) {
-        if !self.cfg.direct {
+        let cands = if self.cfg.direct {
+            self.own_candidates()
+        } else {
+            Vec::new()
+        };
+        let Some(p) = self.peers.get_mut(&pk) else {
             return;
-        }
-        let cands = self.own_candidates();
-        let mut body = vec![cands.len() as u8];
+        };
+        let mut body = vec![u8::from(p.have_theirs), cands.len() as u8];
         for a in cands {
             wire::put_addr(&mut body, a);
         }
-        if self.send_peer_frame(now, pk, Frame::Candidates, &body, None) {
-            if let Some(p) = self.peers.get_mut(&pk) {
-                p.announced = true;
-            }
-        }
+        p.announced_at = Some(now);
+        p.announce_tries += 1;
+        self.send_peer_frame(now, pk, Frame::Candidates, &body, None);
     }
 
     /// Announces our candidates to every peer with a session (they changed).
@@ -646,13 +669,17 @@ impl Node {
             .map(|p| p.public)
             .collect();
         for pk in up {
+            if let Some(p) = self.peers.get_mut(&pk) {
+                p.ours_acked = false;
+                p.announce_tries = 0;
+            }
             self.announce(now, pk);
         }
     }
 
     fn on_candidates(&mut self, now: Instant, pk: [u8; 32], body: &[u8]) {
         let mut c = Cursor(body);
-        let Some(n) = c.u8() else {
+        let (Some(flags), Some(n)) = (c.u8(), c.u8()) else {
             self.counters.dropped_malformed += 1;
             return;
         };
@@ -675,7 +702,12 @@ impl Node {
         // lists is gone, so search from the new candidates (the relay carries data meanwhile).
         let moved = p.direct.is_some_and(|d| !cands.contains(&d));
         p.candidates = cands;
-        let answer = !p.announced;
+        p.have_theirs = true;
+        if flags & 1 == 1 {
+            p.ours_acked = true;
+        }
+        // The peer lacks ours (or this is its first word): answer, which also acknowledges.
+        let answer = flags & 1 == 0;
         if moved {
             self.leave_direct(pk, REASON_SEARCHING);
         }
@@ -690,18 +722,18 @@ impl Node {
             self.announce(now, pk);
         }
         if punch {
-            self.start_punch(now, pk);
+            self.start_punch(now, pk, REASON_SEARCHING);
         }
     }
 
-    fn start_punch(&mut self, now: Instant, pk: [u8; 32]) {
+    fn start_punch(&mut self, now: Instant, pk: [u8; 32], reason: &'static str) {
         if let Some(p) = self.peers.get_mut(&pk) {
             p.punch = Some(Punch {
                 next: now,
                 round: 0,
             });
             p.punch_retry = None;
-            p.relay_reason = REASON_SEARCHING;
+            p.relay_reason = reason;
             self.counters.punch_attempts += 1;
         }
         self.punch_tick(now, pk);
@@ -803,7 +835,7 @@ impl Node {
             .get(&pk)
             .is_some_and(|p| !p.candidates.is_empty())
         {
-            self.start_punch(now, pk);
+            self.start_punch(now, pk, REASON_LOST);
         }
     }
 
@@ -834,10 +866,11 @@ impl Node {
                 v.push(*a);
             }
         }
-        if v == self.local_candidates {
+        if v == self.local_candidates && self.local_known {
             return;
         }
-        let first = self.local_candidates.is_empty();
+        let first = !self.local_known;
+        self.local_known = true;
         self.local_candidates = v;
         if first {
             return;
@@ -847,6 +880,7 @@ impl Node {
         // tells us our new reflexive address.
         if self.relay.probe_sent.is_none() && self.send_relay_frame(now, Frame::Keepalive, &[1]) {
             self.relay.probe_sent = Some(now);
+            self.relay.probe_next = now + RELAY_PROBE_RESEND;
         }
         // Direct paths from the old address are suspect (a NAT in front of the peer filters
         // our new address until it sends to it): data goes through the relay, which learns
@@ -859,7 +893,7 @@ impl Node {
             .collect();
         for pk in direct {
             self.leave_direct(pk, REASON_SEARCHING);
-            self.start_punch(now, pk);
+            self.start_punch(now, pk, REASON_SEARCHING);
         }
         self.announce_all(now);
     }
@@ -1152,8 +1186,13 @@ impl Node {
                     self.counters.dropped_no_route += queue.len() as u64;
                     if self.negative.len() >= MAX_NEGATIVE {
                         self.negative.retain(|_, until| *until > now);
-                        if self.negative.len() >= MAX_NEGATIVE {
-                            self.negative.pop_first();
+                        let soonest = self
+                            .negative
+                            .iter()
+                            .min_by_key(|(_, until)| **until)
+                            .map(|(a, _)| *a);
+                        if let Some(a) = soonest.filter(|_| self.negative.len() >= MAX_NEGATIVE) {
+                            self.negative.remove(&a);
                         }
                     }
                     self.negative.insert(lookup.target, now + NEGATIVE_TTL);
@@ -1248,7 +1287,10 @@ impl Node {
                 punch: None,
                 punch_retry: None,
                 punch_backoff: PUNCH_RETRY_MIN,
-                announced: false,
+                ours_acked: false,
+                announced_at: None,
+                announce_tries: 0,
+                have_theirs: false,
                 relay_reason: REASON_SEARCHING,
                 sessions: Sessions::default(),
                 pending: None,
@@ -1274,7 +1316,12 @@ impl Node {
     }
 
     fn start_peer_handshake(&mut self, now: Instant, pk: [u8; 32]) {
-        if self.relay.sessions.current.is_none() {
+        let reachable = match self.best_path(&pk) {
+            Some(Path::Direct(_)) => true,
+            Some(Path::Relayed(_)) => self.relay.sessions.current.is_some(),
+            None => false,
+        };
+        if !reachable {
             // Started again once the relay is back (see `on_register_reply`).
             if let Some(p) = self.peers.get_mut(&pk).and_then(|p| p.pending.take()) {
                 self.pending_msgs.remove(&p.msg_id);
@@ -1377,6 +1424,14 @@ impl Node {
         };
         self.ensure_peer(now, pk, path);
         let session = Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        let check_direct = match path {
+            Path::Direct(a) => self
+                .peers
+                .get(&pk)
+                .is_some_and(|p| p.direct != Some(a))
+                .then_some(a),
+            Path::Relayed(_) => None,
+        };
         self.cids.insert(cid, CidOwner::Peer(pk));
         let unix = self.unix(now).as_secs();
         let mut verify = None;
@@ -1401,6 +1456,10 @@ impl Node {
         }
         if let Some(a) = verify {
             self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
+        }
+        if let Some(a) = check_direct {
+            // A handshake straight from an address: check it, and use it once it answers.
+            self.challenge(now, pk, a);
         }
         self.peer_up(now, pk);
     }
@@ -1470,7 +1529,7 @@ impl Node {
             return;
         };
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
-        let announce = !peer.announced;
+        let announce = peer.announced_at.is_none();
         if !peer.up {
             peer.up = true;
             self.events.push_back(NodeEvent::PeerUp {
@@ -1507,7 +1566,11 @@ impl Node {
         peer.challenges.clear();
         peer.punch = None;
         peer.punch_retry = None;
-        peer.announced = false;
+        peer.ours_acked = false;
+        peer.announced_at = None;
+        peer.announce_tries = 0;
+        peer.have_theirs = false;
+        peer.punch_backoff = PUNCH_RETRY_MIN;
         peer.relay_reason = REASON_SEARCHING;
         if peer.up && notify {
             peer.up = false;
@@ -1814,6 +1877,9 @@ impl Node {
         if let Some(sent) = self.relay.probe_sent {
             if now.saturating_duration_since(sent) >= RELAY_PROBE_TIMEOUT {
                 self.relay_lost(now);
+            } else if now >= self.relay.probe_next {
+                self.relay.probe_next = now + RELAY_PROBE_RESEND;
+                self.send_relay_frame(now, Frame::Keepalive, &[1]);
             }
         }
         let needs_handshake = match current_age {
@@ -1852,6 +1918,7 @@ impl Node {
                     && self.send_relay_frame(now, Frame::Keepalive, &[1])
                 {
                     self.relay.probe_sent = Some(now);
+                    self.relay.probe_next = now + RELAY_PROBE_RESEND;
                 }
             }
         }
@@ -1976,6 +2043,11 @@ impl Node {
         if let Some(punch) = &p.punch {
             consider(punch.next, PathWork::Punch);
         }
+        if !p.ours_acked && p.announce_tries < ANNOUNCE_TRIES {
+            if let Some(at) = p.announced_at {
+                consider(at + ANNOUNCE_RETRY, PathWork::Announce);
+            }
+        }
         if p.direct.is_some() {
             if let Some(since) = p.consent_since {
                 consider(since + CONSENT_TIMEOUT, PathWork::ConsentTimeout);
@@ -2008,7 +2080,8 @@ impl Node {
         for (pk, work) in due {
             match work {
                 PathWork::Punch => self.punch_tick(now, pk),
-                PathWork::Retry => self.start_punch(now, pk),
+                PathWork::Retry => self.start_punch(now, pk, REASON_PUNCH_FAILED),
+                PathWork::Announce => self.announce(now, pk),
                 PathWork::ConsentTimeout => self.direct_lost(now, pk),
                 PathWork::Consent => {
                     let Some(p) = self.peers.get_mut(&pk) else {
@@ -2096,6 +2169,7 @@ impl Node {
         }
         if let Some(p) = self.relay.probe_sent {
             t.push(p + RELAY_PROBE_TIMEOUT);
+            t.push(self.relay.probe_next);
         }
         if let Some((_, at)) = self.relay.registering {
             t.push(at + REGISTER_TIMEOUT);
@@ -2108,7 +2182,7 @@ impl Node {
             if p.sessions.current.is_some() || p.pending.is_some() {
                 t.push(p.last_data + self.cfg.idle_timeout);
             }
-            if self.relay.sessions.current.is_none() {
+            if self.relay.sessions.current.is_none() && p.direct.is_none() {
                 // Handshakes wait for the relay; nothing to schedule for them.
             } else if let Some(pending) = &p.pending {
                 t.push(pending.sent + handshake_wait(pending.attempts));
@@ -2239,6 +2313,7 @@ impl Node {
 /// What a peer's path machinery has to do.
 #[derive(Clone, Copy, Debug)]
 enum PathWork {
+    Announce,
     Punch,
     Retry,
     Consent,
@@ -2294,8 +2369,15 @@ fn source_check(pkt: &[u8], peer: &Peer) -> SourceCheck {
 }
 
 /// How long to wait for message 2 after the `attempts`-th message 1 (1 s, doubling).
+/// How long a peer handshake attempt waits for its answer: 1 s for the first three
+/// attempts, then 2 s, then 4 s (a lost fragment is common on lossy paths; the relay hop
+/// doubles the exposure, so retries come quickly before they back off).
 fn handshake_wait(attempts: u32) -> Duration {
-    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(4))
+    match attempts {
+        0..=3 => Duration::from_secs(1),
+        4..=5 => Duration::from_secs(2),
+        _ => Duration::from_secs(4),
+    }
 }
 
 fn read_u64(b: &[u8]) -> u64 {

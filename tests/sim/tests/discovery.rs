@@ -283,3 +283,49 @@ fn a_dead_relay_is_noticed_under_one_way_traffic_and_direct_traffic_goes_on() {
         "a sending node must notice its relay is gone"
     );
 }
+
+#[test]
+fn candidates_get_through_loss() {
+    // A lost candidates frame is re-sent until acknowledged, so heavy loss delays the direct
+    // path but does not prevent it.
+    let cfg = NodeConfig::default();
+    let imp = Impairment {
+        loss: 0.15,
+        ..Impairment::default()
+    };
+    let mut sim = Sim::new(32, 0, cfg.clone(), imp);
+    sim.add_node(cfg.clone());
+    sim.add_node(cfg);
+    sim.run_for(Duration::from_secs(20));
+    assert!(sim.ipv4(0).is_some() && sim.ipv4(1).is_some());
+    let t = time_to_direct(&mut sim, Duration::from_secs(30));
+    let t = t.unwrap_or_else(|| {
+        panic!(
+            "no direct path under 15% loss: {:?} {:?}\n{:?}\n{:?}",
+            sim.nodes[0].events,
+            sim.nodes[0].node.peers(sim.now),
+            sim.nodes[0].node.counters().list(),
+            sim.nodes[1].node.counters().list()
+        )
+    });
+    println!("direct under 15% loss after {t:?}");
+}
+
+#[test]
+fn direct_sessions_rekey_while_the_relay_is_down() {
+    let mut sim = network(33, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    let relay = sim.relay_addr.ip();
+    let (a, b) = (sim.nodes[0].addr.ip(), sim.nodes[1].addr.ip());
+    sim.blocked.push((a, relay));
+    sim.blocked.push((b, relay));
+    let rekeys = sim.nodes[0].node.counters().rekeys;
+    // 300 s: past the rekey time (120 s) and the reject time (180 s) of the first session.
+    let arrivals = stream_timed(&mut sim, 600, Duration::from_millis(500), |_, _| {});
+    assert_eq!(
+        arrivals.len(),
+        600,
+        "a direct session survives a relay outage"
+    );
+    assert!(sim.nodes[0].node.counters().rekeys > rekeys);
+}
