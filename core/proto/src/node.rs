@@ -204,8 +204,8 @@ struct Peer {
     /// When our candidates were last sent, and how often this session.
     announced_at: Option<Instant>,
     announce_tries: u32,
-    /// We have the peer's candidates for this session.
-    have_theirs: bool,
+    /// Generation of the peer's list we hold (0: none yet).
+    their_gen: u8,
     relay_reason: &'static str,
     sessions: Sessions,
     pending: Option<PendingHs>,
@@ -265,6 +265,8 @@ pub struct Node {
     local_candidates: Vec<SocketAddr>,
     /// Whether the I/O layer told us our addresses yet.
     local_known: bool,
+    /// Generation of our candidate list (1..=255, bumped when it changes).
+    cand_gen: u8,
     /// Our address as the relay sees it.
     reflexive: Option<SocketAddr>,
     lookups: BTreeMap<u32, Lookup>,
@@ -344,6 +346,7 @@ impl Node {
             pending_msgs: BTreeMap::new(),
             local_candidates: Vec::new(),
             local_known: false,
+            cand_gen: 1,
             reflexive: None,
             lookups: BTreeMap::new(),
             lookup_by_addr: BTreeMap::new(),
@@ -638,10 +641,11 @@ impl Node {
         v
     }
 
-    /// Tells a peer our candidates, end to end, over the best path: `[flags][count]
-    /// [address]×count`, flag bit 0 = "I have yours". Sent at session start and whenever our
-    /// addresses change, repeated (`ANNOUNCE_RETRY`, at most `ANNOUNCE_TRIES` times) until
-    /// the peer acknowledges. With direct paths off the list is empty, so the peer knows.
+    /// Tells a peer our candidates, end to end, over the best path: `[our generation u8]
+    /// [generation of yours we hold u8, 0 = none][count u8][address]×count`. Sent at session
+    /// start and whenever our addresses change (new generation), repeated (`ANNOUNCE_RETRY`,
+    /// at most `ANNOUNCE_TRIES` times) until the peer's frame says it holds our current
+    /// generation. With direct paths off the list is empty, so the peer knows.
     fn announce(&mut self, now: Instant, pk: [u8; 32]) {
         let cands = if self.cfg.direct {
             self.own_candidates()
@@ -651,17 +655,20 @@ impl Node {
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
-        let mut body = vec![u8::from(p.have_theirs), cands.len() as u8];
+        let mut body = vec![self.cand_gen, p.their_gen, cands.len() as u8];
         for a in cands {
             wire::put_addr(&mut body, a);
         }
         p.announced_at = Some(now);
         p.announce_tries += 1;
-        self.send_peer_frame(now, pk, Frame::Candidates, &body, None);
+        if self.send_peer_frame(now, pk, Frame::Candidates, &body, None) {
+            self.counters.candidates_sent += 1;
+        }
     }
 
     /// Announces our candidates to every peer with a session (they changed).
     fn announce_all(&mut self, now: Instant) {
+        self.cand_gen = self.cand_gen.wrapping_add(1).max(1);
         let up: Vec<[u8; 32]> = self
             .peers
             .values()
@@ -679,7 +686,7 @@ impl Node {
 
     fn on_candidates(&mut self, now: Instant, pk: [u8; 32], body: &[u8]) {
         let mut c = Cursor(body);
-        let (Some(flags), Some(n)) = (c.u8(), c.u8()) else {
+        let (Some(gen), Some(holds), Some(n)) = (c.u8(), c.u8(), c.u8()) else {
             self.counters.dropped_malformed += 1;
             return;
         };
@@ -702,12 +709,15 @@ impl Node {
         // lists is gone, so search from the new candidates (the relay carries data meanwhile).
         let moved = p.direct.is_some_and(|d| !cands.contains(&d));
         p.candidates = cands;
-        p.have_theirs = true;
-        if flags & 1 == 1 {
+        let new_list = gen != p.their_gen;
+        p.their_gen = gen;
+        let current = holds == self.cand_gen;
+        if current {
             p.ours_acked = true;
         }
-        // The peer lacks ours (or this is its first word): answer, which also acknowledges.
-        let answer = flags & 1 == 0;
+        // Answer when the peer lacks our current list, or to acknowledge a new list of its
+        // own; a frame that brings neither ends the exchange.
+        let answer = !current || new_list;
         if moved {
             self.leave_direct(pk, REASON_SEARCHING);
         }
@@ -795,6 +805,7 @@ impl Node {
     /// A response came back from `addr`: the path works both ways (the response must come
     /// from the address challenged, as ICE requires). Data moves to it.
     fn on_path_response(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, token: [u8; 8]) {
+        let direct = self.cfg.direct;
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -810,7 +821,7 @@ impl Node {
         p.challenges.retain(|c| c.addr != addr);
         p.direct_rx = now;
         p.consent_since = None;
-        if p.direct == Some(addr) {
+        if p.direct == Some(addr) || !direct {
             return;
         }
         p.direct = Some(addr);
@@ -830,10 +841,11 @@ impl Node {
     fn direct_lost(&mut self, now: Instant, pk: [u8; 32]) {
         self.counters.direct_paths_lost += 1;
         self.leave_direct(pk, REASON_LOST);
-        if self
-            .peers
-            .get(&pk)
-            .is_some_and(|p| !p.candidates.is_empty())
+        if self.cfg.direct
+            && self
+                .peers
+                .get(&pk)
+                .is_some_and(|p| !p.candidates.is_empty())
         {
             self.start_punch(now, pk, REASON_LOST);
         }
@@ -1290,7 +1302,7 @@ impl Node {
                 ours_acked: false,
                 announced_at: None,
                 announce_tries: 0,
-                have_theirs: false,
+                their_gen: 0,
                 relay_reason: REASON_SEARCHING,
                 sessions: Sessions::default(),
                 pending: None,
@@ -1457,7 +1469,7 @@ impl Node {
         if let Some(a) = verify {
             self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
         }
-        if let Some(a) = check_direct {
+        if let Some(a) = check_direct.filter(|_| self.cfg.direct) {
             // A handshake straight from an address: check it, and use it once it answers.
             self.challenge(now, pk, a);
         }
@@ -1569,7 +1581,7 @@ impl Node {
         peer.ours_acked = false;
         peer.announced_at = None;
         peer.announce_tries = 0;
-        peer.have_theirs = false;
+        peer.their_gen = 0;
         peer.punch_backoff = PUNCH_RETRY_MIN;
         peer.relay_reason = REASON_SEARCHING;
         if peer.up && notify {
@@ -2368,7 +2380,6 @@ fn source_check(pkt: &[u8], peer: &Peer) -> SourceCheck {
     }
 }
 
-/// How long to wait for message 2 after the `attempts`-th message 1 (1 s, doubling).
 /// How long a peer handshake attempt waits for its answer: 1 s for the first three
 /// attempts, then 2 s, then 4 s (a lost fragment is common on lossy paths; the relay hop
 /// doubles the exposure, so retries come quickly before they back off).

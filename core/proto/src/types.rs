@@ -224,6 +224,8 @@ counters!(
         reassembly_timeouts,
         /// Registrations refused because a name was taken.
         registration_conflicts,
+        /// Candidate lists sent to peers.
+        candidates_sent,
         /// Path challenges sent (hole punching, consent, roaming checks).
         path_challenges_sent,
         /// Path challenges answered.

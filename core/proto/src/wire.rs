@@ -72,8 +72,9 @@ pub enum Frame {
     PathResponse = 14,
     /// Reserved: new connection ids for rotation.
     NewCid = 15,
-    /// Node ↔ node: the sender's candidate addresses, `[count u8][address]×count`, each
-    /// address as [`put_addr`] writes it.
+    /// Node ↔ node: the sender's candidate addresses, `[generation u8][generation of the
+    /// receiver's list held u8][count u8][address]×count`, each address as [`put_addr`]
+    /// writes it.
     Candidates = 16,
 }
 

@@ -89,6 +89,14 @@ fn open_network_goes_direct_within_a_second_and_stops_using_the_relay() {
     assert_eq!(p.relay_reason, None);
     sim.run_for(Duration::from_millis(500));
     assert_eq!(peer_of(&sim, 1).path, "direct", "both directions go direct");
+    sim.run_for(Duration::from_secs(10));
+    let sent: u64 = (0..2)
+        .map(|i| sim.nodes[i].node.counters().candidates_sent)
+        .sum();
+    assert!(
+        sent <= 4,
+        "the candidate exchange ends once both sides hold each other's list ({sent} sent)"
+    );
     let forwarded = sim.relay.counters().forwarded;
     let arrivals = stream_timed(&mut sim, 100, Duration::from_millis(10), |_, _| {});
     assert_eq!(arrivals.len(), 100);
