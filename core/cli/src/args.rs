@@ -76,6 +76,15 @@ pub struct RelayRunArgs {
     /// State directory (holds relay.sock).
     #[arg(long, value_name = "DIR", default_value = RELAY_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Seconds after which a node that sent nothing is removed (its names expire and its
+    /// peers are told it is unreachable); 30 to 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 90,
+        env = "VEIL_RELAY_LEASE_SECS"
+    )]
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,11 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         ));
     };
     check_host_port("--listen", listen)?;
+    if !(30..=86_400).contains(&args.lease_secs) {
+        return Err(CliError::Usage(
+            "--lease-secs must be from 30 to 86400: nodes send a keepalive every 25 s by default, so a shorter lease would expire live nodes",
+        ));
+    }
     let token = RelayToken::decode(&read_token_file(token_file)?)?;
     logging::init(&logging::env_filter().unwrap_or_else(|| "info".into()));
     state::ensure_dir(&args.state_dir)?;
@@ -30,12 +35,11 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
                 path: sock_path.clone(),
                 source,
             })?;
-        let runner = RelayRunner::new(
-            &token,
-            RelayConfig::default(),
-            listen,
-            &DefaultSocketFactory,
-        )?;
+        let cfg = RelayConfig {
+            client_timeout: std::time::Duration::from_secs(args.lease_secs),
+            ..RelayConfig::default()
+        };
+        let runner = RelayRunner::new(&token, cfg, listen, &DefaultSocketFactory)?;
         tracing::info!(id = %runner.id(), listen = %runner.local_addr(), "veil relay running");
         let serve = tokio::spawn(control.serve(runner.handle()));
         let result = tokio::select! {

@@ -337,3 +337,30 @@ fn direct_sessions_rekey_while_the_relay_is_down() {
     );
     assert!(sim.nodes[0].node.counters().rekeys > rekeys);
 }
+
+#[test]
+fn a_vanished_peer_is_torn_down_after_the_relay_lease() {
+    use veil_proto::NodeEvent;
+    let mut sim = network(34, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    sim.remove_node(1);
+    let (src, dst) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
+    for _ in 0..120 {
+        sim.tun_send(0, &udp4(src, dst, b"anyone there?"));
+        sim.run_for(Duration::from_secs(1));
+    }
+    assert!(
+        sim.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::PeerDown { .. })),
+        "the session with a vanished peer is torn down"
+    );
+    assert!(sim.nodes[0].node.peers(sim.now).is_empty());
+    assert_eq!(
+        sim.relay.status(sim.now).clients,
+        1,
+        "the relay's lease expired"
+    );
+    assert!(sim.nodes[0].node.counters().dropped_no_route > 0);
+}
