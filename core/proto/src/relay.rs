@@ -26,15 +26,14 @@ const MAX_RECORD: usize = 512;
 struct Client {
     public: [u8; 32],
     addr: SocketAddr,
-    current: Option<Session>,
-    previous: Option<Session>,
+    // Boxed: a session is about 1.5 KB and most clients hold one, so an empty slot should
+    // cost a pointer, not a session.
+    current: Option<Box<Session>>,
+    previous: Option<Box<Session>>,
+    /// The sealed record of the client's registration (one copy for all its names).
+    record: Vec<u8>,
     last_rx: Instant,
     names: Vec<[u8; 32]>,
-}
-
-struct Name {
-    owner: u64,
-    record: Vec<u8>,
 }
 
 /// A relay.
@@ -50,7 +49,8 @@ pub struct Relay {
     clients: BTreeMap<u64, Client>,
     by_public: BTreeMap<[u8; 32], u64>,
     cids: HashMap<[u8; 8], u64>,
-    names: HashMap<[u8; 32], Name>,
+    /// Blinded name → owning client handle.
+    names: HashMap<[u8; 32], u64>,
     last_ts: BTreeMap<[u8; 32], (u64, Instant)>,
     reasm: Reassembler<SocketAddr>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -249,7 +249,7 @@ impl Relay {
         // First come, first served: a name held by another live node is a conflict.
         if let Some(i) = names
             .iter()
-            .position(|name| self.names.get(name).is_some_and(|e| e.owner != handle))
+            .position(|name| self.names.get(name).is_some_and(|owner| *owner != handle))
         {
             self.counters.registration_conflicts += 1;
             let mut reply = req.to_be_bytes().to_vec();
@@ -266,14 +266,9 @@ impl Relay {
             self.names.remove(&old);
         }
         for name in &names {
-            self.names.insert(
-                *name,
-                Name {
-                    owner: handle,
-                    record: record.to_vec(),
-                },
-            );
+            self.names.insert(*name, handle);
         }
+        client.record = record.to_vec();
         client.names = names;
         self.counters.registrations += 1;
         let observed = client.addr;
@@ -294,11 +289,15 @@ impl Relay {
         };
         self.counters.lookups += 1;
         let mut reply = req.to_be_bytes().to_vec();
-        match self.names.get(&name) {
-            Some(e) => {
+        match self
+            .names
+            .get(&name)
+            .and_then(|owner| self.clients.get(owner).map(|c| (*owner, c)))
+        {
+            Some((owner, c)) => {
                 reply.push(1);
-                reply.extend_from_slice(&e.owner.to_be_bytes());
-                reply.extend_from_slice(&e.record);
+                reply.extend_from_slice(&owner.to_be_bytes());
+                reply.extend_from_slice(&c.record);
             }
             None => {
                 reply.push(0);
@@ -390,6 +389,7 @@ impl Relay {
                         addr: from,
                         current: None,
                         previous: None,
+                        record: Vec::new(),
                         last_rx: now,
                         names: Vec::new(),
                     },
@@ -404,7 +404,7 @@ impl Relay {
             if let Some(old) = client.previous.take() {
                 self.cids.remove(&old.recv_cid);
             }
-            client.previous = client.current.replace(session);
+            client.previous = client.current.replace(Box::new(session));
         }
         let seal = self.keys.hs_seal(&remote);
         for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, frag.msg_id, &msg2) {
