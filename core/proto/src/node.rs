@@ -15,7 +15,7 @@ use crate::noise::{Initiator, Responder};
 use crate::session::{OpenError, Session};
 use crate::token::JoinToken;
 use crate::types::*;
-use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET, HDR_LEN};
+use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -44,8 +44,10 @@ const RELAY_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// A session is refused this long after it should have been re-keyed.
 const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
-/// A peer without traffic is forgotten entirely after this (its status row disappears).
-const PEER_FORGET_AFTER: Duration = Duration::from_secs(300);
+/// A peer without traffic is forgotten entirely after this (its status row disappears). It
+/// outlives the age a handshake timestamp may have, so the peer's last timestamp is still
+/// known whenever a replayed message 1 could still pass the age check.
+const PEER_FORGET_AFTER: Duration = MAX_HANDSHAKE_AGE.saturating_add(Duration::from_secs(60));
 /// Registration request timeout.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Lookups in flight at once (each holds up to `QUEUE_MAX` packets).
@@ -2431,7 +2433,3 @@ pub fn ip_source(p: &[u8]) -> Option<IpAddr> {
         _ => None,
     }
 }
-
-// Peer handshakes use `HDR_LEN` only through `wire`; keep the import meaningful.
-const _: usize = HDR_LEN;
-const _: Duration = MAX_HANDSHAKE_AGE;

@@ -11,7 +11,7 @@ use crate::noise::Responder;
 use crate::session::{OpenError, Session};
 use crate::token::RelayToken;
 use crate::types::*;
-use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET, FRAME_HDR, HDR_LEN};
+use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET, HDR_LEN};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -507,6 +507,3 @@ impl Relay {
         &self.counters
     }
 }
-
-// Keeps FRAME_HDR referenced for readers of the layout above.
-const _: usize = FRAME_HDR;
