@@ -32,6 +32,46 @@ pub enum Cmd {
     Peers(QueryArgs),
     /// Stop the running node.
     Down(TargetArgs),
+    /// Print this node's public key (creating the key if there is none), for `veil cert sign`.
+    Key(KeyArgs),
+    /// Certificates, in networks created with --with-ca.
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// State directory of the node (its key is DIR/node.key).
+    #[arg(long, value_name = "DIR", env = "VEIL_STATE_DIR", default_value = NODE_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Sign a node certificate with the network's CA key; prints it (or writes --out).
+    Sign(CertSignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertSignArgs {
+    /// The CA key written by `veil network create --with-ca` (ca.key).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// The node's public key, 64 hex digits, as `veil key` prints it on the node.
+    #[arg(long, value_name = "HEX")]
+    pub node_key: String,
+    /// Fix the node's overlay IPv4 (otherwise it claims one first-come).
+    #[arg(long, value_name = "ADDR")]
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    /// A tag (group) for policy; repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Days until the certificate expires.
+    #[arg(long, value_name = "N", default_value_t = 365)]
+    pub days: u64,
+    /// Write the certificate here (mode 0644) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +88,10 @@ pub struct CreateArgs {
     /// Directory for join.token and relay-N.token (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Turn access control on: also write a CA key (DIR/ca.key, keep it offline); nodes
+    /// then need a certificate signed with it (veil cert sign) to join.
+    #[arg(long)]
+    pub with_ca: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +168,9 @@ pub struct UpArgs {
     /// direct_paths = false).
     #[arg(long)]
     pub no_direct: bool,
+    /// This node's certificate (networks created with --with-ca).
+    #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
+    pub cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

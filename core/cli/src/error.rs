@@ -9,6 +9,20 @@ pub enum CliError {
     /// The join or relay token does not decode.
     #[error(transparent)]
     Token(#[from] veil_proto::TokenError),
+    /// A certificate or CA key problem.
+    #[error("certificate: {0}")]
+    Cert(#[from] veil_proto::CertError),
+    /// The network has a CA and no certificate was given.
+    #[error("this network requires a certificate: pass --cert FILE (the operator signs one with `veil cert sign --ca ca.key --node-key $(veil key --state-dir DIR)`)")]
+    NeedCert,
+    /// A certificate was given for a network without a CA.
+    #[error(
+        "--cert given, but this network has no CA (it was created without --with-ca): drop --cert"
+    )]
+    CertNotNeeded,
+    /// A value that should be a hex public key.
+    #[error("--node-key must be the node's public key as 64 hex digits (run `veil key` on the node), got `{0}`")]
+    NodeKey(String),
     /// No token was given.
     #[error("no join token: pass --token or --token-file (or set VEIL_TOKEN or VEIL_TOKEN_FILE)")]
     NoToken,

@@ -3,6 +3,7 @@
 
 mod addr;
 mod args;
+mod cert;
 mod config;
 mod error;
 mod logging;
@@ -11,7 +12,7 @@ mod query;
 mod relay_cmd;
 mod up;
 
-use args::{Cli, Cmd, NetworkCmd, RelaySub};
+use args::{CertCmd, Cli, Cmd, NetworkCmd, RelaySub};
 use clap::Parser;
 use error::CliError;
 use std::future::Future;
@@ -39,6 +40,8 @@ fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
         Cmd::Status(a) => query::status(a),
         Cmd::Peers(a) => query::peers(a),
         Cmd::Down(a) => query::down(a),
+        Cmd::Key(a) => cert::key(a),
+        Cmd::Cert(CertCmd::Sign(a)) => cert::sign(a),
     }
 }
 

@@ -23,7 +23,19 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     }
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| CliError::Random(e.to_string()))?;
-    let (join, relay_tokens) = veil_proto::create_network(seed, &args.relays);
+    let (mut join, mut relay_tokens) = veil_proto::create_network(seed, &args.relays);
+    let ca = if args.with_ca {
+        let mut ca_seed = [0u8; 32];
+        getrandom::getrandom(&mut ca_seed).map_err(|e| CliError::Random(e.to_string()))?;
+        let ca = veil_proto::CaKey::from_seed(ca_seed);
+        join.ca = Some(ca.public());
+        for t in &mut relay_tokens {
+            t.ca = Some(ca.public());
+        }
+        Some(ca)
+    } else {
+        None
+    };
 
     let file_err = |path: &Path| {
         let path = path.to_owned();
@@ -38,7 +50,11 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let relay_paths: Vec<PathBuf> = (1..=relay_tokens.len())
         .map(|n| args.out.join(format!("relay-{n}.token")))
         .collect();
-    for path in std::iter::once(&join_path).chain(&relay_paths) {
+    let ca_path = args.out.join("ca.key");
+    for path in std::iter::once(&join_path)
+        .chain(&relay_paths)
+        .chain(ca.as_ref().map(|_| &ca_path))
+    {
         if path.exists() {
             return Err(CliError::Exists { path: path.clone() });
         }
@@ -47,6 +63,9 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     write_private(&join_path, &join_text)?;
     for (path, token) in relay_paths.iter().zip(&relay_tokens) {
         write_private(path, &token.encode())?;
+    }
+    if let Some(ca) = &ca {
+        write_private(&ca_path, &ca.encode())?;
     }
 
     println!("{join_text}");
@@ -65,11 +84,19 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
             path.display()
         );
     }
+    if ca.is_some() {
+        eprintln!(
+            "  CA key:      {} (move it offline; sign each node: veil cert sign --ca {} --node-key …)",
+            ca_path.display(),
+            ca_path.display()
+        );
+        eprintln!("access control is on: nodes need a certificate (veil up --cert FILE) to join");
+    }
     eprintln!("keep the join token secret: it admits nodes; relay tokens hold no network secret");
     Ok(())
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
     let err = |source| CliError::File {
         path: path.to_owned(),
         source,

@@ -27,7 +27,8 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         .iter()
         .map(|r| Ok((resolve("relay address", &r.addr)?, r.public_key)))
         .collect::<Result<Vec<_>, CliError>>()?;
-    let cfg = settings.node_config(relays, hint);
+    let mut cfg = settings.node_config(relays, hint);
+    cfg.cert = load_cert(args, &token, &key)?;
     let opts = NodeOptions {
         tun: TunSource::Create {
             name: Some(settings.tun_name.clone()),
@@ -105,6 +106,33 @@ pub fn read_token_file(path: &Path) -> Result<String, CliError> {
         })
 }
 
+/// The node's certificate: required (and checked now, with a clear error) when the token
+/// carries a CA, refused when it does not.
+fn load_cert(
+    args: &UpArgs,
+    token: &JoinToken,
+    key: &[u8; 32],
+) -> Result<Option<veil_proto::Certificate>, CliError> {
+    match (&token.ca, &args.cert) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(CliError::CertNotNeeded),
+        (Some(_), None) => Err(CliError::NeedCert),
+        (Some(ca), Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+            let cert = veil_proto::Certificate::decode(&text)?;
+            let public = *Identity::from_secret(*key).public();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            cert.verify(ca, &public, now)?;
+            Ok(Some(cert))
+        }
+    }
+}
+
 fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
     let flags = Source::flags(Layer {
         tun_name: args.tun.clone(),
@@ -119,7 +147,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
     Ok(Settings::resolve(&sources)?)
 }
 
-fn fresh_key() -> std::io::Result<[u8; 32]> {
+pub(crate) fn fresh_key() -> std::io::Result<[u8; 32]> {
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(key)

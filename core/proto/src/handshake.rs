@@ -24,6 +24,8 @@ pub struct InitPayload {
     pub cid: [u8; 8],
     /// The overlay IPv4 the initiator claims (verified through the rendezvous).
     pub ipv4: Option<Ipv4Addr>,
+    /// The initiator's certificate, in networks with a CA (empty otherwise).
+    pub cert: Vec<u8>,
 }
 
 impl InitPayload {
@@ -34,6 +36,7 @@ impl InitPayload {
         v.extend_from_slice(&self.hp);
         v.extend_from_slice(&self.cid);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
+        put_cert(&mut v, &self.cert);
         v
     }
     /// Decodes; trailing bytes are ignored so later versions can extend it.
@@ -44,11 +47,13 @@ impl InitPayload {
         let cid = c.array::<8>()?;
         let v4 = c.array::<4>()?;
         let ipv4 = (v4 != [0; 4]).then(|| Ipv4Addr::from(v4));
+        let cert = take_cert(&mut c)?;
         Some(InitPayload {
             timestamp,
             hp,
             cid,
             ipv4,
+            cert,
         })
     }
 }
@@ -63,15 +68,18 @@ pub struct RespPayload {
     /// The responder's overlay IPv4, if it has one (the initiator verifies it through the
     /// rendezvous before accepting packets from it).
     pub ipv4: Option<Ipv4Addr>,
+    /// The responder's certificate, in networks with a CA (empty otherwise).
+    pub cert: Vec<u8>,
 }
 
 impl RespPayload {
     /// Encodes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(44);
+        let mut v = Vec::with_capacity(46 + self.cert.len());
         v.extend_from_slice(&self.hp);
         v.extend_from_slice(&self.cid);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
+        put_cert(&mut v, &self.cert);
         v
     }
     /// Decodes.
@@ -80,12 +88,26 @@ impl RespPayload {
         let hp = c.array::<32>()?;
         let cid = c.array::<8>()?;
         let v4 = c.array::<4>()?;
+        let cert = take_cert(&mut c)?;
         Some(RespPayload {
             hp,
             cid,
             ipv4: (v4 != [0; 4]).then(|| Ipv4Addr::from(v4)),
+            cert,
         })
     }
+}
+
+/// Appends `[length u16][certificate]` (length 0: none).
+fn put_cert(v: &mut Vec<u8>, cert: &[u8]) {
+    let len = cert.len().min(usize::from(u16::MAX));
+    v.extend_from_slice(&(len as u16).to_be_bytes());
+    v.extend_from_slice(&cert[..len]);
+}
+
+fn take_cert(c: &mut Cursor<'_>) -> Option<Vec<u8>> {
+    let len = u16::from_be_bytes(c.array::<2>()?);
+    c.take(usize::from(len)).map(<[u8]>::to_vec)
 }
 
 /// Splits a handshake message into sealed datagrams, each with a fresh nonce and a random

@@ -5,6 +5,7 @@
 //! a clock or a global RNG: callers pass `now`, unix time and a 32-byte seed, feed it
 //! datagrams and TUN packets, and drain what it wants to send.
 
+pub mod cert;
 pub mod crypto;
 pub mod frag;
 pub mod handshake;
@@ -18,6 +19,7 @@ pub mod token;
 pub mod types;
 pub mod wire;
 
+pub use cert::{CaKey, CertError, Certificate};
 pub use keys::{Identity, NetworkKeys, RelayKeys};
 pub use node::Node;
 pub use relay::Relay;

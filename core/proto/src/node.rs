@@ -7,6 +7,7 @@
 //! The data path borrows the caller's buffers and does not allocate; packets that must
 //! wait (for a lookup or a handshake) are queued, bounded, on the slow path.
 
+use crate::cert::Certificate;
 use crate::crypto::{HeaderKey, HsSeal, TAG_LEN};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
@@ -267,6 +268,12 @@ pub struct Node {
     local_candidates: Vec<SocketAddr>,
     /// Whether the I/O layer told us our addresses yet.
     local_known: bool,
+    /// The network CA's public key (access control on), from the join token.
+    ca: Option<[u8; 32]>,
+    /// Our certificate in binary form (empty without a CA).
+    own_cert: Vec<u8>,
+    /// The IPv4 our certificate pins, if any: never traded for another candidate.
+    pinned_ipv4: Option<Ipv4Addr>,
     /// Generation of our candidate list (1..=255, bumped when it changes).
     cand_gen: u8,
     /// Our address as the relay sees it.
@@ -306,8 +313,10 @@ impl Node {
         let (raddr, rpub) = cfg.relays[0];
         let ipv6 = keys.overlay_ipv6(identity.public());
         let (pool, pool_len) = cfg.ipv4_pool;
-        let candidate = match cfg.ipv4_hint {
-            Some(h) if in_pool(h, pool, pool_len) => h,
+        let pinned_ipv4 = cfg.cert.as_ref().and_then(|c| c.ipv4);
+        let candidate = match (pinned_ipv4, cfg.ipv4_hint) {
+            (Some(p), _) => p,
+            (None, Some(h)) if in_pool(h, pool, pool_len) => h,
             _ => ipv4_candidate(identity.public(), pool, pool_len, 0),
         };
         let relay = RelayLink {
@@ -348,6 +357,13 @@ impl Node {
             pending_msgs: BTreeMap::new(),
             local_candidates: Vec::new(),
             local_known: false,
+            ca: token.ca,
+            own_cert: cfg
+                .cert
+                .as_ref()
+                .map(Certificate::to_bytes)
+                .unwrap_or_default(),
+            pinned_ipv4,
             cand_gen: 1,
             reflexive: None,
             lookups: BTreeMap::new(),
@@ -1348,6 +1364,7 @@ impl Node {
             hp: *self.hp.bytes(),
             cid: recv_cid,
             ipv4: self.ipv4,
+            cert: self.own_cert.clone(),
         };
         let seed = self.seed();
         let Ok((init, msg1)) = Initiator::start(
@@ -1428,10 +1445,18 @@ impl Node {
             return;
         }
         let cid = self.fresh_cid();
+        let pinned = match verify_peer_cert(self.ca, &pk, &init.cert, self.unix(now).as_secs()) {
+            Ok(p) => p,
+            Err(()) => {
+                self.counters.dropped_uncertified += 1;
+                return;
+            }
+        };
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
             ipv4: self.ipv4,
+            cert: self.own_cert.clone(),
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
@@ -1456,12 +1481,16 @@ impl Node {
                 self.cids.remove(&old);
             }
             peer.last_handshake_unix = Some(unix);
-            if let Some(a) = init.ipv4 {
+            if let Some(a) = init.ipv4.filter(|_| pinned.is_none()) {
                 if peer.ipv4 != Some(a) && peer.ipv4_claim != Some(a) {
                     peer.ipv4_claim = Some(a);
                     verify = Some(a);
                 }
             }
+        }
+        if let Some(a) = pinned {
+            // The CA fixed the peer's address: no rendezvous check needed.
+            self.set_peer_ipv4(pk, a);
         }
         self.counters.handshakes_answered += 1;
         let seal = self.keys.node_hs_seal(&pk);
@@ -1484,6 +1513,7 @@ impl Node {
             return;
         };
         let unix = self.unix(now).as_secs();
+        let ca = self.ca;
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -1505,6 +1535,10 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return;
         };
+        let Ok(pinned) = verify_peer_cert(ca, &pk, &resp.cert, unix) else {
+            self.counters.dropped_uncertified += 1;
+            return;
+        };
         let session = Session::new(
             &keys,
             pending.recv_cid,
@@ -1518,6 +1552,7 @@ impl Node {
         // The responder's IPv4 is believed only once the rendezvous confirms it.
         let verify = resp
             .ipv4
+            .filter(|_| pinned.is_none())
             .filter(|a| peer.ipv4 != Some(*a) && peer.ipv4_claim != Some(*a));
         if let Some(a) = verify {
             peer.ipv4_claim = Some(a);
@@ -1533,6 +1568,9 @@ impl Node {
         }
         if let Some(a) = verify {
             self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
+        }
+        if let Some(a) = pinned {
+            self.set_peer_ipv4(pk, a);
         }
         self.peer_up(now, pk);
     }
@@ -1682,6 +1720,7 @@ impl Node {
             hp: *self.hp.bytes(),
             cid: recv_cid,
             ipv4: None,
+            cert: self.own_cert.clone(),
         };
         let seed = self.seed();
         let Ok((init, msg1)) = Initiator::start(
@@ -1751,7 +1790,7 @@ impl Node {
             self.counters.registration_conflicts += 1;
             let index = c.u8().unwrap_or(1);
             let (pool, len) = self.cfg.ipv4_pool;
-            if index == 1 && self.ipv4_attempt < MAX_IPV4_ATTEMPTS {
+            if index == 1 && self.pinned_ipv4.is_none() && self.ipv4_attempt < MAX_IPV4_ATTEMPTS {
                 // Our IPv4 candidate belongs to someone else: try the next one.
                 self.ipv4_attempt += 1;
                 self.ipv4_candidate =
@@ -1762,7 +1801,7 @@ impl Node {
             // Our key or IPv6 is held by another live client (this identity runs twice, or
             // an old session of ours has not expired yet), or the pool looks full: try again
             // after the registration timeout instead of spinning.
-            if index == 1 {
+            if index == 1 && self.pinned_ipv4.is_none() {
                 self.ipv4_attempt = 0;
                 self.ipv4_candidate = ipv4_candidate(self.identity.public(), pool, len, 0);
             }
@@ -2322,6 +2361,20 @@ impl Node {
     pub fn public_key(&self) -> [u8; 32] {
         *self.identity.public()
     }
+}
+
+/// Checks a peer's certificate where the network has a CA: Ok(pinned IPv4) if it is valid
+/// for `pk` now, Err if it is missing or invalid. Without a CA every peer passes.
+fn verify_peer_cert(
+    ca: Option<[u8; 32]>,
+    pk: &[u8; 32],
+    cert: &[u8],
+    unix_secs: u64,
+) -> Result<Option<Ipv4Addr>, ()> {
+    let Some(ca) = ca else { return Ok(None) };
+    let cert = Certificate::from_bytes(cert).ok_or(())?;
+    cert.verify(&ca, pk, unix_secs).map_err(|_| ())?;
+    Ok(cert.ipv4)
 }
 
 /// What a peer's path machinery has to do.

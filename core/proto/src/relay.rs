@@ -55,6 +55,8 @@ pub struct Relay {
     reasm: Reassembler<SocketAddr>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     counters: RelayCounters,
+    /// The network CA's public key: nodes must present a certificate it signed.
+    ca: Option<[u8; 32]>,
 }
 
 impl Relay {
@@ -88,6 +90,7 @@ impl Relay {
             reasm: Reassembler::default(),
             transmits: VecDeque::new(),
             counters: RelayCounters::default(),
+            ca: token.ca,
         }
     }
 
@@ -358,6 +361,17 @@ impl Relay {
             return;
         };
         let remote = responder.remote_static;
+        if let Some(ca) = self.ca {
+            // Access control: a node without a valid certificate gets no answer at all, so
+            // it cannot register.
+            let unix = self.unix(now).as_secs();
+            let ok = crate::cert::Certificate::from_bytes(&init.cert)
+                .is_some_and(|c| c.verify(&ca, &remote, unix).is_ok());
+            if !ok {
+                self.counters.dropped_uncertified += 1;
+                return;
+            }
+        }
         let last = self.last_ts.get(&remote).map(|x| x.0);
         if !handshake::timestamp_ok(init.timestamp, last, self.unix(now)) {
             self.counters.dropped_handshake_replay += 1;
@@ -369,6 +383,7 @@ impl Relay {
             hp: *self.hp.bytes(),
             cid,
             ipv4: None,
+            cert: Vec::new(),
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;

@@ -12,10 +12,12 @@ use rand_core::{RngCore, SeedableRng};
 pub const JOIN_PREFIX: &str = "veil1.";
 /// Prefix of a relay token.
 pub const RELAY_PREFIX: &str = "veilrelay1.";
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
+/// Marks the optional CA public key at the end of a token body.
+const CA_TAG: u8 = 0xca;
 
 /// Why a token could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Wrong kind of token or not a token.
     #[error("not a {expected} token: it should start with '{prefix}'")]
@@ -55,6 +57,8 @@ pub struct JoinToken {
     pub secret: [u8; 32],
     /// The relays, in the order given at creation.
     pub relays: Vec<RelayInfo>,
+    /// The public key of the network's certificate authority, when access control is on.
+    pub ca: Option<[u8; 32]>,
 }
 
 /// What one relay needs: its private key and the relay keys (no network secret).
@@ -64,15 +68,21 @@ pub struct RelayToken {
     pub private_key: [u8; 32],
     /// Key derived one-way from the network secret (see [`RelayKeys`]).
     pub relay_base: [u8; 32],
+    /// The network CA's public key, when access control is on.
+    pub ca: Option<[u8; 32]>,
 }
 
-fn wrap(prefix: &str, mut body: Vec<u8>) -> String {
+pub(crate) fn wrap(prefix: &str, mut body: Vec<u8>) -> String {
     let sum = sha256(&[prefix.as_bytes(), &body]);
     body.extend_from_slice(&sum[..4]);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(body))
 }
 
-fn unwrap(text: &str, prefix: &'static str, kind: &'static str) -> Result<Vec<u8>, TokenError> {
+pub(crate) fn unwrap(
+    text: &str,
+    prefix: &'static str,
+    kind: &'static str,
+) -> Result<Vec<u8>, TokenError> {
     let text = text.trim();
     let rest = text.strip_prefix(prefix).ok_or(TokenError::Prefix {
         expected: kind,
@@ -111,6 +121,7 @@ impl JoinToken {
             b.push(a.len().min(255) as u8);
             b.extend_from_slice(&a[..a.len().min(255)]);
         }
+        put_ca(&mut b, self.ca);
         wrap(JOIN_PREFIX, b)
     }
 
@@ -129,10 +140,11 @@ impl JoinToken {
             let addr = String::from_utf8(addr.to_vec()).map_err(|_| TokenError::Malformed(K))?;
             relays.push(RelayInfo { addr, public_key });
         }
+        let ca = take_ca(&mut r).ok_or(TokenError::Malformed(K))?;
         if !r.0.is_empty() || relays.is_empty() {
             return Err(TokenError::Malformed(K));
         }
-        Ok(JoinToken { secret, relays })
+        Ok(JoinToken { secret, relays, ca })
     }
 
     /// The derived key schedule.
@@ -147,6 +159,7 @@ impl RelayToken {
         let mut b = vec![VERSION];
         b.extend_from_slice(&self.private_key);
         b.extend_from_slice(&self.relay_base);
+        put_ca(&mut b, self.ca);
         wrap(RELAY_PREFIX, b)
     }
 
@@ -157,12 +170,14 @@ impl RelayToken {
         let mut r = Reader(&raw[1..]);
         let private_key = r.array::<32>().ok_or(TokenError::Malformed(K))?;
         let relay_base = r.array::<32>().ok_or(TokenError::Malformed(K))?;
+        let ca = take_ca(&mut r).ok_or(TokenError::Malformed(K))?;
         if !r.0.is_empty() {
             return Err(TokenError::Malformed(K));
         }
         Ok(RelayToken {
             private_key,
             relay_base,
+            ca,
         })
     }
 
@@ -191,9 +206,36 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
         relay_tokens.push(RelayToken {
             private_key: id.secret_bytes(),
             relay_base: *keys.relay().bytes(),
+            ca: None,
         });
     }
-    (JoinToken { secret, relays }, relay_tokens)
+    (
+        JoinToken {
+            secret,
+            relays,
+            ca: None,
+        },
+        relay_tokens,
+    )
+}
+
+/// Appends the optional CA public key: `[0xca][key 32]`.
+fn put_ca(b: &mut Vec<u8>, ca: Option<[u8; 32]>) {
+    if let Some(k) = ca {
+        b.push(CA_TAG);
+        b.extend_from_slice(&k);
+    }
+}
+
+/// Reads the optional CA public key; None if it is there but malformed.
+fn take_ca(r: &mut Reader<'_>) -> Option<Option<[u8; 32]>> {
+    if r.0.is_empty() {
+        return Some(None);
+    }
+    if r.u8()? != CA_TAG {
+        return None;
+    }
+    r.array::<32>().map(Some)
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -229,6 +271,12 @@ mod tests {
         );
         assert_eq!(JoinToken::decode(&j.encode()), Ok(j.clone()));
         assert_eq!(RelayToken::decode(&r[1].encode()), Ok(r[1].clone()));
+        // With a CA public key (access control on).
+        let (mut jc, mut rc) = (j.clone(), r[0].clone());
+        jc.ca = Some([0xab; 32]);
+        rc.ca = Some([0xab; 32]);
+        assert_eq!(JoinToken::decode(&jc.encode()), Ok(jc.clone()));
+        assert_eq!(RelayToken::decode(&rc.encode()), Ok(rc.clone()));
         assert_eq!(r.len(), 2);
         // A relay token does not contain the network secret.
         let rt = r[0].encode();

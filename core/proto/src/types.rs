@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub pad_bucket: usize,
     /// Look for direct paths to peers (candidates, hole punching); off = always relay.
     pub direct: bool,
+    /// This node's certificate, required in networks with a CA.
+    pub cert: Option<crate::cert::Certificate>,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +59,7 @@ impl Default for NodeConfig {
             tun_mtu: DEFAULT_TUN_MTU,
             pad_bucket: 64,
             direct: true,
+            cert: None,
         }
     }
 }
@@ -222,6 +225,8 @@ counters!(
         rekeys,
         /// Handshake fragments dropped unassembled.
         reassembly_timeouts,
+        /// Handshakes refused: the peer's certificate was missing, expired or not the CA's.
+        dropped_uncertified,
         /// Registrations refused because a name was taken.
         registration_conflicts,
         /// Candidate lists sent to peers.
@@ -256,6 +261,8 @@ counters!(
         forward_unreachable,
         /// Datagrams that matched no session and failed the handshake MAC.
         dropped_unauthenticated,
+        /// Handshakes refused: no valid certificate from the network's CA.
+        dropped_uncertified,
         /// Transport datagrams whose AEAD failed.
         dropped_bad_aead,
         /// Replays.

@@ -165,11 +165,31 @@ pub struct Sim {
 impl Sim {
     /// A network with a relay and `n` nodes, all derived from `seed`.
     pub fn new(seed: u64, n: usize, cfg: NodeConfig, impair: Impairment) -> Sim {
+        Sim::with_ca(seed, n, cfg, impair, None)
+    }
+
+    /// Unix time (seconds) at the start of every simulation.
+    pub const BASE_UNIX: u64 = 1_800_000_000;
+
+    /// Like [`Sim::new`], in a network whose tokens carry the CA public key `ca` (access
+    /// control on: nodes need certificates in their `NodeConfig`).
+    pub fn with_ca(
+        seed: u64,
+        n: usize,
+        cfg: NodeConfig,
+        impair: Impairment,
+        ca: Option<[u8; 32]>,
+    ) -> Sim {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let now = Instant::now();
-        let base_unix = Duration::from_secs(1_800_000_000);
+        let base_unix = Duration::from_secs(Sim::BASE_UNIX);
         let relay_addr = SocketAddr::from(([198, 18, 0, 1], 7000));
-        let (token, relay_tokens) = create_network(seed32(&mut rng), &[relay_addr.to_string()]);
+        let (mut token, mut relay_tokens) =
+            create_network(seed32(&mut rng), &[relay_addr.to_string()]);
+        token.ca = ca;
+        for t in &mut relay_tokens {
+            t.ca = ca;
+        }
         let relay = Relay::new(
             &relay_tokens[0],
             RelayConfig::default(),
@@ -208,15 +228,33 @@ impl Sim {
     }
 
     /// Adds a node, behind a NAT of `nat` kind if given (its own address is then private).
-    pub fn add_node_behind(&mut self, mut cfg: NodeConfig, nat: Option<NatKind>) -> usize {
+    pub fn add_node_behind(&mut self, cfg: NodeConfig, nat: Option<NatKind>) -> usize {
         let i = self.nodes.len();
         let addr = match nat {
             None => SocketAddr::from(([198, 18, 1, (i % 250) as u8 + 2], 40000 + i as u16)),
             Some(_) => SocketAddr::from(([198, 19, 1, (i % 250) as u8 + 2], 40000 + i as u16)),
         };
+        let id = Identity::from_secret(seed32(&mut self.rng));
+        self.add_node_with(cfg, nat, addr, id)
+    }
+
+    /// Adds a node with a given identity (whose certificate the test signed).
+    pub fn add_node_with_identity(&mut self, cfg: NodeConfig, id: Identity) -> usize {
+        let i = self.nodes.len();
+        let addr = SocketAddr::from(([198, 18, 1, (i % 250) as u8 + 2], 40000 + i as u16));
+        self.add_node_with(cfg, None, addr, id)
+    }
+
+    fn add_node_with(
+        &mut self,
+        mut cfg: NodeConfig,
+        nat: Option<NatKind>,
+        addr: SocketAddr,
+        id: Identity,
+    ) -> usize {
+        let i = self.nodes.len();
         let nat = nat.map(|k| Nat::new(k, [198, 18, 2, (i % 250) as u8 + 2].into()));
         cfg.relays = vec![(self.relay_addr, self.token.relays[0].public_key)];
-        let id = Identity::from_secret(seed32(&mut self.rng));
         let unix = self.base_unix + self.elapsed();
         let mut node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
         node.set_local_candidates(self.now, &[addr]);

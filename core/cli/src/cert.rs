@@ -1,0 +1,65 @@
+//! `veil key` and `veil cert sign`: the two halves of admitting a node to a network with a
+//! CA. The node prints its public key; the operator signs it offline with the CA key.
+
+use crate::args::{CertSignArgs, KeyArgs};
+use crate::error::CliError;
+use veil_io::state::{self, KEY_FILE};
+use veil_proto::{CaKey, Identity};
+
+/// Prints the node's public key as 64 hex digits, creating the key if needed.
+pub fn key(args: &KeyArgs) -> Result<(), CliError> {
+    state::ensure_dir(&args.state_dir)?;
+    let secret = state::load_or_create_key(&args.state_dir.join(KEY_FILE), crate::up::fresh_key)?;
+    println!("{}", hex(Identity::from_secret(secret).public()));
+    Ok(())
+}
+
+/// Signs a certificate for `--node-key`.
+pub fn sign(args: &CertSignArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.ca).map_err(|source| CliError::File {
+        path: args.ca.clone(),
+        source,
+    })?;
+    let ca = CaKey::decode(&text)?;
+    let node_key =
+        parse_key(&args.node_key).ok_or_else(|| CliError::NodeKey(args.node_key.clone()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let not_after = now.saturating_add(args.days.saturating_mul(86_400));
+    let cert = ca.sign(node_key, args.ipv4, &args.tags, not_after)?;
+    match &args.out {
+        None => println!("{}", cert.encode()),
+        Some(path) => {
+            std::fs::write(path, format!("{}\n", cert.encode())).map_err(|source| {
+                CliError::File {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            eprintln!(
+                "certificate for node {} written to {} (valid {} days)",
+                veil_proto::keys::node_id(&node_key),
+                path.display(),
+                args.days
+            );
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_key(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
