@@ -3,7 +3,10 @@
 # `veil key`, the operator signs certificates with `veil cert sign` (one with a fixed overlay
 # IPv4), and certified nodes join and ping each other. A node without a certificate, or with
 # a certificate made for another node's key, is refused with a clear error before it starts.
-# (That the relay itself refuses uncertified handshakes is tested in the simulator,
+# Then a policy signed with `veil policy sign` and pushed to one node (`veil policy push`)
+# reaches every node: web may talk to db, so a (web) still reaches b (db) but no longer d
+# (other); a second policy revokes b, and within seconds a cannot reach b and the relay has
+# dropped it. (That the relay refuses uncertified handshakes is tested in the simulator,
 # tests/sim/tests/access.rs.)
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil).
@@ -26,6 +29,7 @@ netns_add_host relay
 netns_add_host a
 netns_add_host b
 netns_add_host c
+netns_add_host d
 RELAY_EP="${NETNS_IP[relay]}:7000"
 
 "$VEIL_BIN" network create --relay "$RELAY_EP" --out "$NET" --with-ca >/dev/null 2>"$NETNS_DIR/create.err" \
@@ -69,6 +73,39 @@ if out=$(netns_exec c "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir 
 fi
 printf '%s' "$out" | grep -q "not this node's key" || netns_fail "unclear error with a foreign certificate: $out"
 ok "with another node's certificate: $out"
-RS=$(netns_exec relay "$VEIL_BIN" relay status --json --state-dir "$SD/relay")
-[ "$(printf '%s' "$RS" | jq -r .clients)" = 2 ] || netns_fail "relay has $(printf '%s' "$RS" | jq -r .clients) clients, expected 2"
+clients() { netns_exec relay "$VEIL_BIN" relay status --json --state-dir "$SD/relay" | jq -r .clients; }
+[ "$(clients)" = 2 ] || netns_fail "relay has $(clients) clients, expected 2"
+
+# d: certified, tag other.
+KD=$(netns_exec d "$VEIL_BIN" key --state-dir "$SD/d")
+"$VEIL_BIN" cert sign --ca "$NET/ca.key" --node-key "$KD" --tag other >"$NETNS_DIR/d.cert"
+netns_spawn d node-d "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir "$SD/d" --cert "$NETNS_DIR/d.cert"
+netns_wait_veil_ready d "$SD/d" node-d 30
+D4=$(netns_exec d "$VEIL_BIN" status --json --state-dir "$SD/d" | jq -r .overlay_ipv4)
+netns_wait_for "ping a -> d" 20 netns_exec a ping -c 1 -W 1 "$D4" || netns_fail "a cannot reach d before any policy"
+ok "before any policy, a (web) reaches d (other)"
+
+"$VEIL_BIN" policy sign --ca "$NET/ca.key" --serial 1 --allow web:db --out "$NETNS_DIR/p1" 2>/dev/null \
+  || netns_fail "policy sign failed"
+out=$(netns_exec b "$VEIL_BIN" policy push "$NETNS_DIR/p1" --state-dir "$SD/b" 2>&1) || netns_fail "policy push failed: $out"
+ok "pushed to b: $out"
+sleep 1
+netns_exec a ping -c 2 -i 0.2 -W 1 "$B4" >/dev/null || netns_fail "web -> db refused under a web:db policy"
+if netns_exec a ping -c 2 -i 0.2 -W 1 "$D4" >/dev/null 2>&1; then
+  netns_fail "web -> other still works under a web:db policy"
+fi
+[ -s "$SD/a/policy" ] || netns_fail "a did not keep the policy in its state dir"
+DROPPED=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .counters.dropped_policy)
+[ "$DROPPED" -ge 1 ] || netns_fail "a counted no dropped_policy"
+ok "policy web:db reached a: a -> b works, a -> d refused (dropped_policy $DROPPED), kept in a's state dir"
+
+"$VEIL_BIN" policy sign --ca "$NET/ca.key" --serial 2 --allow web:db --revoke "$KB" >"$NETNS_DIR/p2"
+netns_exec a "$VEIL_BIN" policy push "$NETNS_DIR/p2" --state-dir "$SD/a" >/dev/null 2>&1 || netns_fail "push of p2 failed"
+t0=$SECONDS
+netns_wait_for "relay drops b" 10 bash -c "[ \"\$(ip netns exec $(netns_name relay) $VEIL_BIN relay status --json --state-dir $SD/relay | jq -r .clients)\" = 2 ]" \
+  || netns_fail "the relay still has $(clients) clients after b's revocation"
+if netns_exec a ping -c 2 -i 0.2 -W 1 "$B4" >/dev/null 2>&1; then
+  netns_fail "a still reaches b after b was revoked"
+fi
+ok "b revoked: the relay dropped it and a cannot reach it ($((SECONDS - t0)) s)"
 printf '\n%s: PASS\n' "$TEST"

@@ -37,6 +37,45 @@ pub enum Cmd {
     /// Certificates, in networks created with --with-ca.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// CA-signed policies (which tags may talk, which nodes are revoked).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Sign a policy with the CA key; prints it (or writes --out).
+    Sign(PolicySignArgs),
+    /// Give a policy to a running node, which passes it to the relay and so to every node.
+    Push(PolicyPushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySignArgs {
+    /// The CA key (ca.key).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Serial number: a policy replaces any with a lower serial.
+    #[arg(long, value_name = "N")]
+    pub serial: u64,
+    /// Let nodes tagged A and nodes tagged B talk, `A:B` (`*` = any tag); repeat. Without
+    /// any --allow, tags do not restrict traffic.
+    #[arg(long = "allow", value_name = "A:B")]
+    pub allow: Vec<String>,
+    /// Revoke a node key (64 hex digits, as `veil key` prints it); repeat.
+    #[arg(long = "revoke", value_name = "HEX")]
+    pub revoke: Vec<String>,
+    /// Write the policy here instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyPushArgs {
+    /// The policy file (from `veil policy sign`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! `veil key` and `veil cert sign`: the two halves of admitting a node to a network with a
 //! CA. The node prints its public key; the operator signs it offline with the CA key.
 
-use crate::args::{CertSignArgs, KeyArgs};
+use crate::args::{CertSignArgs, KeyArgs, PolicySignArgs};
 use crate::error::CliError;
 use veil_io::state::{self, KEY_FILE};
 use veil_proto::{CaKey, Identity};
@@ -42,6 +42,45 @@ pub fn sign(args: &CertSignArgs) -> Result<(), CliError> {
                 veil_proto::keys::node_id(&node_key),
                 path.display(),
                 args.days
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Signs a policy.
+pub fn policy_sign(args: &PolicySignArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.ca).map_err(|source| CliError::File {
+        path: args.ca.clone(),
+        source,
+    })?;
+    let ca = CaKey::decode(&text)?;
+    let mut rules = Vec::new();
+    for r in &args.allow {
+        let (a, b) = r
+            .split_once(':')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+            .ok_or_else(|| CliError::Rule(r.clone()))?;
+        rules.push((a.to_string(), b.to_string()));
+    }
+    let mut revoked = Vec::new();
+    for k in &args.revoke {
+        revoked.push(parse_key(k).ok_or_else(|| CliError::NodeKey(k.clone()))?);
+    }
+    let p = ca.sign_policy(args.serial, &rules, &revoked)?;
+    match &args.out {
+        None => println!("{}", p.encode()),
+        Some(path) => {
+            std::fs::write(path, format!("{}\n", p.encode())).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+            eprintln!(
+                "policy {} ({} rules, {} revoked) written to {}",
+                args.serial,
+                rules.len(),
+                revoked.len(),
+                path.display()
             );
         }
     }

@@ -23,6 +23,9 @@ pub enum CliError {
     /// A value that should be a hex public key.
     #[error("--node-key must be the node's public key as 64 hex digits (run `veil key` on the node), got `{0}`")]
     NodeKey(String),
+    /// An --allow rule that is not `A:B`.
+    #[error("--allow takes two tags as A:B (use * for any tag), got `{0}`")]
+    Rule(String),
     /// No token was given.
     #[error("no join token: pass --token or --token-file (or set VEIL_TOKEN or VEIL_TOKEN_FILE)")]
     NoToken,

@@ -12,7 +12,7 @@ mod query;
 mod relay_cmd;
 mod up;
 
-use args::{CertCmd, Cli, Cmd, NetworkCmd, RelaySub};
+use args::{CertCmd, Cli, Cmd, NetworkCmd, PolicyCmd, RelaySub};
 use clap::Parser;
 use error::CliError;
 use std::future::Future;
@@ -42,6 +42,8 @@ fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
         Cmd::Down(a) => query::down(a),
         Cmd::Key(a) => cert::key(a),
         Cmd::Cert(CertCmd::Sign(a)) => cert::sign(a),
+        Cmd::Policy(PolicyCmd::Sign(a)) => cert::policy_sign(a),
+        Cmd::Policy(PolicyCmd::Push(a)) => query::policy_push(a),
     }
 }
 

@@ -143,6 +143,30 @@ fn peer_row(p: &PeerReport) -> Vec<String> {
     ]
 }
 
+/// `veil policy push FILE`: the node checks the policy against its CA and spreads it.
+pub fn policy_push(args: &crate::args::PolicyPushArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::File {
+        path: args.file.clone(),
+        source,
+    })?;
+    let (path, missing) = node(&args.target);
+    let v = ask(
+        &path,
+        missing,
+        ControlCommand::Policy(text.trim().to_string()),
+    )?;
+    let serial = v
+        .get("serial")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if v.get("adopted").and_then(serde_json::Value::as_bool) == Some(true) {
+        eprintln!("policy {serial} adopted; the node passes it to the relay and every node");
+    } else {
+        eprintln!("the node already has policy {serial}, which is not older: nothing changed");
+    }
+    Ok(())
+}
+
 /// `veil down`: asks the node to stop and waits until its socket is gone.
 pub fn down(args: &TargetArgs) -> Result<(), CliError> {
     let (path, missing) = node(args);

@@ -28,7 +28,7 @@ pub const CONTROL_GROUP: &str = "veil";
 const MAX_LINE: usize = 4096;
 
 /// A command on the control socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlCommand {
     /// Status snapshot.
@@ -37,6 +37,8 @@ pub enum ControlCommand {
     Peers,
     /// Stop the process.
     Down,
+    /// Offer a CA-signed policy (its text form) to the node, which spreads it.
+    Policy(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

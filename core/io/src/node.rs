@@ -24,6 +24,8 @@ use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
 /// How long a node without a remembered address waits for the rendezvous to assign one.
 pub const IPV4_WAIT: Duration = Duration::from_secs(20);
+/// File in the state directory holding the newest policy (text form).
+pub const POLICY_FILE: &str = "policy";
 /// How long the socket before a rotation is still read.
 pub const OLD_SOCKET_GRACE: Duration = Duration::from_secs(10);
 /// How often the interface addresses are read again (a change is a roam).
@@ -83,6 +85,7 @@ enum Command {
     Status(oneshot::Sender<NodeStatusReport>),
     Peers(oneshot::Sender<Vec<PeerReport>>),
     Shutdown(oneshot::Sender<()>),
+    Policy(String, oneshot::Sender<Result<serde_json::Value, String>>),
 }
 
 /// A cheap handle to a running node (for the control socket or an app).
@@ -125,6 +128,12 @@ impl ControlHandler for NodeHandle {
                 ControlCommand::Down => {
                     self.shutdown().await;
                     Some(Ok(serde_json::Value::String("stopping".into())))
+                }
+                ControlCommand::Policy(text) => {
+                    return match self.ask(|tx| Command::Policy(text, tx)).await {
+                        Some(r) => r,
+                        None => Err(STOPPED.into()),
+                    };
                 }
             };
             match value {
@@ -268,6 +277,7 @@ impl NodeRunner {
         }
         let give_up = tokio::time::Instant::now() + IPV4_WAIT;
         self.refresh_candidates();
+        self.load_policy();
         let mut rescan = tokio::time::interval(CANDIDATE_RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
@@ -370,6 +380,19 @@ impl NodeRunner {
         }
     }
 
+    /// The policy kept in the state directory by an earlier run, if any.
+    fn load_policy(&mut self) {
+        let Some(dir) = &self.state_dir else { return };
+        let Ok(text) = std::fs::read_to_string(dir.join(POLICY_FILE)) else {
+            return;
+        };
+        let result = veil_proto::Policy::text_to_bytes(&text)
+            .and_then(|b| self.node.set_policy(Instant::now(), &b));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "ignoring the policy file in the state dir");
+        }
+    }
+
     /// Tells the engine the socket's current candidates; it acts only when they changed
     /// (a new address, an interface down or up: roaming).
     fn refresh_candidates(&mut self) {
@@ -405,6 +428,10 @@ impl NodeRunner {
                 let _ = reply.send(self.node.peers(now).iter().map(PeerReport::from).collect());
                 false
             }
+            Some(Command::Policy(text, reply)) => {
+                let _ = reply.send(self.push_policy(&text));
+                false
+            }
             Some(Command::Shutdown(reply)) => {
                 tracing::info!("shutdown requested");
                 let _ = reply.send(());
@@ -413,6 +440,22 @@ impl NodeRunner {
             // Unreachable while `self.handle` lives, but stopping is the right answer.
             None => true,
         }
+    }
+
+    /// A policy pushed by the operator: the engine checks and spreads it.
+    fn push_policy(&mut self, text: &str) -> Result<serde_json::Value, String> {
+        let bytes = veil_proto::Policy::text_to_bytes(text).map_err(|e| e.to_string())?;
+        let adopted = self
+            .node
+            .set_policy(Instant::now(), &bytes)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.drain() {
+            tracing::debug!(error = %e, "drain after policy");
+        }
+        Ok(serde_json::json!({
+            "adopted": adopted,
+            "serial": self.node.policy_serial(),
+        }))
     }
 
     fn status(&self) -> NodeStatusReport {
@@ -535,6 +578,15 @@ impl NodeRunner {
                 id,
                 direct: Some(addr),
             } => tracing::info!(peer = %id, endpoint = %addr, "direct path"),
+            NodeEvent::Policy { serial, bytes } => {
+                tracing::info!(serial, "policy adopted");
+                if let Some(dir) = &self.state_dir {
+                    let text = veil_proto::Policy::bytes_to_text(bytes);
+                    if let Err(e) = std::fs::write(dir.join(POLICY_FILE), format!("{text}\n")) {
+                        tracing::warn!(error = %e, "could not keep the policy in the state dir");
+                    }
+                }
+            }
             NodeEvent::PeerPath { id, direct: None } => {
                 tracing::info!(peer = %id, "path relayed")
             }

@@ -77,6 +77,9 @@ impl ControlHandler for RelayHandle {
                     self.shutdown().await;
                     Ok(serde_json::Value::String("stopping".into()))
                 }
+                ControlCommand::Policy(_) => Err(
+                    "push a policy to any node (veil policy push … --state-dir NODE_DIR); the node gives it to the relay".into(),
+                ),
             }
         })
     }

@@ -55,6 +55,12 @@ pub enum CertError {
     /// Too many tags.
     #[error("at most 16 tags per certificate")]
     TooManyTags,
+    /// A policy for a network without a CA.
+    #[error("this network has no CA, so it has no policy (create it with --with-ca)")]
+    NoCa,
+    /// The policy does not fit one frame.
+    #[error("the policy is larger than 1200 bytes (about 30 revocations with a few rules): split rules or retire revoked keys by rotating the network")]
+    PolicyTooLarge,
 }
 
 /// The CA: an Ed25519 signing key.
@@ -278,6 +284,203 @@ mod tests {
         assert_eq!(
             CaKey::decode(&ca.encode()).expect("ca").public(),
             ca.public()
+        );
+    }
+}
+
+/// Prefix of a policy.
+pub const POLICY_PREFIX: &str = "veilpolicy1.";
+/// Largest policy in binary form: it travels in one frame.
+pub const MAX_POLICY: usize = 1200;
+const POLICY_CONTEXT: &[u8] = b"veil policy v1";
+
+/// A CA-signed network policy: which tags may talk to which, and which node keys are
+/// revoked. A higher serial replaces a lower one. Without any policy, or with a policy
+/// without rules, every certified node may talk to every other.
+///
+/// Binary form: `[version][serial u64][rule count u16]([len][tag a][len][tag b])*
+/// [revoked count u16]([node public 32])*[Ed25519 signature 64]`, the signature over
+/// `"veil policy v1" || everything before it`. A rule `a:b` lets nodes tagged `a` and nodes
+/// tagged `b` talk (both ways); `*` matches any tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Newer policies have higher serials.
+    pub serial: u64,
+    /// Allowed tag pairs.
+    pub rules: Vec<(String, String)>,
+    /// Revoked node keys: refused by relays and peers.
+    pub revoked: Vec<[u8; 32]>,
+    /// The CA's signature.
+    pub signature: [u8; 64],
+}
+
+impl CaKey {
+    /// Signs a policy.
+    pub fn sign_policy(
+        &self,
+        serial: u64,
+        rules: &[(String, String)],
+        revoked: &[[u8; 32]],
+    ) -> Result<Policy, CertError> {
+        for (a, b) in rules {
+            for t in [a, b] {
+                if t != "*" {
+                    check_tags(std::slice::from_ref(t))?;
+                }
+            }
+        }
+        let mut p = Policy {
+            serial,
+            rules: rules.to_vec(),
+            revoked: revoked.to_vec(),
+            signature: [0; 64],
+        };
+        let body = p.body();
+        if body.len() + 64 > MAX_POLICY {
+            return Err(CertError::PolicyTooLarge);
+        }
+        let mut m = POLICY_CONTEXT.to_vec();
+        m.extend_from_slice(&body);
+        p.signature = self.0.sign(&m).to_bytes();
+        Ok(p)
+    }
+}
+
+impl Policy {
+    fn body(&self) -> Vec<u8> {
+        let mut b = vec![crate::token::VERSION];
+        b.extend_from_slice(&self.serial.to_be_bytes());
+        b.extend_from_slice(&(self.rules.len() as u16).to_be_bytes());
+        for (x, y) in &self.rules {
+            for t in [x, y] {
+                b.push(t.len() as u8);
+                b.extend_from_slice(t.as_bytes());
+            }
+        }
+        b.extend_from_slice(&(self.revoked.len() as u16).to_be_bytes());
+        for k in &self.revoked {
+            b.extend_from_slice(k);
+        }
+        b
+    }
+
+    /// The binary form (what the Policy frame carries).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.body();
+        b.extend_from_slice(&self.signature);
+        b
+    }
+
+    /// Parses the binary form and checks the CA's signature.
+    pub fn from_bytes(b: &[u8], ca: &[u8; 32]) -> Option<Policy> {
+        if b.len() > MAX_POLICY {
+            return None;
+        }
+        let mut c = crate::wire::Cursor(b);
+        if c.u8()? != crate::token::VERSION {
+            return None;
+        }
+        let serial = c.u64()?;
+        let n = u16::from_be_bytes(c.array::<2>()?);
+        let mut rules = Vec::new();
+        for _ in 0..n {
+            let mut pair = [String::new(), String::new()];
+            for t in &mut pair {
+                let len = usize::from(c.u8()?);
+                *t = std::str::from_utf8(c.take(len)?).ok()?.to_string();
+            }
+            let [a, b] = pair;
+            rules.push((a, b));
+        }
+        let n = u16::from_be_bytes(c.array::<2>()?);
+        let mut revoked = Vec::new();
+        for _ in 0..n {
+            revoked.push(c.array::<32>()?);
+        }
+        let signature = c.array::<64>()?;
+        if !c.rest().is_empty() {
+            return None;
+        }
+        let p = Policy {
+            serial,
+            rules,
+            revoked,
+            signature,
+        };
+        let key = VerifyingKey::from_bytes(ca).ok()?;
+        let mut m = POLICY_CONTEXT.to_vec();
+        m.extend_from_slice(&p.body());
+        key.verify(&m, &Signature::from_bytes(&p.signature)).ok()?;
+        Some(p)
+    }
+
+    /// The text form.
+    pub fn encode(&self) -> String {
+        wrap(POLICY_PREFIX, self.to_bytes())
+    }
+
+    /// Parses the text form and checks the signature.
+    pub fn decode(text: &str, ca: &[u8; 32]) -> Result<Policy, CertError> {
+        let raw = unwrap(text, POLICY_PREFIX, "policy")?;
+        Policy::from_bytes(&raw, ca).ok_or(CertError::Signature)
+    }
+
+    /// The binary form inside a policy's text form (the signature is checked later, by
+    /// whoever holds the CA key: [`crate::Node::set_policy`]).
+    pub fn text_to_bytes(text: &str) -> Result<Vec<u8>, CertError> {
+        Ok(unwrap(text, POLICY_PREFIX, "policy")?)
+    }
+
+    /// The text form of a binary policy.
+    pub fn bytes_to_text(bytes: &[u8]) -> String {
+        wrap(POLICY_PREFIX, bytes.to_vec())
+    }
+
+    /// Whether `pk` is revoked.
+    pub fn is_revoked(&self, pk: &[u8; 32]) -> bool {
+        self.revoked.contains(pk)
+    }
+
+    /// Whether nodes with tags `a` and `b` may talk.
+    pub fn allows(&self, a: &[String], b: &[String]) -> bool {
+        if self.rules.is_empty() {
+            return true;
+        }
+        let has = |tags: &[String], t: &str| t == "*" || tags.iter().any(|x| x == t);
+        self.rules
+            .iter()
+            .any(|(x, y)| (has(a, x) && has(b, y)) || (has(a, y) && has(b, x)))
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn policy_signs_parses_and_decides() {
+        let ca = CaKey::from_seed([3; 32]);
+        let rules = vec![("web".to_string(), "db".to_string())];
+        let p = ca.sign_policy(7, &rules, &[[9; 32]]).expect("signs");
+        let back = Policy::decode(&p.encode(), &ca.public()).expect("decodes");
+        assert_eq!(back, p);
+        assert!(Policy::decode(&p.encode(), &CaKey::from_seed([4; 32]).public()).is_err());
+        let web = vec!["web".to_string()];
+        let db = vec!["db".to_string(), "eu".to_string()];
+        let other = vec!["other".to_string()];
+        assert!(p.allows(&web, &db) && p.allows(&db, &web));
+        assert!(!p.allows(&web, &other) && !p.allows(&web, &web));
+        assert!(p.is_revoked(&[9; 32]) && !p.is_revoked(&[8; 32]));
+        let open = ca.sign_policy(8, &[], &[]).expect("signs");
+        assert!(open.allows(&web, &other));
+        let star = ca
+            .sign_policy(9, &[("admin".into(), "*".into())], &[])
+            .expect("signs");
+        assert!(star.allows(&["admin".into()], &other) && !star.allows(&web, &other));
+        let many: Vec<[u8; 32]> = (0..40u8).map(|i| [i; 32]).collect();
+        assert_eq!(
+            ca.sign_policy(10, &[], &many),
+            Err(CertError::PolicyTooLarge)
         );
     }
 }

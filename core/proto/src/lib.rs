@@ -19,7 +19,7 @@ pub mod token;
 pub mod types;
 pub mod wire;
 
-pub use cert::{CaKey, CertError, Certificate};
+pub use cert::{CaKey, CertError, Certificate, Policy};
 pub use keys::{Identity, NetworkKeys, RelayKeys};
 pub use node::Node;
 pub use relay::Relay;

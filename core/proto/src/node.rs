@@ -7,7 +7,7 @@
 //! The data path borrows the caller's buffers and does not allocate; packets that must
 //! wait (for a lookup or a handshake) are queued, bounded, on the slow path.
 
-use crate::cert::Certificate;
+use crate::cert::{CertError, Certificate, Policy};
 use crate::crypto::{HeaderKey, HsSeal, TAG_LEN};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
@@ -187,6 +187,8 @@ struct Peer {
     /// An IPv4 the peer claimed in its handshake, awaiting verification.
     ipv4_claim: Option<Ipv4Addr>,
     ipv6: Ipv6Addr,
+    /// The tags of the peer's certificate (networks with a CA).
+    tags: Vec<String>,
     /// The peer's handle at our relay (None until a lookup or a relayed packet told us).
     handle: Option<u64>,
     /// The validated direct endpoint data goes to, if any.
@@ -274,6 +276,10 @@ pub struct Node {
     own_cert: Vec<u8>,
     /// The IPv4 our certificate pins, if any: never traded for another candidate.
     pinned_ipv4: Option<Ipv4Addr>,
+    /// Our certificate's tags.
+    own_tags: Vec<String>,
+    /// The newest CA-signed policy we know.
+    policy: Option<Policy>,
     /// Generation of our candidate list (1..=255, bumped when it changes).
     cand_gen: u8,
     /// Our address as the relay sees it.
@@ -364,6 +370,12 @@ impl Node {
                 .map(Certificate::to_bytes)
                 .unwrap_or_default(),
             pinned_ipv4,
+            own_tags: cfg
+                .cert
+                .as_ref()
+                .map(|c| c.tags.clone())
+                .unwrap_or_default(),
+            policy: None,
             cand_gen: 1,
             reflexive: None,
             lookups: BTreeMap::new(),
@@ -487,6 +499,14 @@ impl Node {
                 self.on_register_reply(now, &b);
                 None
             }
+            Frame::Policy => {
+                let b = buf[body].to_vec();
+                if let Err(e) = self.set_policy(now, &b) {
+                    tracing::debug!(error = %e, "policy from the relay refused");
+                    self.counters.dropped_uncertified += 1;
+                }
+                None
+            }
             Frame::LookupReply => {
                 let b = buf[body].to_vec();
                 self.on_lookup_reply(now, &b);
@@ -594,6 +614,10 @@ impl Node {
         let peer = self.peers.get_mut(&pk)?;
         match kind {
             Frame::Data => {
+                if !policy_allows(self.policy.as_ref(), &self.own_tags, &peer.tags) {
+                    self.counters.dropped_policy += 1;
+                    return None;
+                }
                 let pkt = &dg[body.clone()];
                 peer.last_data = now;
                 match source_check(pkt, peer) {
@@ -1016,6 +1040,14 @@ impl Node {
             self.route_unknown(now, dst, packet);
             return None;
         };
+        let refused = self.peers.get(&pk).is_some_and(|p| {
+            p.sessions.current.is_some()
+                && !policy_allows(self.policy.as_ref(), &self.own_tags, &p.tags)
+        });
+        if refused {
+            self.counters.dropped_policy += 1;
+            return None;
+        }
         if let Some(t) = self.send_data(now, pk, packet, out) {
             return Some(t);
         }
@@ -1307,6 +1339,7 @@ impl Node {
                 ipv4: None,
                 ipv4_claim: None,
                 ipv6,
+                tags: Vec::new(),
                 handle: None,
                 direct: None,
                 direct_rx: now,
@@ -1445,13 +1478,15 @@ impl Node {
             return;
         }
         let cid = self.fresh_cid();
-        let pinned = match verify_peer_cert(self.ca, &pk, &init.cert, self.unix(now).as_secs()) {
-            Ok(p) => p,
-            Err(()) => {
-                self.counters.dropped_uncertified += 1;
-                return;
-            }
-        };
+        let unix_secs = self.unix(now).as_secs();
+        let (pinned, tags) =
+            match verify_peer_cert(self.ca, self.policy.as_ref(), &pk, &init.cert, unix_secs) {
+                Ok(x) => x,
+                Err(()) => {
+                    self.counters.dropped_uncertified += 1;
+                    return;
+                }
+            };
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
@@ -1475,6 +1510,7 @@ impl Node {
         let unix = self.unix(now).as_secs();
         let mut verify = None;
         if let Some(peer) = self.peers.get_mut(&pk) {
+            peer.tags = tags;
             peer.last_ts = Some(init.timestamp);
             peer.last_data = now;
             if let Some(old) = peer.sessions.install(session) {
@@ -1514,6 +1550,7 @@ impl Node {
         };
         let unix = self.unix(now).as_secs();
         let ca = self.ca;
+        let revoked = self.policy.as_ref().filter(|p| p.is_revoked(&pk)).cloned();
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -1535,10 +1572,12 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return;
         };
-        let Ok(pinned) = verify_peer_cert(ca, &pk, &resp.cert, unix) else {
+        let Ok((pinned, tags)) = verify_peer_cert(ca, revoked.as_ref(), &pk, &resp.cert, unix)
+        else {
             self.counters.dropped_uncertified += 1;
             return;
         };
+        peer.tags = tags;
         let session = Session::new(
             &keys,
             pending.recv_cid,
@@ -1580,7 +1619,11 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
         };
-        let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        let mut queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        if !policy_allows(self.policy.as_ref(), &self.own_tags, &peer.tags) {
+            self.counters.dropped_policy += queued.len() as u64;
+            queued.clear();
+        }
         let announce = peer.announced_at.is_none();
         if !peer.up {
             peer.up = true;
@@ -1827,6 +1870,13 @@ impl Node {
         let _conflict = c.u8();
         if let Some(a) = c.addr() {
             self.set_reflexive(now, a);
+        }
+        // The relay's policy serial: if ours is newer (the relay restarted, or nobody told
+        // it yet), push ours.
+        let relay_serial = c.u64().unwrap_or(0);
+        if let Some(p) = self.policy.as_ref().filter(|p| p.serial > relay_serial) {
+            let bytes = p.to_bytes();
+            self.send_relay_frame(now, Frame::Policy, &bytes);
         }
         self.relay.handle = Some(handle);
         self.relay.registered = true;
@@ -2357,24 +2407,78 @@ impl Node {
             + queued
     }
 
+    /// Offers a CA-signed policy (binary form): from the I/O layer (a file the operator
+    /// pushed, or the copy persisted after a [`NodeEvent::Policy`]) or from the relay. A newer
+    /// one is adopted: sessions with revoked peers end at once, the relay gets it if it came
+    /// from elsewhere, and [`NodeEvent::Policy`] asks the caller to persist it. Returns
+    /// whether it was adopted (false: not newer).
+    pub fn set_policy(&mut self, now: Instant, bytes: &[u8]) -> Result<bool, CertError> {
+        let Some(ca) = self.ca else {
+            return Err(CertError::NoCa);
+        };
+        let p = Policy::from_bytes(bytes, &ca).ok_or(CertError::Signature)?;
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|cur| cur.serial >= p.serial)
+        {
+            return Ok(false);
+        }
+        let revoked: Vec<[u8; 32]> = self
+            .peers
+            .keys()
+            .filter(|pk| p.is_revoked(pk))
+            .copied()
+            .collect();
+        for pk in revoked {
+            self.counters.peers_revoked += 1;
+            self.forget_peer(pk);
+        }
+        self.events.push_back(NodeEvent::Policy {
+            serial: p.serial,
+            bytes: bytes.to_vec(),
+        });
+        self.policy = Some(p);
+        // The relay passes it on to everyone (it ignores what it has already).
+        self.send_relay_frame(now, Frame::Policy, bytes);
+        Ok(true)
+    }
+
+    /// The serial of the policy in force (0: none).
+    pub fn policy_serial(&self) -> u64 {
+        self.policy.as_ref().map_or(0, |p| p.serial)
+    }
+
     /// This node's public key.
     pub fn public_key(&self) -> [u8; 32] {
         *self.identity.public()
     }
 }
 
-/// Checks a peer's certificate where the network has a CA: Ok(pinned IPv4) if it is valid
-/// for `pk` now, Err if it is missing or invalid. Without a CA every peer passes.
+/// Whether the policy lets our tags and the peer's talk (no policy: yes).
+fn policy_allows(policy: Option<&Policy>, ours: &[String], theirs: &[String]) -> bool {
+    policy.is_none_or(|p| p.allows(ours, theirs))
+}
+
+/// Checks a peer's certificate where the network has a CA: Ok((pinned IPv4, tags)) if it is
+/// valid for `pk` now and the policy does not revoke `pk`, Err otherwise. Without a CA every
+/// peer passes.
 fn verify_peer_cert(
     ca: Option<[u8; 32]>,
+    policy: Option<&Policy>,
     pk: &[u8; 32],
     cert: &[u8],
     unix_secs: u64,
-) -> Result<Option<Ipv4Addr>, ()> {
-    let Some(ca) = ca else { return Ok(None) };
+) -> Result<(Option<Ipv4Addr>, Vec<String>), ()> {
+    let Some(ca) = ca else {
+        return Ok((None, Vec::new()));
+    };
+    if policy.is_some_and(|p| p.is_revoked(pk)) {
+        return Err(());
+    }
     let cert = Certificate::from_bytes(cert).ok_or(())?;
     cert.verify(&ca, pk, unix_secs).map_err(|_| ())?;
-    Ok(cert.ipv4)
+    Ok((cert.ipv4, cert.tags))
 }
 
 /// What a peer's path machinery has to do.

@@ -57,6 +57,8 @@ pub struct Relay {
     counters: RelayCounters,
     /// The network CA's public key: nodes must present a certificate it signed.
     ca: Option<[u8; 32]>,
+    /// The newest CA-signed policy any node pushed.
+    policy: Option<crate::cert::Policy>,
 }
 
 impl Relay {
@@ -91,6 +93,7 @@ impl Relay {
             transmits: VecDeque::new(),
             counters: RelayCounters::default(),
             ca: token.ca,
+            policy: None,
         }
     }
 
@@ -181,6 +184,11 @@ impl Relay {
             }
             Frame::Close => {
                 self.remove_client(handle);
+                None
+            }
+            Frame::Policy => {
+                let b = buf[body].to_vec();
+                self.on_policy(now, &b);
                 None
             }
             _ => {
@@ -281,7 +289,13 @@ impl Relay {
         reply.push(0);
         // The address the node is seen from: its server-reflexive candidate.
         wire::put_addr(&mut reply, observed);
+        // The serial of the policy we hold (0: none), so a node with a newer one pushes it.
+        let serial = self.policy.as_ref().map_or(0, |p| p.serial);
+        reply.extend_from_slice(&serial.to_be_bytes());
         self.send_frame(now, handle, Frame::RegisterReply, &reply);
+        if let Some(p) = self.policy.as_ref().map(crate::cert::Policy::to_bytes) {
+            self.send_frame(now, handle, Frame::Policy, &p);
+        }
     }
 
     fn lookup(&mut self, now: Instant, handle: u64, body: &[u8]) {
@@ -367,7 +381,8 @@ impl Relay {
             let unix = self.unix(now).as_secs();
             let ok = crate::cert::Certificate::from_bytes(&init.cert)
                 .is_some_and(|c| c.verify(&ca, &remote, unix).is_ok());
-            if !ok {
+            let revoked = self.policy.as_ref().is_some_and(|p| p.is_revoked(&remote));
+            if !ok || revoked {
                 self.counters.dropped_uncertified += 1;
                 return;
             }
@@ -436,6 +451,43 @@ impl Relay {
             if !self.cids.contains_key(&c) {
                 return c;
             }
+        }
+    }
+
+    /// A node pushed a policy: adopt it if the CA signed it and it is newer, drop the
+    /// clients it revokes, and pass it on to every client.
+    fn on_policy(&mut self, now: Instant, body: &[u8]) {
+        let Some(ca) = self.ca else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        let Some(p) = crate::cert::Policy::from_bytes(body, &ca) else {
+            self.counters.dropped_uncertified += 1;
+            return;
+        };
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|cur| cur.serial >= p.serial)
+        {
+            return;
+        }
+        let revoked: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| p.is_revoked(&c.public))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in revoked {
+            self.counters.clients_revoked += 1;
+            self.remove_client(h);
+        }
+        let bytes = p.to_bytes();
+        self.policy = Some(p);
+        self.counters.policies += 1;
+        let all: Vec<u64> = self.clients.keys().copied().collect();
+        for h in all {
+            self.send_frame(now, h, Frame::Policy, &bytes);
         }
     }
 

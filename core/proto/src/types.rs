@@ -98,6 +98,14 @@ pub enum NodeEvent {
     PeerUp { id: String },
     /// A peer session was closed (idle, expired or failed).
     PeerDown { id: String },
+    /// A newer CA-signed policy was adopted: persist `bytes` and hand them back with
+    /// [`crate::Node::set_policy`] after a restart.
+    Policy {
+        /// Its serial.
+        serial: u64,
+        /// Its binary form.
+        bytes: Vec<u8>,
+    },
     /// A peer's data path changed: a validated direct endpoint, or back to the relay.
     PeerPath {
         /// The peer's short id.
@@ -227,6 +235,10 @@ counters!(
         reassembly_timeouts,
         /// Handshakes refused: the peer's certificate was missing, expired or not the CA's.
         dropped_uncertified,
+        /// Inner packets dropped because the policy does not let the two nodes' tags talk.
+        dropped_policy,
+        /// Peers forgotten because a policy revoked their key.
+        peers_revoked,
         /// Registrations refused because a name was taken.
         registration_conflicts,
         /// Candidate lists sent to peers.
@@ -275,6 +287,10 @@ counters!(
         handshakes_answered,
         /// Registrations accepted.
         registrations,
+        /// Newer policies adopted.
+        policies,
+        /// Clients dropped because a policy revoked their key.
+        clients_revoked,
         /// Registrations refused because a name was taken.
         registration_conflicts,
         /// Lookups answered.

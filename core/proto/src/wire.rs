@@ -76,6 +76,10 @@ pub enum Frame {
     /// receiver's list held u8][count u8][address]×count`, each address as [`put_addr`]
     /// writes it.
     Candidates = 16,
+    /// Node ↔ relay: a CA-signed policy (rules and revocations), binary form of
+    /// [`crate::cert::Policy`]. Nodes push theirs when the relay's is older; the relay
+    /// broadcasts a newer one to every client.
+    Policy = 17,
 }
 
 /// The first plaintext byte of a frame.
@@ -104,6 +108,7 @@ impl Frame {
             14 => PathResponse,
             15 => NewCid,
             16 => Candidates,
+            17 => Policy,
             _ => return None,
         })
     }
@@ -395,12 +400,12 @@ mod tests {
         assert_eq!(c.addr(), Some(addrs[1]));
         assert_eq!(c.addr(), None);
         assert_eq!(Cursor(&[5, 1, 2, 3, 4, 0, 1]).addr(), None);
-        for k in 0..=16u8 {
+        for k in 0..=17u8 {
             let f = Frame::from_u8(k).expect("kind");
             assert_eq!(frame_byte(f) & 0x1f, k);
             assert_eq!(frame_byte(f) >> 5, VERSION);
         }
-        assert_eq!(Frame::from_u8(17), None);
+        assert_eq!(Frame::from_u8(18), None);
     }
 
     #[test]

@@ -270,6 +270,14 @@ impl Sim {
         i
     }
 
+    /// Calls into node `i`'s engine (as its I/O layer would) and sends what that caused.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let now = self.now;
+        let r = f(&mut self.nodes[i].node, now);
+        self.drain_node(i);
+        r
+    }
+
     /// Node `i` leaves without a word (its process dies): it sends and receives nothing more.
     pub fn remove_node(&mut self, i: usize) {
         self.nodes[i].gone = true;

@@ -114,3 +114,106 @@ fn an_expired_certificate_ends_the_sessions_at_the_next_rekey() {
             > 0
     );
 }
+
+fn tagged(ca: &CaKey, id: &Identity, tag: &str) -> NodeConfig {
+    NodeConfig {
+        cert: Some(
+            ca.sign(*id.public(), None, &[tag.to_string()], Sim::BASE_UNIX + DAY)
+                .unwrap(),
+        ),
+        ..NodeConfig::default()
+    }
+}
+
+/// Sends one packet from `a` to `b` and reports whether it arrived.
+fn reaches(sim: &mut Sim, a: usize, b: usize) -> bool {
+    let before = sim.nodes[b].tun.len();
+    let (sa, sb) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
+    sim.tun_send(a, &udp4(sa, sb, b"policy?"));
+    sim.run_for(Duration::from_secs(2));
+    sim.nodes[b].tun.len() > before
+}
+
+#[test]
+fn a_pushed_policy_limits_tags_and_revokes_within_seconds_and_survives_a_relay_restart() {
+    let ca = CaKey::from_seed([21; 32]);
+    let mut sim = Sim::with_ca(
+        53,
+        0,
+        NodeConfig::default(),
+        Impairment::default(),
+        Some(ca.public()),
+    );
+    let ids: Vec<Identity> = (0..4u8)
+        .map(|i| Identity::from_secret([30 + i; 32]))
+        .collect();
+    for (id, tag) in ids.iter().zip(["web", "db", "web", "other"]) {
+        sim.add_node_with_identity(tagged(&ca, id, tag), id.clone());
+    }
+    sim.run_for(Duration::from_secs(5));
+    // Before any policy, everyone talks.
+    assert!(reaches(&mut sim, 0, 3));
+    // The operator pushes a policy through node 1: web may talk to db, nothing else.
+    let p = ca
+        .sign_policy(1, &[("web".into(), "db".into())], &[])
+        .unwrap();
+    let bytes = p.to_bytes();
+    assert_eq!(
+        sim.with_node(1, |n, now| n.set_policy(now, &bytes)),
+        Ok(true)
+    );
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..4 {
+        assert_eq!(
+            sim.nodes[i].node.policy_serial(),
+            1,
+            "node {i} got the policy"
+        );
+    }
+    assert!(reaches(&mut sim, 0, 1), "web -> db");
+    assert!(reaches(&mut sim, 1, 2), "db -> web");
+    assert!(!reaches(&mut sim, 0, 3), "web -> other is refused");
+    assert!(!reaches(&mut sim, 3, 0), "other -> web is refused");
+    assert!(sim.nodes[0].node.counters().dropped_policy >= 1);
+    assert!(sim.nodes[3].node.counters().dropped_policy >= 1);
+    // Revoke node 2 (a web node that was talking to db).
+    assert!(reaches(&mut sim, 2, 1));
+    let p2 = ca
+        .sign_policy(2, &[("web".into(), "db".into())], &[*ids[2].public()])
+        .unwrap();
+    let bytes2 = p2.to_bytes();
+    assert_eq!(
+        sim.with_node(0, |n, now| n.set_policy(now, &bytes2)),
+        Ok(true)
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.relay.counters().clients_revoked, 1);
+    assert_eq!(
+        sim.relay.status(sim.now).clients,
+        3,
+        "the relay dropped the revoked node"
+    );
+    assert!(!reaches(&mut sim, 2, 1), "a revoked node reaches nobody");
+    assert!(!reaches(&mut sim, 1, 2), "nobody reaches a revoked node");
+    // An old policy does not roll the network back.
+    assert_eq!(
+        sim.with_node(1, |n, now| n.set_policy(now, &bytes)),
+        Ok(false)
+    );
+    // The relay restarts and forgets; the nodes give it the policy back on registering.
+    sim.restart_relay();
+    sim.run_for(Duration::from_secs(60));
+    // Nodes re-push what they hold (the revoked node its older one, the others the newest,
+    // which wins and revokes it again).
+    assert!(
+        sim.relay.counters().policies >= 1,
+        "a node re-pushed the policy"
+    );
+    assert_eq!(
+        sim.relay.status(sim.now).clients,
+        3,
+        "the revoked node is out again"
+    );
+    assert!(reaches(&mut sim, 0, 1));
+    assert!(!reaches(&mut sim, 0, 3));
+}
