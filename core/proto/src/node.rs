@@ -288,7 +288,8 @@ pub struct Node {
     lookup_by_addr: BTreeMap<IpAddr, u32>,
     negative: BTreeMap<IpAddr, Instant>,
     next_req: u32,
-    reasm: Reassembler<Path>,
+    /// Partial handshake messages by (sender path, message kind) and message id.
+    reasm: Reassembler<(Path, u8)>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<NodeEvent>,
@@ -1442,7 +1443,7 @@ impl Node {
         };
         let (whole, evicted) = self.reasm.add(
             now,
-            path,
+            (path, frag.kind as u8),
             frag.msg_id,
             frag.index,
             frag.count,
@@ -1702,7 +1703,7 @@ impl Node {
         }
         let (whole, evicted) = self.reasm.add(
             now,
-            Path::Direct(self.relay.addr),
+            (Path::Direct(self.relay.addr), frag.kind as u8),
             frag.msg_id,
             frag.index,
             frag.count,
