@@ -58,8 +58,11 @@ fn data_nonce(counter: u64) -> [u8; 12] {
 
 /// The data-path AEAD: ChaCha20-Poly1305 with a 64-bit counter as nonce.
 pub struct DataAead {
+    // Only the 32 key bytes are kept: ring's key object is sized for AES key schedules
+    // (544 bytes), and a relay holds one session per node; building the ChaCha20 key per
+    // packet costs a copy.
     #[cfg(feature = "ring")]
-    key: ring::aead::LessSafeKey,
+    key: [u8; KEY_LEN],
     #[cfg(not(feature = "ring"))]
     key: chacha20poly1305::ChaCha20Poly1305,
 }
@@ -69,11 +72,7 @@ impl DataAead {
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
         #[cfg(feature = "ring")]
         {
-            let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key)
-                .unwrap_or_else(|_| unreachable_key());
-            DataAead {
-                key: ring::aead::LessSafeKey::new(unbound),
-            }
+            DataAead { key: *key }
         }
         #[cfg(not(feature = "ring"))]
         {
@@ -83,13 +82,20 @@ impl DataAead {
         }
     }
 
+    #[cfg(feature = "ring")]
+    fn ring_key(&self) -> ring::aead::LessSafeKey {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &self.key)
+            .unwrap_or_else(|_| unreachable_key());
+        ring::aead::LessSafeKey::new(unbound)
+    }
+
     /// Encrypts `buf` in place and returns the tag.
     pub fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         #[cfg(feature = "ring")]
         {
             let nonce = ring::aead::Nonce::assume_unique_for_key(data_nonce(counter));
             match self
-                .key
+                .ring_key()
                 .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buf)
             {
                 Ok(tag) => {
@@ -120,7 +126,7 @@ impl DataAead {
         {
             let nonce = ring::aead::Nonce::assume_unique_for_key(data_nonce(counter));
             let tag = ring::aead::Tag::from(*tag);
-            self.key
+            self.ring_key()
                 .open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), tag, buf, 0..)
                 .is_ok()
         }
