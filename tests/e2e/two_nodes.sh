@@ -228,6 +228,14 @@ for n in b a; do
   netns_wait_exit "node-$n" 10 || rc=$?
   [ "$rc" -eq 0 ] || netns_fail "node $n exited with status $rc after veil down"
   ok "node $n stopped (exit status 0)"
+  if [ "$n" = b ]; then
+    # b said goodbye: the relay freed its registration at once (not after the lease), and
+    # a closed the session.
+    netns_wait_for "relay frees b" 3 bash -c "[ \"\$(ip netns exec $(netns_name relay) $VEIL_BIN relay status --json --state-dir $SD/relay | jq -r .clients)\" = 1 ]" \
+      || netns_fail "the relay still counts b after veil down"
+    [ "$(peers_json a | jq -r '.[0].path')" = none ] || netns_fail "a still has a session with b after b left"
+    ok "the relay freed b at once and a closed its session"
+  fi
 done
 
 printf '\n%s: PASS (%s)\n' "$TEST" "$SPEED"

@@ -69,11 +69,19 @@ async fn run(
         opts,
         std::sync::Arc::new(DefaultSocketFactory),
     )?;
+    let handle = runner.handle();
     let serve = tokio::spawn(control.serve(runner.handle()));
     tracing::info!(%id, state_dir = %state_dir.display(), "veil node starting");
+    let run = runner.run();
+    tokio::pin!(run);
     let result = tokio::select! {
-        r = runner.run() => r.map_err(CliError::from),
-        () = signal => Ok(()),
+        r = &mut run => r.map_err(CliError::from),
+        () = signal => {
+            // Stop through the loop, so that peers and the relay hear the goodbye; the loop
+            // must keep running to answer, hence the separate task.
+            tokio::spawn(async move { handle.shutdown().await });
+            run.await.map_err(CliError::from)
+        }
     };
     serve.abort();
     drop(control);

@@ -287,6 +287,8 @@ impl NodeRunner {
             tokio::select! {
                 cmd = self.commands.recv() => {
                     if self.on_command(cmd) {
+                        self.node.shutdown(Instant::now());
+                        self.drain()?;
                         return Ok(());
                     }
                 }

@@ -2445,6 +2445,23 @@ impl Node {
         Ok(true)
     }
 
+    /// The node is going away: every peer with a session and the relay get a Close (peers
+    /// tear the session down at once instead of after their idle timeout; the relay frees
+    /// the registration instead of waiting for the lease). Drain `poll_transmit` afterwards.
+    pub fn shutdown(&mut self, now: Instant) {
+        let up: Vec<[u8; 32]> = self
+            .peers
+            .values()
+            .filter(|p| p.sessions.current.is_some())
+            .map(|p| p.public)
+            .collect();
+        for pk in up {
+            self.send_peer_frame(now, pk, Frame::Close, &[], None);
+            self.close_peer(pk, true);
+        }
+        self.send_relay_frame(now, Frame::Close, &[]);
+    }
+
     /// The serial of the policy in force (0: none).
     pub fn policy_serial(&self) -> u64 {
         self.policy.as_ref().map_or(0, |p| p.serial)

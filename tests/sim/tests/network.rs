@@ -301,3 +301,28 @@ fn scanning_the_overlay_does_not_grow_lookups_without_bound() {
     );
     assert_eq!(sim.nodes[0].node.counters().lookups, before + 1);
 }
+
+#[test]
+fn a_node_that_shuts_down_says_goodbye() {
+    let mut sim = joined(3, 14, NodeConfig::default(), Impairment::default());
+    assert_eq!(stream(&mut sim, 0, 1, 3, Duration::from_millis(50)), 3);
+    assert_eq!(stream(&mut sim, 2, 1, 3, Duration::from_millis(50)), 3);
+    sim.with_node(1, |n, now| n.shutdown(now));
+    sim.remove_node(1);
+    sim.run_for(Duration::from_millis(100));
+    for i in [0, 2] {
+        assert!(
+            sim.nodes[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, NodeEvent::PeerDown { .. })),
+            "node {i} learns at once that its peer left"
+        );
+        assert_eq!(sim.nodes[i].node.peers(sim.now)[0].path, "none");
+    }
+    assert_eq!(
+        sim.relay.status(sim.now).clients,
+        2,
+        "the relay frees the registration at once, not after the lease"
+    );
+}
