@@ -78,21 +78,7 @@ impl Session {
         bucket: usize,
     ) -> Option<usize> {
         let pt_len = wire::frame_plaintext(buf, kind, body_len, bucket)?;
-        let counter = self.send_counter;
-        self.send_counter += 1;
-        let aad = wire::header_aad(&self.send_cid, counter);
-        let tag = self
-            .send
-            .seal(counter, &aad, &mut buf[HDR_LEN..HDR_LEN + pt_len]);
-        self.last_tx = now;
-        Some(wire::finish_transport(
-            buf,
-            &self.send_cid,
-            counter,
-            pt_len,
-            &tag,
-            &self.peer_hp,
-        ))
+        Some(self.reseal(now, buf, pt_len))
     }
 
     /// Opens a datagram whose unmasked header was (`recv_cid`, `counter`), in place.
@@ -120,8 +106,9 @@ impl Session {
         wire::parse_plaintext(dg, tag_at - HDR_LEN).ok_or(OpenError::Malformed)
     }
 
-    /// Re-seals, in place, a plaintext that is already at `buf[HDR_LEN..HDR_LEN + pt_len]`
-    /// (the relay's forwarding path: the frame header is rewritten by the caller).
+    /// Seals, in place, a plaintext that is already at `buf[HDR_LEN..HDR_LEN + pt_len]`:
+    /// the second half of [`Session::seal`], and the relay's forwarding path (the caller
+    /// rewrites the frame header).
     pub fn reseal(&mut self, now: Instant, buf: &mut [u8], pt_len: usize) -> usize {
         let counter = self.send_counter;
         self.send_counter += 1;
