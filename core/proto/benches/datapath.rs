@@ -70,7 +70,7 @@ fn open(c: &mut Criterion) {
                 },
                 |dg| {
                     let (_, ctr) = wire::unmask_header(&hpb, dg).unwrap();
-                    black_box(b.open(now, ctr, dg).unwrap())
+                    black_box(b.open(now, ctr, dg, std::time::Duration::MAX).unwrap())
                 },
                 BatchSize::SmallInput,
             )
@@ -97,7 +97,7 @@ fn relay_forward(c: &mut Criterion) {
             },
             |dg| {
                 let (_, ctr) = wire::unmask_header(&hpr, dg).unwrap();
-                let (_, body) = r.open(now, ctr, dg).unwrap();
+                let (_, body) = r.open(now, ctr, dg, std::time::Duration::MAX).unwrap();
                 let pt_len = dg.len() - wire::HDR_LEN - veil_proto::crypto::TAG_LEN;
                 black_box(body);
                 black_box(r_out.reseal(now, dg, pt_len))

@@ -464,11 +464,7 @@ impl Node {
     ) -> Option<Range<usize>> {
         let rejected = self.cfg.rekey_after_time + REJECT_AFTER_EXTRA;
         let session = self.relay.sessions.get_mut(&cid)?;
-        if now.saturating_duration_since(session.created) > rejected {
-            self.counters.dropped_bad_aead += 1;
-            return None;
-        }
-        let (kind, body) = match session.open(now, counter, buf) {
+        let (kind, body) = match session.open(now, counter, buf, rejected) {
             Ok(x) => x,
             Err(e) => {
                 self.count_open_error(e);
@@ -543,7 +539,7 @@ impl Node {
     fn count_open_error(&mut self, e: OpenError) {
         match e {
             OpenError::Replay => self.counters.dropped_replay += 1,
-            OpenError::Aead => self.counters.dropped_bad_aead += 1,
+            OpenError::Aead | OpenError::Expired => self.counters.dropped_bad_aead += 1,
             OpenError::Malformed => self.counters.dropped_malformed += 1,
         }
     }
@@ -571,12 +567,7 @@ impl Node {
         let rejected = self.cfg.rekey_after_time + REJECT_AFTER_EXTRA;
         let peer = self.peers.get_mut(&pk)?;
         let session = peer.sessions.get_mut(&cid)?;
-        if now.saturating_duration_since(session.created) > rejected {
-            self.counters.dropped_bad_aead += 1;
-            return None;
-        }
-        let opened = session.open(now, counter, dg);
-        let (kind, body) = match opened {
+        let (kind, body) = match session.open(now, counter, dg, rejected) {
             Ok(x) => x,
             Err(e) => {
                 self.count_open_error(e);

@@ -152,16 +152,12 @@ impl Relay {
             (_, Some(s)) if s.recv_cid == cid => s,
             _ => return None,
         };
-        if now.saturating_duration_since(session.created) > self.cfg.reject_after_time {
-            self.counters.dropped_bad_aead += 1;
-            return None;
-        }
-        let (kind, body) = match session.open(now, counter, buf) {
+        let (kind, body) = match session.open(now, counter, buf, self.cfg.reject_after_time) {
             Ok(x) => x,
             Err(e) => {
                 match e {
                     OpenError::Replay => self.counters.dropped_replay += 1,
-                    OpenError::Aead => self.counters.dropped_bad_aead += 1,
+                    OpenError::Aead | OpenError::Expired => self.counters.dropped_bad_aead += 1,
                     OpenError::Malformed => self.counters.dropped_malformed += 1,
                 }
                 return None;

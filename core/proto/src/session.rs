@@ -17,6 +17,8 @@ pub enum OpenError {
     Aead,
     /// Decrypted but not a valid frame.
     Malformed,
+    /// The session is older than the caller's reject age (the sender should have re-keyed).
+    Expired,
 }
 
 /// A transport session.
@@ -81,13 +83,18 @@ impl Session {
         Some(self.reseal(now, buf, pt_len))
     }
 
-    /// Opens a datagram whose unmasked header was (`recv_cid`, `counter`), in place.
+    /// Opens a datagram whose unmasked header was (`recv_cid`, `counter`), in place; a
+    /// session older than `max_age` opens nothing.
     pub fn open(
         &mut self,
         now: Instant,
         counter: u64,
         dg: &mut [u8],
+        max_age: std::time::Duration,
     ) -> Result<(Frame, Range<usize>), OpenError> {
+        if now.saturating_duration_since(self.created) > max_age {
+            return Err(OpenError::Expired);
+        }
         if !self.replay.check(counter) {
             return Err(OpenError::Replay);
         }
@@ -158,11 +165,16 @@ mod tests {
         assert_eq!(cid, [0xb; 8]);
         assert_eq!(ctr, 0);
         let mut d = dg.clone();
-        let (k, r) = b.open(now, ctr, &mut d).expect("opens");
+        let (k, r) = b
+            .open(now, ctr, &mut d, std::time::Duration::MAX)
+            .expect("opens");
         assert_eq!(k, Frame::Data);
         assert_eq!(&d[r], b"hello");
         let mut d = dg.clone();
-        assert_eq!(b.open(now, ctr, &mut d).err(), Some(OpenError::Replay));
+        assert_eq!(
+            b.open(now, ctr, &mut d, std::time::Duration::MAX).err(),
+            Some(OpenError::Replay)
+        );
         // A second packet masks to different header bytes.
         buf[BODY_OFFSET..BODY_OFFSET + 5].copy_from_slice(b"hello");
         let n2 = a.seal(now, &mut buf, Frame::Data, 5, 64).expect("fits");
@@ -170,6 +182,8 @@ mod tests {
         let mut flipped = buf[..n2].to_vec();
         flipped[40] ^= 1;
         let (_, c2) = wire::unmask_header(&hpb, &flipped).expect("header");
-        assert!(b.open(now, c2, &mut flipped).is_err());
+        assert!(b
+            .open(now, c2, &mut flipped, std::time::Duration::MAX)
+            .is_err());
     }
 }
