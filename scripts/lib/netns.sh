@@ -37,6 +37,11 @@
 #                                     (leftovers of an interrupted run with a fixed prefix);
 #                                     sets NETNS_PURGED to how many
 #   netns_cleanup                     the trap handler; safe to call more than once
+#   veil_network HOST...              hub, a relay host and HOSTs; `veil network create` into
+#                                     $NETNS_DIR/net; the relay started (state $NETNS_DIR/state/relay)
+#   veil_node NAME [VEIL-UP-ARGS...]  `veil up` in NAME (state $NETNS_DIR/state/NAME, label
+#                                     node-NAME), waited for; prints nothing
+#   veil_ipv4 NAME                    the overlay IPv4 of node NAME
 #
 # Environment: VEIL_BIN (default: <repo>/target/release/veil), VEIL_KEEP=1 keeps the scratch
 # directory after the run, NETNS_QUIET=1 silences the helper's own messages.
@@ -342,6 +347,31 @@ netns_purge_prefix() {
     esac
   done
   return 0
+}
+
+veil_network() {
+  local h
+  netns_hub_create
+  netns_add_host relay
+  for h in "$@"; do netns_add_host "$h"; done
+  mkdir -p "$NETNS_DIR/net" "$NETNS_DIR/state"
+  "$VEIL_BIN" network create --relay "${NETNS_IP[relay]}:7000" --out "$NETNS_DIR/net" >/dev/null 2>&1 \
+    || netns_fail "veil network create failed"
+  netns_spawn relay relay "$VEIL_BIN" relay --listen "${NETNS_IP[relay]}:7000" \
+    --token-file "$NETNS_DIR/net/relay-1.token" --state-dir "$NETNS_DIR/state/relay"
+  netns_wait_relay_ready relay "$NETNS_DIR/state/relay" relay 20
+}
+
+veil_node() {
+  local name=$1
+  shift
+  netns_spawn "$name" "node-$name" "$VEIL_BIN" up --token-file "$NETNS_DIR/net/join.token" \
+    --state-dir "$NETNS_DIR/state/$name" "$@"
+  netns_wait_veil_ready "$name" "$NETNS_DIR/state/$name" "node-$name" 30
+}
+
+veil_ipv4() {
+  netns_exec "$1" "$VEIL_BIN" status --json --state-dir "$NETNS_DIR/state/$1" | jq -r .overlay_ipv4
 }
 
 netns_cleanup() {

@@ -20,26 +20,12 @@ ok() { printf '    ok: %s\n' "$*"; }
 [ -x "$VEIL_BIN" ] || { echo "FAIL: $VEIL_BIN not found" >&2; exit 1; }
 
 netns_init
-NET=$NETNS_DIR/net
 SD=$NETNS_DIR/state
-mkdir -p "$NET" "$SD"
-netns_hub_create
-netns_add_host relay
-netns_add_host a
-netns_add_host b
-RELAY_EP="${NETNS_IP[relay]}:7000"
+veil_network a b
 printf 'port_rotation_secs = 3\n' >"$NETNS_DIR/rotate.toml"
-
-"$VEIL_BIN" network create --relay "$RELAY_EP" --out "$NET" >/dev/null 2>&1 || netns_fail "network create failed"
-netns_spawn relay relay "$VEIL_BIN" relay --listen "$RELAY_EP" --token-file "$NET/relay-1.token" \
-  --state-dir "$SD/relay"
-netns_wait_relay_ready relay "$SD/relay" relay 20
-netns_spawn a node-a "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir "$SD/a" \
-  --config "$NETNS_DIR/rotate.toml"
-netns_spawn b node-b "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir "$SD/b"
-netns_wait_veil_ready a "$SD/a" node-a 30
-netns_wait_veil_ready b "$SD/b" node-b 30
-B4=$(netns_exec b "$VEIL_BIN" status --json --state-dir "$SD/b" | jq -r .overlay_ipv4)
+veil_node a --config "$NETNS_DIR/rotate.toml"
+veil_node b
+B4=$(veil_ipv4 b)
 netns_wait_for "ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" || netns_fail "no ping a -> b"
 
 REPORT=$NETNS_DIR/report.json

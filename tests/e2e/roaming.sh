@@ -14,7 +14,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/lib/netns.sh"
 PACED="$ROOT/tests/e2e/lib/paced_tcp.py"
 TEST=roaming
-RELAY_PORT=7000
 SECONDS_TOTAL=20
 RATE=2000000 # bytes per second
 MAX_GAP=1.0
@@ -24,28 +23,15 @@ ok() { printf '    ok: %s\n' "$*"; }
 [ -x "$VEIL_BIN" ] || { echo "FAIL: $VEIL_BIN not found" >&2; exit 1; }
 
 netns_init
-NET=$NETNS_DIR/net
 SD=$NETNS_DIR/state
-mkdir -p "$NET" "$SD"
 
 step "topology: relay, a, b on ${NETNS_SUBNET}.0/24"
-netns_hub_create
-netns_add_host relay
-netns_add_host a
-netns_add_host b
-RELAY_EP="${NETNS_IP[relay]}:$RELAY_PORT"
+veil_network a b
 OLD=${NETNS_IP[a]}
 NEW="$NETNS_SUBNET.250"
-
-"$VEIL_BIN" network create --relay "$RELAY_EP" --out "$NET" >/dev/null 2>&1 || netns_fail "network create failed"
-netns_spawn relay relay "$VEIL_BIN" relay --listen "$RELAY_EP" --token-file "$NET/relay-1.token" \
-  --state-dir "$SD/relay"
-netns_wait_relay_ready relay "$SD/relay" relay 20
-netns_spawn a node-a "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir "$SD/a"
-netns_spawn b node-b "$VEIL_BIN" up --token-file "$NET/join.token" --state-dir "$SD/b"
-netns_wait_veil_ready a "$SD/a" node-a 30
-netns_wait_veil_ready b "$SD/b" node-b 30
-B4=$(netns_exec b "$VEIL_BIN" status --json --state-dir "$SD/b" | jq -r .overlay_ipv4)
+veil_node a
+veil_node b
+B4=$(veil_ipv4 b)
 netns_wait_for "ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" || netns_fail "no ping a -> b"
 path_of() { netns_exec "$1" "$VEIL_BIN" peers --json --state-dir "$SD/$1" | jq -r '.[0].path + " " + (.[0].endpoint // "-")'; }
 netns_wait_for "direct path" 10 bash -c "[ \"\$(ip netns exec $(netns_name b) $VEIL_BIN peers --json --state-dir $SD/b | jq -r '.[0].path')\" = direct ]" \
