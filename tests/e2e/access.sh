@@ -5,8 +5,8 @@
 # a certificate made for another node's key, is refused with a clear error before it starts.
 # Then a policy signed with `veil policy sign` and pushed to one node (`veil policy push`)
 # reaches every node: web may talk to db, so a (web) still reaches b (db) but no longer d
-# (other); a second policy revokes b, and within seconds a cannot reach b and the relay has
-# dropped it. (That the relay refuses uncertified handshakes is tested in the simulator,
+# (other); `veil cert revoke` adds b's key to that policy, and within seconds a cannot
+# reach b and the relay has dropped it. (That the relay refuses uncertified handshakes is tested in the simulator,
 # tests/sim/tests/access.rs.)
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil).
@@ -99,7 +99,8 @@ DROPPED=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .co
 [ "$DROPPED" -ge 1 ] || netns_fail "a counted no dropped_policy"
 ok "policy web:db reached a: a -> b works, a -> d refused (dropped_policy $DROPPED), kept in a's state dir"
 
-"$VEIL_BIN" policy sign --ca "$NET/ca.key" --serial 2 --allow web:db --revoke "$KB" >"$NETNS_DIR/p2"
+"$VEIL_BIN" cert revoke --ca "$NET/ca.key" --policy "$NETNS_DIR/p1" --node-key "$KB" >"$NETNS_DIR/p2" 2>/dev/null \
+  || netns_fail "cert revoke failed"
 netns_exec a "$VEIL_BIN" policy push "$NETNS_DIR/p2" --state-dir "$SD/a" >/dev/null 2>&1 || netns_fail "push of p2 failed"
 t0=$SECONDS
 netns_wait_for "relay drops b" 10 bash -c "[ \"\$(ip netns exec $(netns_name relay) $VEIL_BIN relay status --json --state-dir $SD/relay | jq -r .clients)\" = 2 ]" \

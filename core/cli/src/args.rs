@@ -89,6 +89,26 @@ pub struct KeyArgs {
 pub enum CertCmd {
     /// Sign a node certificate with the network's CA key; prints it (or writes --out).
     Sign(CertSignArgs),
+    /// Revoke a node: the current policy plus this key, signed with the next serial
+    /// (push it with `veil policy push`).
+    Revoke(CertRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertRevokeArgs {
+    /// The CA key (ca.key).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// The node key to revoke, 64 hex digits (repeat for several).
+    #[arg(long = "node-key", value_name = "HEX", required = true)]
+    pub node_keys: Vec<String>,
+    /// The policy in force (its rules and revocations are kept); without it the new policy
+    /// has serial 1 and no rules.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write the new policy here instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +137,35 @@ pub struct CertSignArgs {
 pub enum NetworkCmd {
     /// Create a network: prints the join token, writes it and one token per relay to --out.
     Create(CreateArgs),
+    /// Rotate the network secret: new join and relay tokens (same overlay addresses); the
+    /// old secret keeps working until the overlap ends.
+    Rotate(RotateArgs),
+    /// Hand a running node the rotated join token (adopted at once, kept for restarts).
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Directory with the current join.token and relay-N.token files (from `veil network
+    /// create` or an earlier rotate).
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Directory for the new tokens (created if missing; must not hold tokens yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Seconds during which the old secret still works, so nodes and relays can be given
+    /// the new tokens one by one; 60 to 2592000 (30 days).
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub overlap_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The rotated token file (join.token for a node; relay-N.token for `veil relay adopt`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +195,21 @@ pub struct RelayCmd {
 pub enum RelaySub {
     /// Show a running relay's status.
     Status(RelayStatusArgs),
+    /// Hand a running relay its rotated token (adopted at once, kept for restarts).
+    Adopt(RelayAdoptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RelayAdoptArgs {
+    /// The relay's rotated token (relay-N.token from `veil network rotate`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// State directory of the relay (its socket is DIR/relay.sock).
+    #[arg(long, value_name = "DIR", default_value = RELAY_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Control socket path (overrides --state-dir).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

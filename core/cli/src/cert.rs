@@ -1,7 +1,7 @@
 //! `veil key` and `veil cert sign`: the two halves of admitting a node to a network with a
 //! CA. The node prints its public key; the operator signs it offline with the CA key.
 
-use crate::args::{CertSignArgs, KeyArgs, PolicySignArgs};
+use crate::args::{CertRevokeArgs, CertSignArgs, KeyArgs, PolicySignArgs};
 use crate::error::CliError;
 use veil_io::state::{self, KEY_FILE};
 use veil_proto::{CaKey, Identity};
@@ -84,6 +84,49 @@ pub fn policy_sign(args: &PolicySignArgs) -> Result<(), CliError> {
             );
         }
     }
+    Ok(())
+}
+
+/// `veil cert revoke`: the policy in force plus the revoked keys, with the next serial.
+pub fn revoke(args: &CertRevokeArgs) -> Result<(), CliError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path).map_err(|source| CliError::File {
+            path: path.clone(),
+            source,
+        })
+    };
+    let ca = CaKey::decode(&read(&args.ca)?)?;
+    let (serial, rules, mut revoked) = match &args.policy {
+        Some(path) => {
+            let p = veil_proto::Policy::decode(&read(path)?, &ca.public())?;
+            (p.serial, p.rules, p.revoked)
+        }
+        None => (0, Vec::new(), Vec::new()),
+    };
+    let mut added = 0;
+    for k in &args.node_keys {
+        let key = parse_key(k).ok_or_else(|| CliError::NodeKey(k.clone()))?;
+        if !revoked.contains(&key) {
+            revoked.push(key);
+            added += 1;
+        }
+    }
+    let p = ca.sign_policy(serial + 1, &rules, &revoked)?;
+    match &args.out {
+        None => println!("{}", p.encode()),
+        Some(path) => {
+            std::fs::write(path, format!("{}\n", p.encode())).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    eprintln!(
+        "policy {} revokes {added} more key(s) ({} in all, {} rules kept); spread it with `veil policy push FILE` on any node",
+        serial + 1,
+        revoked.len(),
+        rules.len()
+    );
     Ok(())
 }
 

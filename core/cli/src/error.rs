@@ -118,6 +118,9 @@ pub enum CliError {
     /// Arguments clap could not check.
     #[error("{0}")]
     Usage(&'static str),
+    /// Files that do not belong together.
+    #[error("{0}")]
+    Mismatch(String),
     /// The OS random source failed.
     #[error("could not read random bytes from the OS: {0}")]
     Random(String),

@@ -32,8 +32,11 @@ fn main() -> ExitCode {
 fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
     match cmd {
         Cmd::Network(NetworkCmd::Create(a)) => network::create(a),
+        Cmd::Network(NetworkCmd::Rotate(a)) => network::rotate(a),
+        Cmd::Network(NetworkCmd::Adopt(a)) => query::adopt(a),
         Cmd::Relay(r) => match &r.sub {
             Some(RelaySub::Status(a)) => query::relay_status(a),
+            Some(RelaySub::Adopt(a)) => query::relay_adopt(a),
             None => relay_cmd::run(&r.run),
         },
         Cmd::Up(a) => up::up(a),
@@ -42,6 +45,7 @@ fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
         Cmd::Down(a) => query::down(a),
         Cmd::Key(a) => cert::key(a),
         Cmd::Cert(CertCmd::Sign(a)) => cert::sign(a),
+        Cmd::Cert(CertCmd::Revoke(a)) => cert::revoke(a),
         Cmd::Policy(PolicyCmd::Sign(a)) => cert::policy_sign(a),
         Cmd::Policy(PolicyCmd::Push(a)) => query::policy_push(a),
     }

@@ -2,7 +2,7 @@
 //! alone (for scripts); files go to `--out`, readable by their owner only; notes go to stderr.
 
 use crate::addr::check_host_port;
-use crate::args::CreateArgs;
+use crate::args::{CreateArgs, RotateArgs};
 use crate::error::CliError;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -93,6 +93,83 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
         eprintln!("access control is on: nodes need a certificate (veil up --cert FILE) to join");
     }
     eprintln!("keep the join token secret: it admits nodes; relay tokens hold no network secret");
+    Ok(())
+}
+
+/// `veil network rotate`: the next secret. Reads DIR/join.token and DIR/relay-N.token,
+/// writes the rotated ones to --out; relay keys, relays, CA, names and overlay addresses
+/// stay. Nodes and relays are handed the new tokens (`veil network adopt`, `veil relay
+/// adopt`, or a restart) during the overlap.
+pub fn rotate(args: &RotateArgs) -> Result<(), CliError> {
+    if !(60..=2_592_000).contains(&args.overlap_secs) {
+        return Err(CliError::Usage(
+            "--overlap-secs must be from 60 to 2592000 (30 days): long enough to hand every node and relay the new token",
+        ));
+    }
+    let join_path = args.from.join("join.token");
+    let join = veil_proto::JoinToken::decode(&crate::up::read_token_file(&join_path)?)?;
+    let mut relay_tokens = Vec::new();
+    for (n, info) in (1..).zip(&join.relays) {
+        let path = args.from.join(format!("relay-{n}.token"));
+        let t = veil_proto::RelayToken::decode(&crate::up::read_token_file(&path)?)?;
+        if veil_proto::Identity::from_secret(t.private_key).public() != &info.public_key {
+            return Err(CliError::Mismatch(format!(
+                "{} is not the token of relay {n} ({}) of {}: keep the files of one network together",
+                path.display(),
+                info.addr,
+                join_path.display()
+            )));
+        }
+        relay_tokens.push(t);
+    }
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| CliError::Random(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let until = now + args.overlap_secs;
+    let next = join.rotated(secret, until);
+    let relays: Vec<_> = relay_tokens.iter().map(|t| t.rotated(&next)).collect();
+
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.out)
+        .map_err(|source| CliError::File {
+            path: args.out.clone(),
+            source,
+        })?;
+    let out_join = args.out.join("join.token");
+    let out_relays: Vec<PathBuf> = (1..=relays.len())
+        .map(|n| args.out.join(format!("relay-{n}.token")))
+        .collect();
+    for path in std::iter::once(&out_join).chain(&out_relays) {
+        if path.exists() {
+            return Err(CliError::Exists { path: path.clone() });
+        }
+    }
+    let text = next.encode();
+    write_private(&out_join, &text)?;
+    for (path, t) in out_relays.iter().zip(&relays) {
+        write_private(path, &t.encode())?;
+    }
+    println!("{text}");
+    eprintln!(
+        "network secret rotated; new tokens in {} (mode 0600); the old secret works for {} s more (until Unix time {until})",
+        args.out.display(),
+        args.overlap_secs
+    );
+    for (n, path) in (1..).zip(&out_relays) {
+        eprintln!(
+            "  relay {n}: veil relay adopt --token-file {} --state-dir RELAY_DIR",
+            path.display()
+        );
+    }
+    eprintln!(
+        "  nodes:   veil network adopt --token-file {} --state-dir NODE_DIR (or restart with it)",
+        out_join.display()
+    );
+    eprintln!("overlay addresses do not change; nodes still on the old token are cut off when the overlap ends");
     Ok(())
 }
 

@@ -83,6 +83,13 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
             s.local_port.map_or_else(|| "-".into(), |p| p.to_string()),
         ),
         ("uptime", human_duration(s.uptime_s)),
+        (
+            "network key",
+            s.previous_key_until.map_or_else(
+                || "current".into(),
+                |t| format!("rotated; the previous key is used until Unix time {t}"),
+            ),
+        ),
     ];
     print_pairs(rows.iter().map(|(k, v)| (*k, v.clone())));
     println!("counters:");
@@ -165,6 +172,52 @@ pub fn policy_push(args: &crate::args::PolicyPushArgs) -> Result<(), CliError> {
         eprintln!("the node already has policy {serial}, which is not older: nothing changed");
     }
     Ok(())
+}
+
+/// `veil network adopt`: hands the running node its rotated join token.
+pub fn adopt(args: &crate::args::AdoptArgs) -> Result<(), CliError> {
+    let text = crate::up::read_token_file(&args.token_file)?;
+    veil_proto::JoinToken::decode(&text)?;
+    let (path, missing) = node(&args.target);
+    let v = ask(&path, missing, ControlCommand::Adopt(text))?;
+    report_adopted("node", &v);
+    Ok(())
+}
+
+/// `veil relay adopt`: hands the running relay its rotated relay token.
+pub fn relay_adopt(args: &crate::args::RelayAdoptArgs) -> Result<(), CliError> {
+    let text = crate::up::read_token_file(&args.token_file)?;
+    veil_proto::RelayToken::decode(&text)?;
+    let (path, missing) = target(
+        &args.state_dir,
+        args.socket.as_ref(),
+        RELAY_SOCKET,
+        "veil relay",
+    );
+    let v = ask(&path, missing, ControlCommand::Adopt(text))?;
+    report_adopted("relay", &v);
+    Ok(())
+}
+
+fn report_adopted(what: &str, v: &serde_json::Value) {
+    match v.get("previous_key_until").and_then(serde_json::Value::as_u64) {
+        Some(t) => eprintln!(
+            "the {what} adopted the new token; it uses the previous secret for new handshakes until Unix time {t} ({}), the new one after",
+            until_text(t)
+        ),
+        None => eprintln!("the {what} adopted the new token"),
+    }
+}
+
+fn until_text(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if unix > now {
+        format!("in {}", human_duration(unix - now))
+    } else {
+        "already over".into()
+    }
 }
 
 /// `veil down`: asks the node to stop and waits until its socket is gone.

@@ -24,6 +24,7 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         ));
     }
     let token = RelayToken::decode(&read_token_file(token_file)?)?;
+    let token = adopted_or(token, &args.state_dir);
     logging::init(&logging::env_filter().unwrap_or_else(|| "info".into()));
     state::ensure_dir(&args.state_dir)?;
     let listen = resolve("listen address", listen)?;
@@ -39,7 +40,8 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
             client_timeout: std::time::Duration::from_secs(args.lease_secs),
             ..RelayConfig::default()
         };
-        let runner = RelayRunner::new(&token, cfg, listen, &DefaultSocketFactory)?;
+        let mut runner = RelayRunner::new(&token, cfg, listen, &DefaultSocketFactory)?;
+        runner.set_state_dir(args.state_dir.clone());
         tracing::info!(id = %runner.id(), listen = %runner.local_addr(), "veil relay running");
         let serve = tokio::spawn(control.serve(runner.handle()));
         let result = tokio::select! {
@@ -51,4 +53,27 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         tracing::info!("veil relay stopped");
         result
     })
+}
+
+/// The relay token kept in the state directory by `veil relay adopt`, when it is the
+/// rotated successor of the configured one; else the configured token.
+fn adopted_or(configured: RelayToken, state_dir: &std::path::Path) -> RelayToken {
+    let path = state_dir.join(state::RELAY_TOKEN_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return configured;
+    };
+    match RelayToken::decode(&text) {
+        Ok(kept) if kept.supersedes(&configured) => {
+            eprintln!(
+                "veil: using the rotated relay token adopted earlier ({})",
+                path.display()
+            );
+            kept
+        }
+        Ok(_) => configured,
+        Err(e) => {
+            eprintln!("veil: ignoring {}: {e}", path.display());
+            configured
+        }
+    }
 }

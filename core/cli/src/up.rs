@@ -15,7 +15,7 @@ use veil_proto::{Identity, JoinToken, NodeConfig, DEFAULT_TUN_MTU};
 
 /// Runs the node in the foreground until `veil down`, SIGINT or SIGTERM.
 pub fn up(args: &UpArgs) -> Result<(), CliError> {
-    let token = load_token(args)?;
+    let token = adopted_or(load_token(args)?, &args.state_dir);
     let settings = load_settings(args)?;
     logging::init(&settings.log);
     state::ensure_dir(&args.state_dir)?;
@@ -102,6 +102,30 @@ fn load_token(args: &UpArgs) -> Result<JoinToken, CliError> {
         },
     };
     Ok(JoinToken::decode(&text)?)
+}
+
+/// The join token kept in the state directory by `veil network adopt`, when it is the
+/// rotated successor of the configured one (so a node restarted with its old token file
+/// comes up with the new secret); else the configured token.
+fn adopted_or(configured: JoinToken, state_dir: &Path) -> JoinToken {
+    let path = state_dir.join(state::JOIN_TOKEN_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return configured;
+    };
+    match JoinToken::decode(&text) {
+        Ok(kept) if kept.supersedes(&configured) => {
+            eprintln!(
+                "veil: using the rotated join token adopted earlier ({})",
+                path.display()
+            );
+            kept
+        }
+        Ok(_) => configured,
+        Err(e) => {
+            eprintln!("veil: ignoring {}: {e}", path.display());
+            configured
+        }
+    }
 }
 
 /// Reads a token file (either kind), trimmed.

@@ -193,3 +193,142 @@ fn missing_token_is_explained() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no join token"), "{}", stderr(&out));
 }
+
+#[test]
+fn network_rotate_keeps_relays_and_names_and_checks_its_inputs() {
+    let d = scratch("rotate");
+    let (old, new) = (d.join("old"), d.join("new"));
+    assert!(create(&old, &["198.18.0.1:7000", "198.18.0.2:7000"])
+        .status
+        .success());
+    let o = veil(&[
+        "network",
+        "rotate",
+        "--from",
+        old.to_str().unwrap(),
+        "--out",
+        new.to_str().unwrap(),
+        "--overlap-secs",
+        "3600",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+    let j0 = JoinToken::decode(&read(old.join("join.token"))).unwrap();
+    let j1 = JoinToken::decode(&read(new.join("join.token"))).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), j1.encode());
+    assert!(j1.supersedes(&j0));
+    assert_eq!(j1.relays, j0.relays);
+    assert_eq!(j1.keys().ula_prefix(), j0.keys().ula_prefix());
+    assert_ne!(j1.secret, j0.secret);
+    for n in 1..=2 {
+        let r0 = RelayToken::decode(&read(old.join(format!("relay-{n}.token")))).unwrap();
+        let r1 = RelayToken::decode(&read(new.join(format!("relay-{n}.token")))).unwrap();
+        assert!(r1.supersedes(&r0));
+        assert_eq!(r1.relay_base, *j1.keys().relay().bytes());
+        let mode = std::fs::metadata(new.join(format!("relay-{n}.token")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Refuses to overwrite, a short overlap, and relay tokens of another network.
+    let o = veil(&[
+        "network",
+        "rotate",
+        "--from",
+        old.to_str().unwrap(),
+        "--out",
+        new.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = veil(&[
+        "network",
+        "rotate",
+        "--from",
+        old.to_str().unwrap(),
+        "--out",
+        d.join("x").to_str().unwrap(),
+        "--overlap-secs",
+        "5",
+    ]);
+    assert!(stderr(&o).contains("--overlap-secs"), "{}", stderr(&o));
+    let other = d.join("other");
+    assert!(create(&other, &["198.18.0.1:7000"]).status.success());
+    std::fs::copy(other.join("relay-1.token"), old.join("relay-1.token")).unwrap();
+    let o = veil(&[
+        "network",
+        "rotate",
+        "--from",
+        old.to_str().unwrap(),
+        "--out",
+        d.join("y").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("is not the token of relay 1"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cert_revoke_adds_to_the_policy_in_force() {
+    let d = scratch("revoke");
+    let o = veil(&[
+        "network",
+        "create",
+        "--relay",
+        "198.18.0.1:7000",
+        "--with-ca",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ca = d.join("ca.key");
+    let (k1, k2) = ("11".repeat(32), "22".repeat(32));
+    let p1 = d.join("p1");
+    let o = veil(&[
+        "policy",
+        "sign",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--serial",
+        "7",
+        "--allow",
+        "web:db",
+        "--revoke",
+        &k1,
+        "--out",
+        p1.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = veil(&[
+        "cert",
+        "revoke",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--policy",
+        p1.to_str().unwrap(),
+        "--node-key",
+        &k2,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let ca_pub = veil_proto::CaKey::decode(&std::fs::read_to_string(&ca).unwrap())
+        .unwrap()
+        .public();
+    let p = veil_proto::Policy::decode(&text, &ca_pub).unwrap();
+    assert_eq!(p.serial, 8);
+    assert_eq!(p.rules, vec![("web".to_string(), "db".to_string())]);
+    assert!(p.is_revoked(&[0x11; 32]) && p.is_revoked(&[0x22; 32]));
+    let o = veil(&[
+        "cert",
+        "revoke",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--node-key",
+        "xyz",
+    ]);
+    assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -39,6 +39,10 @@ pub enum ControlCommand {
     Down,
     /// Offer a CA-signed policy (its text form) to the node, which spreads it.
     Policy(String),
+    /// Hand over the rotated token (text form) from `veil network rotate`: a join token to
+    /// a node, a relay token to a relay. It is adopted at once and kept in the state
+    /// directory for restarts.
+    Adopt(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -86,6 +86,7 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerReport>>),
     Shutdown(oneshot::Sender<()>),
     Policy(String, oneshot::Sender<Result<serde_json::Value, String>>),
+    Adopt(String, oneshot::Sender<Result<serde_json::Value, String>>),
 }
 
 /// A cheap handle to a running node (for the control socket or an app).
@@ -131,6 +132,12 @@ impl ControlHandler for NodeHandle {
                 }
                 ControlCommand::Policy(text) => {
                     return match self.ask(|tx| Command::Policy(text, tx)).await {
+                        Some(r) => r,
+                        None => Err(STOPPED.into()),
+                    };
+                }
+                ControlCommand::Adopt(text) => {
+                    return match self.ask(|tx| Command::Adopt(text, tx)).await {
                         Some(r) => r,
                         None => Err(STOPPED.into()),
                     };
@@ -434,6 +441,10 @@ impl NodeRunner {
                 let _ = reply.send(self.push_policy(&text));
                 false
             }
+            Some(Command::Adopt(text, reply)) => {
+                let _ = reply.send(self.adopt_token(&text));
+                false
+            }
             Some(Command::Shutdown(reply)) => {
                 tracing::info!("shutdown requested");
                 let _ = reply.send(());
@@ -442,6 +453,26 @@ impl NodeRunner {
             // Unreachable while `self.handle` lives, but stopping is the right answer.
             None => true,
         }
+    }
+
+    /// A rotated join token handed over by the operator: the engine adopts it, and the
+    /// state directory keeps it so that a restart with the old token file still comes up
+    /// with the new secret (see `veil up`).
+    fn adopt_token(&mut self, text: &str) -> Result<serde_json::Value, String> {
+        let token = JoinToken::decode(text).map_err(|e| e.to_string())?;
+        self.node.adopt_token(&token).map_err(|e| e.to_string())?;
+        let until = token.previous.as_ref().map(|p| p.until);
+        tracing::info!(previous_key_until = ?until, "rotated join token adopted");
+        if let Some(dir) = &self.state_dir {
+            crate::state::replace_private(dir, crate::state::JOIN_TOKEN_FILE, &token.encode())
+                .map_err(|e| {
+                    format!(
+                        "adopted, but could not keep the token in {}: {e}; a restart would use the old token",
+                        dir.display()
+                    )
+                })?;
+        }
+        Ok(serde_json::json!({ "adopted": true, "previous_key_until": until }))
     }
 
     /// A policy pushed by the operator: the engine checks and spreads it.
@@ -473,6 +504,7 @@ impl NodeRunner {
             },
             relay: s.relay,
             relay_connected: s.relay_connected,
+            previous_key_until: s.previous_key_until,
             uptime_s: now.duration_since(self.started).as_secs(),
             tun: self.tun.as_ref().map(|t| t.name().to_owned()),
             local_port: Some(self.local.port()),

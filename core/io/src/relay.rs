@@ -8,6 +8,7 @@ use crate::socket::{self, SocketFactory};
 use crate::{os_seed, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +38,7 @@ pub enum RelayError {
 enum Command {
     Status(oneshot::Sender<RelayStatusReport>),
     Shutdown(oneshot::Sender<()>),
+    Adopt(String, oneshot::Sender<Result<serde_json::Value, String>>),
 }
 
 /// A cheap handle to a running relay.
@@ -77,6 +79,14 @@ impl ControlHandler for RelayHandle {
                     self.shutdown().await;
                     Ok(serde_json::Value::String("stopping".into()))
                 }
+                ControlCommand::Adopt(text) => {
+                    let (tx, rx) = oneshot::channel();
+                    if self.tx.send(Command::Adopt(text, tx)).await.is_err() {
+                        return Err("the relay is stopping".into());
+                    }
+                    rx.await
+                        .unwrap_or_else(|_| Err("the relay is stopping".into()))
+                }
                 ControlCommand::Policy(_) => Err(
                     "push a policy to any node (veil policy push … --state-dir NODE_DIR); the node gives it to the relay".into(),
                 ),
@@ -95,6 +105,7 @@ pub struct RelayRunner {
     handle: RelayHandle,
     send_errors: u64,
     recv_errors: u64,
+    state_dir: Option<PathBuf>,
     buf: Box<[u8]>,
     out: Box<[u8]>,
 }
@@ -128,9 +139,32 @@ impl RelayRunner {
             handle: RelayHandle { tx },
             send_errors: 0,
             recv_errors: 0,
+            state_dir: None,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out: vec![0u8; BUF_SIZE].into_boxed_slice(),
         })
+    }
+
+    /// Keeps tokens adopted after a rotation in `dir` (as `relay.token`).
+    pub fn set_state_dir(&mut self, dir: PathBuf) {
+        self.state_dir = Some(dir);
+    }
+
+    fn adopt_token(&mut self, text: &str) -> Result<serde_json::Value, String> {
+        let token = RelayToken::decode(text).map_err(|e| e.to_string())?;
+        self.relay.adopt_token(&token).map_err(|e| e.to_string())?;
+        let until = token.previous.as_ref().map(|p| p.until);
+        tracing::info!(previous_key_until = ?until, "rotated relay token adopted");
+        if let Some(dir) = &self.state_dir {
+            crate::state::replace_private(dir, crate::state::RELAY_TOKEN_FILE, &token.encode())
+                .map_err(|e| {
+                    format!(
+                        "adopted, but could not keep the token in {}: {e}; a restart would use the old token",
+                        dir.display()
+                    )
+                })?;
+        }
+        Ok(serde_json::json!({ "adopted": true, "previous_key_until": until }))
     }
 
     /// A handle for status and shutdown requests.
@@ -158,6 +192,7 @@ impl RelayRunner {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Status(reply)) => { let _ = reply.send(self.status()); }
+                    Some(Command::Adopt(text, reply)) => { let _ = reply.send(self.adopt_token(&text)); }
                     Some(Command::Shutdown(reply)) => {
                         tracing::info!("shutdown requested");
                         let _ = reply.send(());

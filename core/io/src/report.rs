@@ -74,6 +74,9 @@ pub struct NodeStatusReport {
     /// Whether the session with that relay is up.
     #[serde(default)]
     pub relay_connected: bool,
+    /// During a secret rotation: Unix time until which the previous secret is used.
+    #[serde(default)]
+    pub previous_key_until: Option<u64>,
     /// Seconds since the node started.
     pub uptime_s: u64,
     /// The TUN interface, once it exists.
@@ -170,6 +173,7 @@ mod tests {
             overlay_ipv6: Ipv6Addr::LOCALHOST,
             relay: None,
             relay_connected: false,
+            previous_key_until: None,
             uptime_s: 3,
             tun: None,
             local_port: Some(4000),

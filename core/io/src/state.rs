@@ -140,6 +140,19 @@ fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
+/// File in a node's state directory holding a join token adopted after a rotation.
+pub const JOIN_TOKEN_FILE: &str = "join.token";
+/// File in a relay's state directory holding a relay token adopted after a rotation.
+pub const RELAY_TOKEN_FILE: &str = "relay.token";
+
+/// Replaces `dir/name` atomically with `text` and a newline, readable by the owner only.
+pub fn replace_private(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    write_private(&tmp, format!("{text}\n").as_bytes())?;
+    fs::rename(&tmp, dir.join(name))
+}
+
 /// The overlay IPv4 remembered in `dir`, if any (a damaged file is ignored).
 pub fn read_ipv4_hint(dir: &Path) -> Option<Ipv4Addr> {
     fs::read_to_string(dir.join(IPV4_FILE))
@@ -151,10 +164,7 @@ pub fn read_ipv4_hint(dir: &Path) -> Option<Ipv4Addr> {
 
 /// Remembers `addr` in `dir`, replacing the file atomically.
 pub fn write_ipv4_hint(dir: &Path, addr: Ipv4Addr) -> io::Result<()> {
-    let tmp = dir.join(format!("{IPV4_FILE}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    write_private(&tmp, format!("{addr}\n").as_bytes())?;
-    fs::rename(&tmp, dir.join(IPV4_FILE))
+    replace_private(dir, IPV4_FILE, &addr.to_string())
 }
 
 #[cfg(test)]

@@ -82,14 +82,22 @@ pub struct NetworkKeys {
 }
 
 impl NetworkKeys {
-    /// Derives the schedule from the 32-byte network secret.
+    /// Derives the schedule of a network that was never rotated: the names base comes from
+    /// the secret itself.
     pub fn derive(secret: &[u8; 32]) -> Self {
+        Self::with_names(secret, &names_base(secret))
+    }
+
+    /// Derives the schedule from the 32-byte network secret (what admits a node: relay and
+    /// node handshake keys) and the names base (what names it: blinded names, records and
+    /// the overlay prefix), which a rotation of the secret keeps.
+    pub fn with_names(secret: &[u8; 32], names: &[u8; 32]) -> Self {
         NetworkKeys {
             relay: RelayKeys::from_bytes(derive(secret, "relay base", b"")),
             node_hs: derive(secret, "node handshake base", b""),
-            blind: derive(secret, "blind names", b""),
-            record: derive(secret, "records", b""),
-            ula: derive(secret, "ula prefix", b""),
+            blind: derive(names, "blind names", b""),
+            record: derive(names, "records", b""),
+            ula: derive(names, "ula prefix", b""),
         }
     }
 
@@ -134,6 +142,12 @@ impl NetworkKeys {
         a[8..16].copy_from_slice(&h[..8]);
         Ipv6Addr::from(a)
     }
+}
+
+/// The names base of a network created with `secret`: one-way from it, so a rotated token
+/// can carry it without carrying the first secret.
+pub fn names_base(secret: &[u8; 32]) -> [u8; 32] {
+    derive(secret, "names base", b"")
 }
 
 /// The `n`-th IPv4 candidate a node tries to claim inside `pool` (a prefix of length

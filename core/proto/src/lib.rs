@@ -23,5 +23,7 @@ pub use cert::{CaKey, CertError, Certificate, Policy};
 pub use keys::{Identity, NetworkKeys, RelayKeys};
 pub use node::Node;
 pub use relay::Relay;
-pub use token::{create_network, JoinToken, RelayInfo, RelayToken, TokenError};
+pub use token::{
+    create_network, JoinToken, Previous, RelayInfo, RelayToken, TokenError, ROTATION_GRACE_SECS,
+};
 pub use types::*;

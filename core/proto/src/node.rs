@@ -14,7 +14,7 @@ use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
 use crate::noise::{Initiator, Responder};
 use crate::session::{OpenError, Session};
-use crate::token::JoinToken;
+use crate::token::{JoinToken, ROTATION_GRACE_SECS};
 use crate::types::*;
 use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -159,11 +159,35 @@ impl Sessions {
     }
 }
 
+/// The admission keys of one network secret: what seals and binds handshakes. After a
+/// rotation a node holds two, the previous one until the overlap ends.
+struct Epoch {
+    keys: NetworkKeys,
+    own_node_seal: HsSeal,
+    own_relay_seal: HsSeal,
+    node_prologue: [u8; 32],
+    relay_prologue: [u8; 32],
+}
+
+impl Epoch {
+    fn new(keys: NetworkKeys, me: &[u8; 32]) -> Self {
+        Epoch {
+            own_node_seal: keys.node_hs_seal(me),
+            own_relay_seal: keys.relay().hs_seal(me),
+            node_prologue: keys.node_prologue(),
+            relay_prologue: keys.relay().prologue(),
+            keys,
+        }
+    }
+}
+
+/// Which epoch a handshake message was sealed in (part of the reassembly key).
+const EPOCH_CURRENT: u8 = 0;
+const EPOCH_PREVIOUS: u8 = 1;
+
 struct RelayLink {
     addr: SocketAddr,
     public: [u8; 32],
-    /// Seals handshakes to the relay.
-    seal: HsSeal,
     sessions: Sessions,
     pending: Option<PendingHs>,
     next_attempt: Instant,
@@ -245,11 +269,15 @@ struct Lookup {
 pub struct Node {
     cfg: NodeConfig,
     identity: Identity,
+    /// The names schedule (blinded names, records, overlay prefix), which rotation keeps.
     keys: NetworkKeys,
-    own_node_seal: HsSeal,
-    own_relay_seal: HsSeal,
-    node_prologue: [u8; 32],
-    relay_prologue: [u8; 32],
+    /// Admission keys of the current secret…
+    epoch: Epoch,
+    /// …and of the previous one with the end of its overlap (Unix seconds), after a
+    /// rotation.
+    previous: Option<(Epoch, u64)>,
+    /// Identifies the network across rotations.
+    names_base: [u8; 32],
     record_cipher: chacha20poly1305::XChaCha20Poly1305,
     hp: HeaderKey,
     rng: ChaCha20Rng,
@@ -329,7 +357,6 @@ impl Node {
         let relay = RelayLink {
             addr: raddr,
             public: rpub,
-            seal: keys.relay().hs_seal(&rpub),
             sessions: Sessions::default(),
             pending: None,
             next_attempt: now,
@@ -342,10 +369,11 @@ impl Node {
             up: false,
         };
         Node {
-            own_node_seal: keys.node_hs_seal(identity.public()),
-            own_relay_seal: keys.relay().hs_seal(identity.public()),
-            node_prologue: keys.node_prologue(),
-            relay_prologue: keys.relay().prologue(),
+            epoch: Epoch::new(keys.clone(), identity.public()),
+            previous: token
+                .previous_keys()
+                .map(|(k, until)| (Epoch::new(k, identity.public()), until)),
+            names_base: token.names_base(),
             record_cipher: chacha20poly1305::XChaCha20Poly1305::new((&keys.record_key()).into()),
             hp: HeaderKey::new(hp),
             rng,
@@ -396,6 +424,72 @@ impl Node {
 
     fn unix(&self, now: Instant) -> Duration {
         self.base.1 + now.saturating_duration_since(self.base.0)
+    }
+
+    /// The epoch new handshakes are sealed in: the previous one while its overlap lasts
+    /// (every member has it then, whether or not it already holds the new token), else the
+    /// current one.
+    fn out_epoch(&self, now: Instant) -> &Epoch {
+        match &self.previous {
+            Some((e, until)) if self.unix(now).as_secs() < *until => e,
+            _ => &self.epoch,
+        }
+    }
+
+    fn epoch_at(&self, which: u8) -> &Epoch {
+        match &self.previous {
+            Some((e, _)) if which == EPOCH_PREVIOUS => e,
+            _ => &self.epoch,
+        }
+    }
+
+    /// Opens a sealed handshake fragment addressed to us on a relay link (`relay`) or a
+    /// node link, with the current secret's keys or, until the overlap and its grace end,
+    /// the previous one's. Returns the fragment and the epoch that opened it.
+    fn open_handshake(
+        &self,
+        now: Instant,
+        relay: bool,
+        dg: &mut [u8],
+    ) -> Option<(wire::HsFragment, u8)> {
+        fn seal(e: &Epoch, relay: bool) -> &HsSeal {
+            if relay {
+                &e.own_relay_seal
+            } else {
+                &e.own_node_seal
+            }
+        }
+        if let Some(f) = wire::open_handshake(seal(&self.epoch, relay), dg) {
+            return Some((f, EPOCH_CURRENT));
+        }
+        let (prev, until) = self.previous.as_ref()?;
+        if self.unix(now).as_secs() >= until.saturating_add(ROTATION_GRACE_SECS) {
+            return None;
+        }
+        // A failed open leaves the datagram as it was, so it can be tried again.
+        let f = wire::open_handshake(seal(prev, relay), dg)?;
+        Some((f, EPOCH_PREVIOUS))
+    }
+
+    /// Adopts the rotated token of this network (see [`JoinToken::rotated`]): its secret
+    /// becomes the current one, and the secret it names as previous stays accepted until
+    /// the overlap ends. Sessions, addresses and registrations carry on; only handshakes
+    /// from now on use the new keys.
+    pub fn adopt_token(&mut self, token: &JoinToken) -> Result<(), AdoptError> {
+        if token.names_base() != self.names_base {
+            return Err(AdoptError::OtherNetwork);
+        }
+        if token.ca != self.ca {
+            return Err(AdoptError::OtherCa);
+        }
+        let me = *self.identity.public();
+        self.epoch = Epoch::new(token.keys(), &me);
+        self.previous = token
+            .previous_keys()
+            .map(|(k, until)| (Epoch::new(k, &me), until));
+        self.keys = token.keys();
+        self.counters.token_rotations += 1;
+        Ok(())
     }
 
     fn next_req(&mut self) -> u32 {
@@ -1392,17 +1486,18 @@ impl Node {
             cert: self.own_cert.clone(),
         };
         let seed = self.seed();
+        let epoch = self.out_epoch(now);
         let Ok((init, msg1)) = Initiator::start(
             &self.identity,
             &pk,
-            &self.node_prologue,
+            &epoch.node_prologue,
             &payload.encode(),
             seed,
         ) else {
             return;
         };
+        let seal = epoch.keys.node_hs_seal(&pk);
         let msg_id = self.fresh_msg_id();
-        let seal = self.keys.node_hs_seal(&pk);
         let dgs = handshake::datagrams(&seal, &mut self.rng, HsKind::Init, msg_id, &msg1);
         let Some(peer) = self.peers.get_mut(&pk) else {
             return;
@@ -1428,13 +1523,14 @@ impl Node {
     }
 
     fn peer_handshake(&mut self, now: Instant, path: Path, dg: &mut [u8]) {
-        let Some(frag) = wire::open_handshake(&self.own_node_seal, dg) else {
+        let Some((frag, epoch)) = self.open_handshake(now, false, dg) else {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
+        self.counters.handshakes_previous_key += u64::from(epoch == EPOCH_PREVIOUS);
         let (whole, evicted) = self.reasm.add(
             now,
-            (path, frag.kind as u8),
+            (path, frag.kind as u8 | epoch << 4),
             frag.msg_id,
             frag.index,
             frag.count,
@@ -1443,16 +1539,15 @@ impl Node {
         self.counters.reassembly_timeouts += evicted;
         let Some(msg) = whole else { return };
         match frag.kind {
-            HsKind::Init => self.answer_peer(now, path, frag.msg_id, &msg),
+            HsKind::Init => self.answer_peer(now, path, frag.msg_id, &msg, epoch),
             HsKind::Response => self.complete_peer(now, path, frag.msg_id, &msg),
         }
     }
 
-    fn answer_peer(&mut self, now: Instant, path: Path, msg_id: u32, msg: &[u8]) {
+    fn answer_peer(&mut self, now: Instant, path: Path, msg_id: u32, msg: &[u8], epoch: u8) {
         let seed = self.seed();
-        let Ok((responder, payload)) =
-            Responder::read(&self.identity, &self.node_prologue, msg, seed)
-        else {
+        let prologue = self.epoch_at(epoch).node_prologue;
+        let Ok((responder, payload)) = Responder::read(&self.identity, &prologue, msg, seed) else {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
@@ -1521,7 +1616,7 @@ impl Node {
             self.set_peer_ipv4(pk, a);
         }
         self.counters.handshakes_answered += 1;
-        let seal = self.keys.node_hs_seal(&pk);
+        let seal = self.epoch_at(epoch).keys.node_hs_seal(&pk);
         for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, msg_id, &msg2) {
             self.send_on_path(now, path, dg);
         }
@@ -1684,17 +1779,18 @@ impl Node {
     // ------------------------------------------------------------ the relay link
 
     fn relay_handshake(&mut self, now: Instant, buf: &mut [u8]) {
-        let Some(frag) = wire::open_handshake(&self.own_relay_seal, buf) else {
+        let Some((frag, epoch)) = self.open_handshake(now, true, buf) else {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
+        self.counters.handshakes_previous_key += u64::from(epoch == EPOCH_PREVIOUS);
         if frag.kind != HsKind::Response {
             self.counters.dropped_malformed += 1;
             return;
         }
         let (whole, evicted) = self.reasm.add(
             now,
-            (Path::Direct(self.relay.addr), frag.kind as u8),
+            (Path::Direct(self.relay.addr), frag.kind as u8 | epoch << 4),
             frag.msg_id,
             frag.index,
             frag.count,
@@ -1758,10 +1854,12 @@ impl Node {
             cert: self.own_cert.clone(),
         };
         let seed = self.seed();
+        let epoch = self.out_epoch(now);
+        let seal = epoch.keys.relay().hs_seal(&self.relay.public);
         let Ok((init, msg1)) = Initiator::start(
             &self.identity,
             &self.relay.public,
-            &self.relay_prologue,
+            &epoch.relay_prologue,
             &payload.encode(),
             seed,
         ) else {
@@ -1777,8 +1875,7 @@ impl Node {
             attempts,
         });
         self.counters.handshakes_initiated += 1;
-        let dgs =
-            handshake::datagrams(&self.relay.seal, &mut self.rng, HsKind::Init, msg_id, &msg1);
+        let dgs = handshake::datagrams(&seal, &mut self.rng, HsKind::Init, msg_id, &msg1);
         for dg in dgs {
             self.counters.tx_datagrams += 1;
             self.transmits.push_back((self.relay.addr, dg));
@@ -1916,7 +2013,6 @@ impl Node {
             let (addr, public) = self.cfg.relays[self.relay_index];
             self.relay.addr = addr;
             self.relay.public = public;
-            self.relay.seal = self.keys.relay().hs_seal(&public);
         }
         self.relay.next_attempt = now;
     }
@@ -2318,6 +2414,7 @@ impl Node {
             overlay_ipv6: self.ipv6,
             relay: Some(self.relay.addr.to_string()),
             relay_connected: self.relay.up,
+            previous_key_until: self.previous.as_ref().map(|(_, until)| *until),
             counters: self.counters.list(),
         }
     }

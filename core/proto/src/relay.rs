@@ -9,9 +9,9 @@ use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{node_id, Identity, RelayKeys};
 use crate::noise::Responder;
 use crate::session::{OpenError, Session};
-use crate::token::RelayToken;
+use crate::token::{RelayToken, ROTATION_GRACE_SECS};
 use crate::types::*;
-use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET, HDR_LEN};
+use crate::wire::{self, Cursor, Frame, HsFragment, HsKind, BODY_OFFSET, HDR_LEN};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -48,13 +48,31 @@ fn short(name: &[u8; 32]) -> u128 {
     u128::from_le_bytes(b)
 }
 
+/// The relay keys of one network secret, ready to open and answer handshakes.
+struct RelayEpoch {
+    own_seal: HsSeal,
+    keys: RelayKeys,
+    prologue: [u8; 32],
+}
+
+impl RelayEpoch {
+    fn new(keys: RelayKeys, me: &[u8; 32]) -> Self {
+        RelayEpoch {
+            own_seal: keys.hs_seal(me),
+            prologue: keys.prologue(),
+            keys,
+        }
+    }
+}
+
 /// A relay.
 pub struct Relay {
     cfg: RelayConfig,
     identity: Identity,
-    own_seal: HsSeal,
-    keys: RelayKeys,
-    prologue: [u8; 32],
+    /// The current relay keys…
+    epoch: RelayEpoch,
+    /// …and, after a rotation, the previous ones with the end of their overlap.
+    previous: Option<(RelayEpoch, u64)>,
     hp: HeaderKey,
     rng: ChaCha20Rng,
     base: (Instant, Duration),
@@ -65,7 +83,7 @@ pub struct Relay {
     names: HashMap<u128, u64>,
     /// Handshake timestamps of keys that are no longer clients (kept MAX_HANDSHAKE_AGE).
     last_ts: BTreeMap<[u8; 32], (u64, Instant)>,
-    reasm: Reassembler<SocketAddr>,
+    reasm: Reassembler<(SocketAddr, bool)>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     counters: RelayCounters,
     /// The network CA's public key: nodes must present a certificate it signed.
@@ -84,15 +102,15 @@ impl Relay {
         unix_now: Duration,
     ) -> Relay {
         let identity = Identity::from_secret(token.private_key);
-        let keys = token.keys();
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut hp = [0u8; 32];
         rng.fill_bytes(&mut hp);
         Relay {
             cfg,
-            own_seal: keys.hs_seal(identity.public()),
-            prologue: keys.prologue(),
-            keys,
+            epoch: RelayEpoch::new(token.keys(), identity.public()),
+            previous: token
+                .previous_keys()
+                .map(|(k, until)| (RelayEpoch::new(k, identity.public()), until)),
             identity,
             hp: HeaderKey::new(hp),
             rng,
@@ -117,6 +135,46 @@ impl Relay {
 
     fn unix(&self, now: Instant) -> Duration {
         self.base.1 + now.saturating_duration_since(self.base.0)
+    }
+
+    /// Adopts this relay's token after `veil network rotate`: the new relay base becomes
+    /// current, the one the token names as previous is answered until the overlap (and its
+    /// grace) ends. Clients and their sessions carry on.
+    pub fn adopt_token(&mut self, token: &RelayToken) -> Result<(), AdoptError> {
+        if token.private_key != self.identity.secret_bytes() {
+            return Err(AdoptError::OtherRelay);
+        }
+        if token.ca != self.ca {
+            return Err(AdoptError::OtherCa);
+        }
+        let me = *self.identity.public();
+        self.epoch = RelayEpoch::new(token.keys(), &me);
+        self.previous = token
+            .previous_keys()
+            .map(|(k, until)| (RelayEpoch::new(k, &me), until));
+        self.counters.token_rotations += 1;
+        Ok(())
+    }
+
+    /// Opens a handshake fragment with the current keys or, until the overlap and its
+    /// grace end, the previous ones; says whether it was the previous ones.
+    fn open_handshake(&self, now: Instant, buf: &mut [u8]) -> Option<(HsFragment, bool)> {
+        if let Some(f) = wire::open_handshake(&self.epoch.own_seal, buf) {
+            return Some((f, false));
+        }
+        let (prev, until) = self.previous.as_ref()?;
+        if self.unix(now).as_secs() >= until.saturating_add(ROTATION_GRACE_SECS) {
+            return None;
+        }
+        let f = wire::open_handshake(&prev.own_seal, buf)?;
+        Some((f, true))
+    }
+
+    fn epoch_at(&self, previous: bool) -> &RelayEpoch {
+        match &self.previous {
+            Some((e, _)) if previous => e,
+            _ => &self.epoch,
+        }
     }
 
     /// A datagram arrived. If it is a forward, the datagram for the destination is written
@@ -354,17 +412,18 @@ impl Relay {
     }
 
     fn handle_handshake(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-        let Some(frag) = wire::open_handshake(&self.own_seal, buf) else {
+        let Some((frag, previous)) = self.open_handshake(now, buf) else {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
+        self.counters.handshakes_previous_key += u64::from(previous);
         if frag.kind != HsKind::Init {
             self.counters.dropped_malformed += 1;
             return;
         }
         let (whole, evicted) = self.reasm.add(
             now,
-            from,
+            (from, previous),
             frag.msg_id,
             frag.index,
             frag.count,
@@ -374,7 +433,8 @@ impl Relay {
         let Some(msg) = whole else { return };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let Ok((responder, payload)) = Responder::read(&self.identity, &self.prologue, &msg, seed)
+        let prologue = self.epoch_at(previous).prologue;
+        let Ok((responder, payload)) = Responder::read(&self.identity, &prologue, &msg, seed)
         else {
             self.counters.dropped_unauthenticated += 1;
             return;
@@ -454,7 +514,7 @@ impl Relay {
             }
             client.previous = client.current.replace(Box::new(session));
         }
-        let seal = self.keys.hs_seal(&remote);
+        let seal = self.epoch_at(previous).keys.hs_seal(&remote);
         for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, frag.msg_id, &msg2) {
             self.counters.tx_datagrams += 1;
             self.transmits.push_back((from, dg));

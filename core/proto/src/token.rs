@@ -15,6 +15,10 @@ pub const RELAY_PREFIX: &str = "veilrelay1.";
 pub(crate) const VERSION: u8 = 1;
 /// Marks the optional CA public key at the end of a token body.
 const CA_TAG: u8 = 0xca;
+/// Marks the names base of a rotated network (join tokens).
+const NAMES_TAG: u8 = 0x4e;
+/// Marks the previous secret or relay base and the end of its overlap.
+const PREVIOUS_TAG: u8 = 0x70;
 
 /// Why a token could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -59,7 +63,26 @@ pub struct JoinToken {
     pub relays: Vec<RelayInfo>,
     /// The public key of the network's certificate authority, when access control is on.
     pub ca: Option<[u8; 32]>,
+    /// The names base (blinded names, records, overlay prefix) when it is not derived from
+    /// `secret`, i.e. after a rotation.
+    pub names: Option<[u8; 32]>,
+    /// After a rotation: the secret it replaced, still accepted until the overlap ends.
+    pub previous: Option<Previous>,
 }
+
+/// A key that a rotation replaced and that stays valid during the overlap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// The previous network secret (join token) or relay base (relay token).
+    pub key: [u8; 32],
+    /// Unix time (seconds) at which the overlap ends: from then on new handshakes use the
+    /// new key only (a grace of [`ROTATION_GRACE_SECS`] covers clocks that run late).
+    pub until: u64,
+}
+
+/// How long after the end of an overlap a handshake sealed with the previous key is still
+/// answered, so that nodes whose clocks run a little late are not cut off.
+pub const ROTATION_GRACE_SECS: u64 = 120;
 
 /// What one relay needs: its private key and the relay keys (no network secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +93,8 @@ pub struct RelayToken {
     pub relay_base: [u8; 32],
     /// The network CA's public key, when access control is on.
     pub ca: Option<[u8; 32]>,
+    /// After a rotation: the relay base it replaced and the end of the overlap.
+    pub previous: Option<Previous>,
 }
 
 pub(crate) fn wrap(prefix: &str, mut body: Vec<u8>) -> String {
@@ -121,7 +146,7 @@ impl JoinToken {
             b.push(a.len().min(255) as u8);
             b.extend_from_slice(&a[..a.len().min(255)]);
         }
-        put_ca(&mut b, self.ca);
+        put_trailers(&mut b, self.ca, self.names, self.previous.as_ref());
         wrap(JOIN_PREFIX, b)
     }
 
@@ -140,16 +165,67 @@ impl JoinToken {
             let addr = String::from_utf8(addr.to_vec()).map_err(|_| TokenError::Malformed(K))?;
             relays.push(RelayInfo { addr, public_key });
         }
-        let ca = take_ca(&mut r).ok_or(TokenError::Malformed(K))?;
-        if !r.0.is_empty() || relays.is_empty() {
+        let t = take_trailers(&mut r).ok_or(TokenError::Malformed(K))?;
+        if relays.is_empty() {
             return Err(TokenError::Malformed(K));
         }
-        Ok(JoinToken { secret, relays, ca })
+        Ok(JoinToken {
+            secret,
+            relays,
+            ca: t.ca,
+            names: t.names,
+            previous: t.previous,
+        })
+    }
+
+    /// The names base: carried by a rotated token, else derived from the secret.
+    pub fn names_base(&self) -> [u8; 32] {
+        self.names
+            .unwrap_or_else(|| crate::keys::names_base(&self.secret))
     }
 
     /// The derived key schedule.
     pub fn keys(&self) -> NetworkKeys {
-        NetworkKeys::derive(&self.secret)
+        NetworkKeys::with_names(&self.secret, &self.names_base())
+    }
+
+    /// The schedule of the previous secret and the end of its overlap, after a rotation.
+    pub fn previous_keys(&self) -> Option<(NetworkKeys, u64)> {
+        self.previous
+            .as_ref()
+            .map(|p| (NetworkKeys::with_names(&p.key, &self.names_base()), p.until))
+    }
+
+    /// Whether `other` is this network (same names, so the same overlay addresses) under
+    /// the same or the next secret.
+    pub fn same_network(&self, other: &JoinToken) -> bool {
+        self.names_base() == other.names_base()
+    }
+
+    /// Whether this token is the rotated successor of `other` (or `other` itself): the
+    /// same network, and `other`'s secret is this one's current or previous secret.
+    pub fn supersedes(&self, other: &JoinToken) -> bool {
+        self.same_network(other)
+            && (self.secret == other.secret
+                || self
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.key == other.secret))
+    }
+
+    /// The token of the next secret: `secret` replaces this one; this one stays valid
+    /// until `until` (Unix seconds). Names, overlay addresses, relays and CA are kept.
+    pub fn rotated(&self, secret: [u8; 32], until: u64) -> JoinToken {
+        JoinToken {
+            secret,
+            relays: self.relays.clone(),
+            ca: self.ca,
+            names: Some(self.names_base()),
+            previous: Some(Previous {
+                key: self.secret,
+                until,
+            }),
+        }
     }
 }
 
@@ -159,7 +235,7 @@ impl RelayToken {
         let mut b = vec![VERSION];
         b.extend_from_slice(&self.private_key);
         b.extend_from_slice(&self.relay_base);
-        put_ca(&mut b, self.ca);
+        put_trailers(&mut b, self.ca, None, self.previous.as_ref());
         wrap(RELAY_PREFIX, b)
     }
 
@@ -170,20 +246,54 @@ impl RelayToken {
         let mut r = Reader(&raw[1..]);
         let private_key = r.array::<32>().ok_or(TokenError::Malformed(K))?;
         let relay_base = r.array::<32>().ok_or(TokenError::Malformed(K))?;
-        let ca = take_ca(&mut r).ok_or(TokenError::Malformed(K))?;
-        if !r.0.is_empty() {
+        let t = take_trailers(&mut r).ok_or(TokenError::Malformed(K))?;
+        if t.names.is_some() {
             return Err(TokenError::Malformed(K));
         }
         Ok(RelayToken {
             private_key,
             relay_base,
-            ca,
+            ca: t.ca,
+            previous: t.previous,
         })
     }
 
     /// The relay keys.
     pub fn keys(&self) -> RelayKeys {
         RelayKeys::from_bytes(self.relay_base)
+    }
+
+    /// The relay keys of the previous secret and the end of their overlap.
+    pub fn previous_keys(&self) -> Option<(RelayKeys, u64)> {
+        self.previous
+            .as_ref()
+            .map(|p| (RelayKeys::from_bytes(p.key), p.until))
+    }
+
+    /// Whether this token is the rotated successor of `other` (or `other` itself): the
+    /// same relay key, and `other`'s relay base is this one's current or previous one.
+    pub fn supersedes(&self, other: &RelayToken) -> bool {
+        self.private_key == other.private_key
+            && (self.relay_base == other.relay_base
+                || self
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.key == other.relay_base))
+    }
+
+    /// This relay's token for the rotated network `join` (from [`JoinToken::rotated`]):
+    /// same relay key, the new relay base, the current one kept until `join`'s overlap
+    /// ends.
+    pub fn rotated(&self, join: &JoinToken) -> RelayToken {
+        RelayToken {
+            private_key: self.private_key,
+            relay_base: *join.keys().relay().bytes(),
+            ca: join.ca,
+            previous: join.previous.as_ref().map(|p| Previous {
+                key: self.relay_base,
+                until: p.until,
+            }),
+        }
     }
 }
 
@@ -207,6 +317,7 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
             private_key: id.secret_bytes(),
             relay_base: *keys.relay().bytes(),
             ca: None,
+            previous: None,
         });
     }
     (
@@ -214,28 +325,71 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
             secret,
             relays,
             ca: None,
+            names: None,
+            previous: None,
         },
         relay_tokens,
     )
 }
 
-/// Appends the optional CA public key: `[0xca][key 32]`.
-fn put_ca(b: &mut Vec<u8>, ca: Option<[u8; 32]>) {
+/// Appends the optional trailers, each `[tag][value]`, in this order: CA public key
+/// `[0xca][32]`, names base `[0x4e][32]`, previous key `[0x70][32][until u64 LE]`.
+fn put_trailers(
+    b: &mut Vec<u8>,
+    ca: Option<[u8; 32]>,
+    names: Option<[u8; 32]>,
+    previous: Option<&Previous>,
+) {
     if let Some(k) = ca {
         b.push(CA_TAG);
         b.extend_from_slice(&k);
     }
+    if let Some(n) = names {
+        b.push(NAMES_TAG);
+        b.extend_from_slice(&n);
+    }
+    if let Some(p) = previous {
+        b.push(PREVIOUS_TAG);
+        b.extend_from_slice(&p.key);
+        b.extend_from_slice(&p.until.to_le_bytes());
+    }
 }
 
-/// Reads the optional CA public key; None if it is there but malformed.
-fn take_ca(r: &mut Reader<'_>) -> Option<Option<[u8; 32]>> {
-    if r.0.is_empty() {
-        return Some(None);
+#[derive(Default)]
+struct Trailers {
+    ca: Option<[u8; 32]>,
+    names: Option<[u8; 32]>,
+    previous: Option<Previous>,
+}
+
+/// Reads the trailers up to the end of the body; None if one is malformed, unknown,
+/// repeated or out of order.
+fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
+    let mut t = Trailers::default();
+    let mut last = 0u8;
+    while !r.0.is_empty() {
+        let tag = r.u8()?;
+        let rank = match tag {
+            CA_TAG => 1,
+            NAMES_TAG => 2,
+            PREVIOUS_TAG => 3,
+            _ => return None,
+        };
+        if rank <= last {
+            return None;
+        }
+        last = rank;
+        match tag {
+            CA_TAG => t.ca = Some(r.array::<32>()?),
+            NAMES_TAG => t.names = Some(r.array::<32>()?),
+            _ => {
+                let key = r.array::<32>()?;
+                let until = u64::from_le_bytes(r.array::<8>()?);
+                t.previous = Some(Previous { key, until });
+            }
+        }
     }
-    if r.u8()? != CA_TAG {
-        return None;
-    }
-    r.array::<32>().map(Some)
+    Some(t)
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -277,6 +431,11 @@ mod tests {
         rc.ca = Some([0xab; 32]);
         assert_eq!(JoinToken::decode(&jc.encode()), Ok(jc.clone()));
         assert_eq!(RelayToken::decode(&rc.encode()), Ok(rc.clone()));
+        // Rotated: names base and previous key.
+        let jn = jc.rotated([7u8; 32], 1_900_000_000);
+        let rn = rc.rotated(&jn);
+        assert_eq!(JoinToken::decode(&jn.encode()), Ok(jn.clone()));
+        assert_eq!(RelayToken::decode(&rn.encode()), Ok(rn.clone()));
         assert_eq!(r.len(), 2);
         // A relay token does not contain the network secret.
         let rt = r[0].encode();
@@ -285,6 +444,50 @@ mod tests {
             .unwrap_or_default()
             .windows(32)
             .any(|w| w == j.secret));
+    }
+
+    #[test]
+    fn rotation_keeps_names_and_replaces_admission() {
+        let (j, r) = create_network([3u8; 32], &["198.18.0.1:7000".into()]);
+        let n = j.rotated([9u8; 32], 1_900_000_000);
+        let (k0, k1) = (j.keys(), n.keys());
+        // Same overlay prefix and names: addresses and registrations survive.
+        assert_eq!(k0.ula_prefix(), k1.ula_prefix());
+        assert_eq!(k0.blind(b"ipv4", b"x"), k1.blind(b"ipv4", b"x"));
+        assert_eq!(k0.record_key(), k1.record_key());
+        // New admission keys; the old ones are the previous epoch until the overlap ends.
+        assert_ne!(k0.relay().bytes(), k1.relay().bytes());
+        assert_ne!(k0.node_prologue(), k1.node_prologue());
+        let (prev, until) = n.previous_keys().unwrap_or_else(|| panic!("no previous"));
+        assert_eq!(prev.relay().bytes(), k0.relay().bytes());
+        assert_eq!(until, 1_900_000_000);
+        let rn = r[0].rotated(&n);
+        assert_eq!(&rn.relay_base, k1.relay().bytes());
+        assert_eq!(rn.previous.as_ref().map(|p| p.key), Some(r[0].relay_base));
+        assert_eq!(rn.private_key, r[0].private_key);
+        assert!(j.same_network(&n));
+        assert!(n.supersedes(&j) && n.supersedes(&n) && !j.supersedes(&n));
+        assert!(rn.supersedes(&r[0]) && !r[0].supersedes(&rn));
+        // A rotated token carries the secret it replaced (for the overlap) exactly once.
+        let raw = unwrap(&n.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        assert!(raw.windows(32).filter(|w| *w == j.secret).count() == 1);
+        // A second rotation keeps the names base and drops the first secret.
+        let m = n.rotated([4u8; 32], 1_900_100_000);
+        assert_eq!(m.keys().ula_prefix(), k0.ula_prefix());
+        let raw = unwrap(&m.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        assert!(!raw.windows(32).any(|w| w == j.secret));
+    }
+
+    #[test]
+    fn trailers_out_of_order_are_refused() {
+        let (j, _) = create_network([5u8; 32], &["198.18.0.1:7000".into()]);
+        let mut b = unwrap(&j.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        b.push(NAMES_TAG);
+        b.extend_from_slice(&[1u8; 32]);
+        b.push(CA_TAG);
+        b.extend_from_slice(&[2u8; 32]);
+        let t = wrap(JOIN_PREFIX, b);
+        assert_eq!(JoinToken::decode(&t), Err(TokenError::Malformed("join")));
     }
 
     #[test]

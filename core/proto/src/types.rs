@@ -128,6 +128,9 @@ pub struct NodeStatus {
     pub relay: Option<String>,
     /// Whether the session with the relay is up.
     pub relay_connected: bool,
+    /// After `veil network rotate`: until when (Unix seconds) the previous secret is still
+    /// used for new handshakes.
+    pub previous_key_until: Option<u64>,
     /// Named counters.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -257,6 +260,10 @@ counters!(
         direct_paths_lost,
         /// Changes of our own addresses (local or as the relay sees us).
         network_changes,
+        /// Rotated join tokens adopted.
+        token_rotations,
+        /// Handshake messages opened with the previous secret (during a rotation overlap).
+        handshakes_previous_key,
     }
 );
 
@@ -299,5 +306,23 @@ counters!(
         clients_expired,
         /// Handshake fragments dropped unassembled.
         reassembly_timeouts,
+        /// Rotated relay tokens adopted.
+        token_rotations,
+        /// Handshake messages opened with the previous relay base (rotation overlap).
+        handshakes_previous_key,
     }
 );
+
+/// Why a rotated token was not adopted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptError {
+    /// The token is of another network.
+    #[error("this token is for another network (its names and overlay prefix differ): adopt only the output of `veil network rotate` for this network")]
+    OtherNetwork,
+    /// The CA differs.
+    #[error("this token names another certificate authority than the running one: a CA cannot change by rotation; restart with the new token")]
+    OtherCa,
+    /// A relay token of another relay.
+    #[error("this relay token holds another relay key: give each relay its own relay-N.token")]
+    OtherRelay,
+}

@@ -238,6 +238,32 @@ impl Sim {
         self.add_node_with(cfg, nat, addr, id)
     }
 
+    /// Adds a node that joins with `token` (say, the token from before a rotation).
+    pub fn add_node_with_token(&mut self, cfg: NodeConfig, token: &JoinToken) -> usize {
+        let keep = std::mem::replace(&mut self.token, token.clone());
+        let i = self.add_node(cfg);
+        self.token = keep;
+        i
+    }
+
+    /// Unix time now, as the engines see it.
+    pub fn unix_now(&self) -> Duration {
+        self.base_unix + self.elapsed()
+    }
+
+    /// Rotates the network secret as `veil network rotate` does, with an overlap of
+    /// `overlap` from now: returns the new join token and relay token. Nodes added from
+    /// now on join with the new token, a restarted relay runs the new relay token; the
+    /// running relay and nodes are left alone (the test hands them the tokens).
+    pub fn rotate(&mut self, overlap: Duration) -> (JoinToken, veil_proto::RelayToken) {
+        let until = (self.unix_now() + overlap).as_secs();
+        let join = self.token.rotated(seed32(&mut self.rng), until);
+        let relay = self.relay_token.rotated(&join);
+        self.token = join.clone();
+        self.relay_token = relay.clone();
+        (join, relay)
+    }
+
     /// Adds a node with a given identity (whose certificate the test signed).
     pub fn add_node_with_identity(&mut self, cfg: NodeConfig, id: Identity) -> usize {
         let i = self.nodes.len();
@@ -546,7 +572,7 @@ impl Sim {
             RelayConfig::default(),
             seed,
             self.now,
-            self.base_unix,
+            self.unix_now(),
         );
     }
 
