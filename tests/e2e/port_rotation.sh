@@ -2,7 +2,9 @@
 # End-to-end: with socket rotation forced short (port_rotation_secs = 3), node a moves to a
 # fresh ephemeral UDP port again and again while a paced 15-second TCP transfer runs to b over
 # the overlay. The port must change at least twice, the data must arrive intact (sha256) and
-# the transfer may carry nothing for at most one second.
+# the transfer may carry nothing for at most one second. Then a runs with a long rotation
+# period but sessions that re-key every 4 s (rekey_after_secs = 4): each re-key moves it to a
+# fresh port too (new keys and a new port together), with the same three checks.
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil).
 set -euo pipefail
@@ -22,31 +24,43 @@ ok() { printf '    ok: %s\n' "$*"; }
 netns_init
 SD=$NETNS_DIR/state
 veil_network a b
-printf 'port_rotation_secs = 3\n' >"$NETNS_DIR/rotate.toml"
-veil_node a --config "$NETNS_DIR/rotate.toml"
 veil_node b
 B4=$(veil_ipv4 b)
-netns_wait_for "ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" || netns_fail "no ping a -> b"
 
-REPORT=$NETNS_DIR/report.json
-netns_spawn b recv python3 "$PACED" recv "$B4" 5001 "$REPORT"
-netns_wait_tcp_listen b 5001 10 || netns_fail "receiver did not listen"
-netns_spawn a send python3 "$PACED" send "$B4" 5001 "$SECS" 2000000
-ports=()
-while netns_alive send; do
-  p=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .local_port)
-  [ "${#ports[@]}" -gt 0 ] && [ "${ports[-1]}" = "$p" ] || ports+=("$p")
-  sleep 0.5
-done
-netns_wait_exit send 5 || netns_fail "the sender failed"
-netns_wait_exit recv 30 || netns_fail "the receiver failed"
-echo "    ports of a over the transfer: ${ports[*]}"
-[ "${#ports[@]}" -ge 3 ] || netns_fail "the port changed $((${#ports[@]} - 1)) times, expected at least 2"
-SENT_SHA=$(tail -n 1 "${NETNS_LOG[send]}")
-GAP=$(jq -r .longest_gap_s "$REPORT")
-echo "    report: $(cat "$REPORT")"
-[ "$SENT_SHA" = "$(jq -r .sha256 "$REPORT")" ] || netns_fail "sha256 differs"
-awk -v g="$GAP" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' \
-  || netns_fail "the transfer carried nothing for ${GAP}s across a rotation (goal ≤ ${MAX_GAP}s)"
-ok "port changed $((${#ports[@]} - 1)) times; intact; longest gap ${GAP}s"
-printf '\n%s: PASS (longest gap %ss)\n' "$TEST" "$GAP"
+# transfer PHASE CONFIG: runs node a with CONFIG, a paced TCP transfer a -> b, and checks it.
+transfer() {
+  local phase=$1 config=$2 report ports p sent_sha gap
+  veil_node a --config "$config"
+  netns_wait_for "ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" || netns_fail "no ping a -> b"
+  report=$NETNS_DIR/report-$phase.json
+  netns_spawn b "recv-$phase" python3 "$PACED" recv "$B4" 5001 "$report"
+  netns_wait_tcp_listen b 5001 10 || netns_fail "receiver did not listen"
+  netns_spawn a "send-$phase" python3 "$PACED" send "$B4" 5001 "$SECS" 2000000
+  ports=()
+  while netns_alive "send-$phase"; do
+    p=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .local_port)
+    [ "${#ports[@]}" -gt 0 ] && [ "${ports[-1]}" = "$p" ] || ports+=("$p")
+    sleep 0.5
+  done
+  netns_wait_exit "send-$phase" 5 || netns_fail "the sender failed"
+  netns_wait_exit "recv-$phase" 30 || netns_fail "the receiver failed"
+  echo "    ports of a over the transfer ($phase): ${ports[*]}"
+  [ "${#ports[@]}" -ge 3 ] || netns_fail "$phase: the port changed $((${#ports[@]} - 1)) times, expected at least 2"
+  sent_sha=$(tail -n 1 "${NETNS_LOG[send-$phase]}")
+  gap=$(jq -r .longest_gap_s "$report")
+  echo "    report: $(cat "$report")"
+  [ "$sent_sha" = "$(jq -r .sha256 "$report")" ] || netns_fail "$phase: sha256 differs"
+  awk -v g="$gap" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' \
+    || netns_fail "$phase: the transfer carried nothing for ${gap}s across a rotation (goal ≤ ${MAX_GAP}s)"
+  ok "$phase: port changed $((${#ports[@]} - 1)) times; intact; longest gap ${gap}s"
+  GAPS+=("$phase ${gap}s")
+  netns_exec a "$VEIL_BIN" down --state-dir "$SD/a" >/dev/null 2>&1 || netns_fail "veil down failed"
+  netns_wait_exit node-a 10 || netns_fail "node a did not stop"
+}
+
+GAPS=()
+printf 'port_rotation_secs = 3\n' >"$NETNS_DIR/periodic.toml"
+transfer periodic "$NETNS_DIR/periodic.toml"
+printf 'port_rotation_secs = 86400\nrekey_after_secs = 4\n' >"$NETNS_DIR/rekey.toml"
+transfer rekey "$NETNS_DIR/rekey.toml"
+printf '\n%s: PASS (longest gap %s)\n' "$TEST" "${GAPS[*]}"

@@ -38,7 +38,8 @@ pub struct NodeOptions {
     pub tun: TunSource,
     /// Local UDP port (0 = ephemeral).
     pub port: u16,
-    /// Move to a fresh ephemeral socket this often (None: never; ignored with a fixed port).
+    /// Move to a fresh ephemeral socket this often, and also after a session re-keys
+    /// (at most once per half re-key interval) (None: never; ignored with a fixed port).
     pub rotate_every: Option<Duration>,
     /// Where the overlay IPv4 is remembered (`ipv4`); `None` keeps nothing.
     pub state_dir: Option<PathBuf>,
@@ -198,6 +199,11 @@ pub struct NodeRunner {
     /// The wildcard address sockets are bound to.
     bind: SocketAddr,
     rotate_every: Option<Duration>,
+    /// A re-key moves the node to a fresh socket unless it moved this recently.
+    rekey_rotation_gap: Duration,
+    last_rotation: tokio::time::Instant,
+    /// The engine's re-key count when last looked at.
+    seen_rekeys: u64,
     /// The socket before the last rotation, still read until the deadline.
     old_socket: Option<(UdpSocket, tokio::time::Instant)>,
     rx_buf: Box<[u8]>,
@@ -227,6 +233,7 @@ impl NodeRunner {
         let (pool, ipv4) = (cfg.ipv4_pool, cfg.ipv4_hint);
         let pool_len = pool.1;
         let seed = os_seed().map_err(NodeError::Random)?;
+        let rekey_rotation_gap = cfg.rekey_after_time / 2;
         let node = Node::new(token, identity, cfg, seed, Instant::now(), unix_now());
         // The engine is the source of truth; the derivation covers an engine that does not
         // report the address before it is connected.
@@ -260,6 +267,9 @@ impl NodeRunner {
             factory,
             bind,
             rotate_every,
+            rekey_rotation_gap,
+            last_rotation: tokio::time::Instant::now(),
+            seen_rekeys: 0,
             old_socket: None,
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             tun_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -327,7 +337,24 @@ impl NodeRunner {
                 }
             }
             self.drain()?;
+            if self.rekey_rotation_due() {
+                // New keys and a new port together: an observer cannot link the session's
+                // old port to its new keys, nor keep following a port across re-keys.
+                self.rotate();
+                next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
+            }
         }
+    }
+
+    /// Whether a session re-keyed since we last looked and rotation is on and not too
+    /// recent.
+    fn rekey_rotation_due(&mut self) -> bool {
+        let rekeys = self.node.counters().rekeys;
+        if rekeys == self.seen_rekeys {
+            return false;
+        }
+        self.seen_rekeys = rekeys;
+        self.rotate_every.is_some() && self.last_rotation.elapsed() >= self.rekey_rotation_gap
     }
 
     /// Moves to a fresh ephemeral socket: everything is sent from the new one at once; the
@@ -350,6 +377,7 @@ impl NodeRunner {
                 return;
             }
         };
+        self.last_rotation = tokio::time::Instant::now();
         let old = std::mem::replace(&mut self.socket, socket);
         self.old_socket = Some((old, tokio::time::Instant::now() + OLD_SOCKET_GRACE));
         tracing::info!(port = local.port(), "moved to a fresh UDP socket");
