@@ -1321,7 +1321,7 @@ impl Node {
         // The record must actually hold the address we asked for.
         let rec = rec.filter(|r| match lookup.target {
             IpAddr::V4(a) => r.ipv4 == Some(a),
-            IpAddr::V6(a) => r.ipv6 == a && self.keys.overlay_ipv6(&r.public) == a,
+            IpAddr::V6(a) => self.keys.overlay_ipv6(&r.public) == a,
         });
         match lookup.purpose {
             LookupPurpose::Verify(pk) => {
@@ -1895,7 +1895,6 @@ impl Node {
         let record = self.seal_record(&Record {
             public: pk,
             ipv4: Some(self.ipv4_candidate),
-            ipv6: self.ipv6,
         });
         let mut body = req.to_be_bytes().to_vec();
         body.push(names.len() as u8);
@@ -2598,11 +2597,10 @@ enum PathWork {
 }
 
 /// A registration record: who holds which addresses. Sealed under the network's record
-/// key, which relays do not have.
+/// key, which relays do not have. The overlay IPv6 is not in it: it follows from the key.
 struct Record {
     public: [u8; 32],
     ipv4: Option<Ipv4Addr>,
-    ipv6: Ipv6Addr,
 }
 
 impl Record {
@@ -2610,7 +2608,6 @@ impl Record {
         let mut v = vec![1u8];
         v.extend_from_slice(&self.public);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
-        v.extend_from_slice(&self.ipv6.octets());
         v
     }
     fn decode(b: &[u8]) -> Option<Record> {
@@ -2620,11 +2617,9 @@ impl Record {
         }
         let public = c.array::<32>()?;
         let v4 = c.array::<4>()?;
-        let ipv6 = Ipv6Addr::from(c.array::<16>()?);
         Some(Record {
             public,
             ipv4: (v4 != [0; 4]).then(|| Ipv4Addr::from(v4)),
-            ipv6,
         })
     }
 }

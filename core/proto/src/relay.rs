@@ -8,6 +8,7 @@ use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{node_id, Identity, RelayKeys};
 use crate::noise::Responder;
+use crate::replay::RELAY_WORDS;
 use crate::session::{OpenError, Session};
 use crate::token::{RelayToken, ROTATION_GRACE_SECS};
 use crate::types::*;
@@ -23,29 +24,39 @@ const MAX_NAMES_PER_CLIENT: usize = 8;
 /// Largest record a node may store.
 const MAX_RECORD: usize = 512;
 
+/// A relay's session with a client: a shallower replay window than end-to-end sessions.
+type ClientSession = Session<RELAY_WORDS>;
+
+/// A blinded name as the relay stores it (see [`short`]).
+type Name = [u8; 16];
+
+/// One registered node. Kept small: a relay holds one per node of the network.
 struct Client {
     public: [u8; 32],
     addr: SocketAddr,
     // Boxed: most clients hold one session, so an empty slot costs a pointer.
-    current: Option<Box<Session>>,
-    previous: Option<Box<Session>>,
+    current: Option<Box<ClientSession>>,
+    previous: Option<Box<ClientSession>>,
     /// The sealed record of the client's registration (one copy for all its names).
-    record: Vec<u8>,
-    last_rx: Instant,
-    /// Its names (see [`short`]).
-    names: Vec<u128>,
-    /// Its last accepted handshake timestamp, and when it was accepted.
-    last_ts: (u64, Instant),
+    record: Box<[u8]>,
+    /// Its names.
+    names: Box<[Name]>,
+    /// Its last accepted handshake timestamp.
+    last_ts: u64,
+    /// When that handshake was accepted, and when it last sent anything, in [`Relay::tick`]s.
+    ts_tick: u32,
+    last_rx: u32,
 }
 
 /// A blinded name as the relay stores it: its first 16 bytes. Names are keyed hashes under a
 /// key relays do not have; 128 bits keep them unique (a node cannot find a second name that
 /// collides with another node's without about 2^64 work for some pair, 2^128 for a given one)
-/// and halve the relay's memory for them.
-fn short(name: &[u8; 32]) -> u128 {
+/// and halve the relay's memory for them. (A byte array, not a u128: its 8-byte alignment
+/// keeps a map entry with a handle at 24 bytes instead of 32.)
+fn short(name: &[u8; 32]) -> Name {
     let mut b = [0u8; 16];
     b.copy_from_slice(&name[..16]);
-    u128::from_le_bytes(b)
+    b
 }
 
 /// The relay keys of one network secret, ready to open and answer handshakes.
@@ -80,7 +91,7 @@ pub struct Relay {
     by_public: BTreeMap<[u8; 32], u64>,
     cids: HashMap<[u8; 8], u64>,
     /// Blinded name → owning client handle.
-    names: HashMap<u128, u64>,
+    names: HashMap<Name, u64>,
     /// Handshake timestamps of keys that are no longer clients (kept MAX_HANDSHAKE_AGE).
     last_ts: BTreeMap<[u8; 32], (u64, Instant)>,
     reasm: Reassembler<(SocketAddr, bool)>,
@@ -135,6 +146,24 @@ impl Relay {
 
     fn unix(&self, now: Instant) -> Duration {
         self.base.1 + now.saturating_duration_since(self.base.0)
+    }
+
+    /// `now` in whole seconds since the relay started, rounded up (so that a deadline
+    /// computed from a tick is never early).
+    fn tick(&self, now: Instant) -> u32 {
+        let d = now.saturating_duration_since(self.base.0);
+        let up = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        u32::try_from(up).unwrap_or(u32::MAX)
+    }
+
+    /// The instant of a tick.
+    fn at(&self, tick: u32) -> Instant {
+        self.base.0 + Duration::from_secs(u64::from(tick))
+    }
+
+    /// When a client that last sent at `last_rx` expires.
+    fn expiry(&self, last_rx: u32) -> Instant {
+        self.at(last_rx) + self.cfg.client_timeout
     }
 
     /// Adopts this relay's token after `veil network rotate`: the new relay base becomes
@@ -204,6 +233,7 @@ impl Relay {
         counter: u64,
         buf: &mut [u8],
     ) -> Option<Transmit> {
+        let tick = self.tick(now);
         let client = self.clients.get_mut(&handle)?;
         let session = match (&mut client.current, &mut client.previous) {
             (Some(s), _) if s.recv_cid == cid => s,
@@ -221,7 +251,7 @@ impl Relay {
                 return None;
             }
         };
-        client.last_rx = now;
+        client.last_rx = tick;
         // Roaming: the latest authenticated address wins.
         client.addr = from;
         match kind {
@@ -346,8 +376,8 @@ impl Relay {
         for name in &names {
             self.names.insert(*name, handle);
         }
-        client.record = record.to_vec();
-        client.names = names;
+        client.record = record.into();
+        client.names = names.into();
         self.counters.registrations += 1;
         let observed = client.addr;
         let mut reply = req.to_be_bytes().to_vec();
@@ -461,7 +491,7 @@ impl Relay {
             .get(&remote)
             .and_then(|h| self.clients.get(h))
         {
-            Some(c) => Some(c.last_ts.0),
+            Some(c) => Some(c.last_ts),
             None => self.last_ts.get(&remote).map(|x| x.0),
         };
         if !handshake::timestamp_ok(init.timestamp, last, self.unix(now)) {
@@ -479,7 +509,9 @@ impl Relay {
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
         };
-        let session = Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        let session: ClientSession =
+            Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        let tick = self.tick(now);
         let handle = match self.by_public.get(&remote) {
             Some(&h) => h,
             None => {
@@ -495,10 +527,11 @@ impl Relay {
                         addr: from,
                         current: None,
                         previous: None,
-                        record: Vec::new(),
-                        last_rx: now,
-                        names: Vec::new(),
-                        last_ts: (init.timestamp, now),
+                        record: Box::default(),
+                        names: Box::default(),
+                        last_ts: init.timestamp,
+                        ts_tick: tick,
+                        last_rx: tick,
                     },
                 );
                 h
@@ -507,8 +540,9 @@ impl Relay {
         self.cids.insert(cid, handle);
         if let Some(client) = self.clients.get_mut(&handle) {
             client.addr = from;
-            client.last_rx = now;
-            client.last_ts = (init.timestamp, now);
+            client.last_rx = tick;
+            client.last_ts = init.timestamp;
+            client.ts_tick = tick;
             if let Some(old) = client.previous.take() {
                 self.cids.remove(&old.recv_cid);
             }
@@ -573,12 +607,13 @@ impl Relay {
         if let Some(c) = self.clients.remove(&handle) {
             self.by_public.remove(&c.public);
             // Replay protection outlives the client.
-            self.last_ts.insert(c.public, c.last_ts);
+            let at = self.at(c.ts_tick);
+            self.last_ts.insert(c.public, (c.last_ts, at));
             for s in [c.current, c.previous].into_iter().flatten() {
                 self.cids.remove(&s.recv_cid);
             }
-            for n in c.names {
-                self.names.remove(&n);
+            for n in c.names.iter() {
+                self.names.remove(n);
             }
         }
     }
@@ -588,7 +623,7 @@ impl Relay {
         let expired: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= self.cfg.client_timeout)
+            .filter(|(_, c)| now >= self.expiry(c.last_rx))
             .map(|(h, _)| *h)
             .collect();
         for h in expired {
@@ -621,11 +656,7 @@ impl Relay {
 
     /// When [`Relay::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let clients = self
-            .clients
-            .values()
-            .map(|c| c.last_rx + self.cfg.client_timeout)
-            .min();
+        let clients = self.clients.values().map(|c| self.expiry(c.last_rx)).min();
         let reasm = self.reasm.next_expiry();
         let prev = self
             .clients
@@ -652,5 +683,16 @@ impl Relay {
     /// The counters.
     pub fn counters(&self) -> &RelayCounters {
         &self.counters
+    }
+}
+#[cfg(test)]
+mod size_guard {
+    /// A relay holds one client per node of the network: these sizes are what the
+    /// rendezvous memory figure in docs/benchmarks.md is made of; growing them is a choice.
+    #[test]
+    fn per_node_state_stays_small() {
+        assert!(std::mem::size_of::<super::Client>() <= 128);
+        let s = std::mem::size_of::<super::ClientSession>();
+        assert!(s <= 328, "{s}");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::crypto::{DataAead, HeaderKey, TAG_LEN};
 use crate::noise::SessionKeys;
-use crate::replay::ReplayWindow;
+use crate::replay::{ReplayWindow, WORDS};
 use crate::wire::{self, Frame, HDR_LEN};
 use std::ops::Range;
 use std::time::Instant;
@@ -22,7 +22,7 @@ pub enum OpenError {
 }
 
 /// A transport session.
-pub struct Session {
+pub struct Session<const W: usize = WORDS> {
     /// The connection id we receive on (announced by us in the handshake).
     pub recv_cid: [u8; 8],
     /// The connection id the peer receives on.
@@ -33,7 +33,7 @@ pub struct Session {
     recv: DataAead,
     /// Next counter to send.
     pub send_counter: u64,
-    replay: ReplayWindow,
+    replay: ReplayWindow<W>,
     /// When the handshake completed.
     pub created: Instant,
     /// Last time a datagram of this session authenticated.
@@ -44,7 +44,7 @@ pub struct Session {
     pub initiator: bool,
 }
 
-impl Session {
+impl<const W: usize> Session<W> {
     /// Builds a session from handshake output.
     pub fn new(
         keys: &SessionKeys,
@@ -53,7 +53,7 @@ impl Session {
         peer_hp: HeaderKey,
         initiator: bool,
         now: Instant,
-    ) -> Session {
+    ) -> Session<W> {
         Session {
             recv_cid,
             send_cid,
