@@ -157,6 +157,10 @@ impl ControlHandler for NodeHandle {
 #[derive(Debug, Default)]
 struct IoCounters {
     send_errors: u64,
+    /// Datagrams the socket refused as larger than the interface allows (DF behaviour).
+    send_too_big: u64,
+    /// Their destinations and sizes, for the engine's path MTU discovery.
+    too_big: Vec<(SocketAddr, usize)>,
     recv_errors: u64,
     tun_read_errors: u64,
     tun_write_errors: u64,
@@ -164,9 +168,10 @@ struct IoCounters {
 }
 
 impl IoCounters {
-    fn list(&self) -> [(&'static str, u64); 5] {
+    fn list(&self) -> [(&'static str, u64); 6] {
         [
             ("io_send_errors", self.send_errors),
+            ("io_send_too_big", self.send_too_big),
             ("io_recv_errors", self.recv_errors),
             ("io_tun_read_errors", self.tun_read_errors),
             ("io_tun_write_errors", self.tun_write_errors),
@@ -616,6 +621,12 @@ impl NodeRunner {
         while let Some(event) = self.node.poll_event() {
             self.on_event(event)?;
         }
+        if !self.counters.too_big.is_empty() {
+            let now = Instant::now();
+            for (dst, len) in std::mem::take(&mut self.counters.too_big) {
+                self.node.datagram_too_big(now, dst, len);
+            }
+        }
         Ok(())
     }
 
@@ -692,9 +703,18 @@ fn send(socket: &UdpSocket, local: SocketAddr, buf: &[u8], t: Transmit, c: &mut 
         tracing::debug!(len = t.len, "engine asked to send more than its buffer");
         return;
     };
-    if let Err(e) = socket.try_send_to(data, socket::to_family(t.dst, local)) {
-        c.send_errors += 1;
-        tracing::debug!(error = %e, "UDP send failed");
+    match socket.try_send_to(data, socket::to_family(t.dst, local)) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+            c.send_too_big += 1;
+            if c.too_big.len() < 64 {
+                c.too_big.push((t.dst, t.len));
+            }
+        }
+        Err(e) => {
+            c.send_errors += 1;
+            tracing::debug!(error = %e, "UDP send failed");
+        }
     }
 }
 

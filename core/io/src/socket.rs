@@ -41,9 +41,56 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
         tracing::debug!(error = %e, "could not set SO_SNDBUF");
     }
+    set_dont_fragment(&socket, addr.is_ipv6())?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Veil's datagrams are never fragmented by IP: they leave with DF set and the kernel's own
+/// path MTU cache is ignored (`IP_PMTUDISC_PROBE`, and its IPv6 twin), so that the overlay's
+/// discovery sees what the path really carries; a datagram larger than the interface fails
+/// with `EMSGSIZE` instead of being fragmented.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_dont_fragment(socket: &Socket, v6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| -> io::Result<()> {
+        // SAFETY: the fd is a live socket owned by `socket`; the option value is a c_int
+        // whose size is passed alongside.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if v6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )?;
+        set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)?;
+    }
+    // On a dual-stack socket this covers its IPv4 (mapped) traffic.
+    set(
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_dont_fragment(_socket: &Socket, _v6: bool) -> io::Result<()> {
+    Ok(())
 }
 
 /// The wildcard address to bind so that every one of `peers` is reachable: IPv4 unless one of
@@ -94,6 +141,46 @@ mod tests {
             to_family(v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             v4
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    fn get(s: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: live fd; `v` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_mut(&mut v).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        v
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn datagrams_leave_with_df_and_ignore_the_kernel_pmtu_cache() -> io::Result<()> {
+        let s4 = DefaultSocketFactory.bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        assert_eq!(
+            get(&s4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_PROBE
+        );
+        let s6 = DefaultSocketFactory.bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))?;
+        assert_eq!(
+            get(&s6, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+            libc::IPV6_PMTUDISC_PROBE
+        );
+        assert_eq!(get(&s6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 1);
+        assert_eq!(
+            get(&s6, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_PROBE
+        );
+        Ok(())
     }
 
     #[test]

@@ -77,9 +77,9 @@ impl<const W: usize> Session<W> {
         buf: &mut [u8],
         kind: Frame,
         body_len: usize,
-        bucket: usize,
+        pad: impl Into<wire::Padding>,
     ) -> Option<usize> {
-        let pt_len = wire::frame_plaintext(buf, kind, body_len, bucket)?;
+        let pt_len = wire::frame_plaintext(buf, kind, body_len, pad)?;
         Some(self.reseal(now, buf, pt_len))
     }
 

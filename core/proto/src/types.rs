@@ -6,9 +6,11 @@ use std::time::Duration;
 
 /// Largest datagram the engine ever writes; callers' buffers must be at least this big.
 pub const MAX_DATAGRAM: usize = 65_535;
-/// Default MTU of the TUN device. IPv6 needs at least 1280; smaller paths are served by
-/// overlay fragmentation (the MTU work), so the TUN never goes below this.
-pub const DEFAULT_TUN_MTU: u16 = 1280;
+/// Default MTU of the TUN device: the largest inner packet a direct path over a 1500-byte
+/// underlay carries whole on IPv4 (1437) and IPv6 (1417), rounded down. Paths that carry
+/// less are discovered per peer; their senders get a Packet Too Big (and TCP a clamped MSS),
+/// and overlay fragmentation carries what does not fit meanwhile. Never below 1280 (IPv6).
+pub const DEFAULT_TUN_MTU: u16 = 1400;
 
 /// A datagram to send: the bytes are in the caller's buffer, `buf[..len]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +262,20 @@ counters!(
         direct_paths_lost,
         /// Changes of our own addresses (local or as the relay sees us).
         network_changes,
+        /// Path MTU probes sent.
+        pmtu_probes_sent,
+        /// Path MTU probes the peer acknowledged.
+        pmtu_probes_acked,
+        /// Paths whose MTU shrank under a confirmed size (probes lost: searched again).
+        pmtu_black_holes,
+        /// ICMP Fragmentation Needed / Packet Too Big written into the TUN.
+        too_big_sent,
+        /// Inner packets sent in overlay fragments (larger than the path carries whole).
+        fragmented_packets,
+        /// Inner packets reassembled from overlay fragments.
+        reassembled_packets,
+        /// TCP SYNs whose MSS was lowered to the path.
+        mss_clamped,
         /// Rotated join tokens adopted.
         token_rotations,
         /// Handshake messages opened with the previous secret (during a rotation overlap).

@@ -124,9 +124,40 @@ pub enum HsKind {
     Response = 2,
 }
 
-/// Total length of a transport datagram whose body is `body_len` bytes, after padding to
-/// a multiple of `bucket`, never beyond [`PAD_CAP`] unless the packet is bigger already.
-pub fn padded_len(body_len: usize, bucket: usize) -> usize {
+/// How a frame is padded: to a multiple of `bucket` bytes (0 or 1: not at all), never
+/// beyond `cap` (the path's MTU, at most [`PAD_CAP`]) unless the frame is bigger already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Padding {
+    /// Bucket size.
+    pub bucket: usize,
+    /// Largest padded size.
+    pub cap: usize,
+}
+
+impl Padding {
+    /// Buckets of `bucket` bytes, capped at `cap` (and at [`PAD_CAP`]).
+    pub fn new(bucket: usize, cap: usize) -> Self {
+        Padding {
+            bucket,
+            cap: cap.min(PAD_CAP),
+        }
+    }
+}
+
+impl From<usize> for Padding {
+    /// Buckets of this size, capped at [`PAD_CAP`].
+    fn from(bucket: usize) -> Self {
+        Padding {
+            bucket,
+            cap: PAD_CAP,
+        }
+    }
+}
+
+/// Total length of a transport datagram whose body is `body_len` bytes, after padding
+/// (see [`Padding`]).
+pub fn padded_len(body_len: usize, pad: impl Into<Padding>) -> usize {
+    let Padding { bucket, cap } = pad.into();
     // Header protection samples 16 bytes of ciphertext, so even an unpadded frame is at
     // least that long.
     let bare = (body_len + TRANSPORT_OVERHEAD).max(MIN_TRANSPORT + TAG_LEN);
@@ -134,9 +165,9 @@ pub fn padded_len(body_len: usize, bucket: usize) -> usize {
         return bare;
     }
     let rounded = bare.div_ceil(bucket) * bucket;
-    if rounded > PAD_CAP && bare <= PAD_CAP {
-        PAD_CAP
-    } else if bare > PAD_CAP {
+    if rounded > cap && bare <= cap {
+        cap
+    } else if bare > cap {
         bare
     } else {
         rounded
@@ -168,9 +199,9 @@ pub fn frame_plaintext(
     buf: &mut [u8],
     kind: Frame,
     body_len: usize,
-    bucket: usize,
+    pad: impl Into<Padding>,
 ) -> Option<usize> {
-    let total = padded_len(body_len, bucket);
+    let total = padded_len(body_len, pad);
     let pt_len = total - HDR_LEN - TAG_LEN;
     if buf.len() < total || body_len > usize::from(u16::MAX) {
         return None;
@@ -417,6 +448,13 @@ mod tests {
         assert_eq!(padded_len(2000, 64), 2000 + TRANSPORT_OVERHEAD);
         assert_eq!(padded_len(5, 0), MIN_TRANSPORT + TAG_LEN);
         assert_eq!(padded_len(50, 0), 50 + TRANSPORT_OVERHEAD);
+        // Capped at the path's MTU.
+        assert_eq!(padded_len(1200, Padding::new(64, 1252)), 1252);
+        assert_eq!(padded_len(1100, Padding::new(64, 1252)), 1152);
+        assert_eq!(
+            padded_len(1250, Padding::new(64, 1252)),
+            1250 + TRANSPORT_OVERHEAD
+        );
     }
 
     #[test]

@@ -160,6 +160,11 @@ pub struct Sim {
     start: Instant,
     /// Pairs of underlay addresses (either direction) between which datagrams are dropped.
     pub blocked: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    /// Underlay addresses behind a hop that silently drops datagrams (UDP payloads) larger
+    /// than the given size, in either direction: a path MTU black hole (no ICMP).
+    pub mtu_limits: Vec<(std::net::IpAddr, usize)>,
+    /// Datagrams dropped by `mtu_limits`.
+    pub dropped_too_big: u64,
 }
 
 impl Sim {
@@ -215,6 +220,8 @@ impl Sim {
             base_unix,
             start: now,
             blocked: Vec::new(),
+            mtu_limits: Vec::new(),
+            dropped_too_big: 0,
         };
         for _ in 0..n {
             sim.add_node(cfg.clone());
@@ -350,6 +357,14 @@ impl Sim {
             .iter()
             .any(|&(a, b)| (a, b) == (from.ip(), to.ip()) || (b, a) == (from.ip(), to.ip()))
         {
+            return;
+        }
+        if self
+            .mtu_limits
+            .iter()
+            .any(|&(ip, mtu)| (ip == from.ip() || ip == to.ip()) && bytes.len() > mtu)
+        {
+            self.dropped_too_big += 1;
             return;
         }
         if self.capture {

@@ -13,10 +13,11 @@ use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
 use crate::noise::{Initiator, Responder};
+use crate::pmtu::Pmtud;
 use crate::session::{OpenError, Session};
 use crate::token::{JoinToken, ROTATION_GRACE_SECS};
 use crate::types::*;
-use crate::wire::{self, Cursor, Frame, HsKind, BODY_OFFSET};
+use crate::wire::{self, Cursor, Frame, HsKind, Padding, BODY_OFFSET, TRANSPORT_OVERHEAD};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -24,6 +25,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
+
+mod mtu;
 
 /// Packets queued per peer (or per lookup) while its session is being set up.
 const QUEUE_MAX: usize = 64;
@@ -249,6 +252,10 @@ struct Peer {
     rtt: Option<Duration>,
     last_handshake_unix: Option<u64>,
     up: bool,
+    /// Path MTU discovery on the path data takes (restarted when it changes).
+    pmtu: Pmtud,
+    /// When we last wrote a Packet Too Big about this peer's path into the TUN.
+    last_ptb: Option<Instant>,
 }
 
 enum LookupPurpose {
@@ -318,6 +325,8 @@ pub struct Node {
     next_req: u32,
     /// Partial handshake messages by (sender path, message kind) and message id.
     reasm: Reassembler<(Path, u8)>,
+    /// Inner packets that came in overlay fragments, by peer.
+    data_reasm: Reassembler<[u8; 32]>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<NodeEvent>,
@@ -412,6 +421,7 @@ impl Node {
             negative: BTreeMap::new(),
             next_req: 1,
             reasm: Reassembler::default(),
+            data_reasm: Reassembler::default(),
             transmits: VecDeque::new(),
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
@@ -700,33 +710,29 @@ impl Node {
         let peer = self.peers.get_mut(&pk)?;
         match kind {
             Frame::Data => {
-                if !policy_allows(self.policy.as_ref(), &self.own_tags, &peer.tags) {
-                    self.counters.dropped_policy += 1;
-                    return None;
-                }
-                let pkt = &dg[body.clone()];
-                peer.last_data = now;
-                match source_check(pkt, peer) {
-                    SourceCheck::Ok => {
-                        peer.rx_bytes += pkt.len() as u64;
-                        self.counters.rx_packets += 1;
-                        Some(body)
-                    }
-                    SourceCheck::Hold => {
-                        if peer.hold.len() < QUEUE_MAX {
-                            peer.hold.push_back(pkt.to_vec());
-                        } else {
-                            self.counters.dropped_queue_full += 1;
-                        }
-                        None
-                    }
-                    SourceCheck::Spoofed => {
-                        self.counters.dropped_spoofed += 1;
-                        None
-                    }
-                }
+                let _ = peer;
+                self.accept_inner(now, pk, &mut dg[body.clone()])
+                    .then_some(body)
             }
             Frame::Keepalive => None,
+            Frame::PmtuProbe => {
+                let b = dg[body].to_vec();
+                self.on_probe(now, pk, &b);
+                None
+            }
+            Frame::PmtuAck => {
+                let b = dg[body].to_vec();
+                self.on_probe_ack(now, pk, &b);
+                None
+            }
+            Frame::Fragment => {
+                let b = dg[body].to_vec();
+                let mut pkt = self.on_fragment(now, pk, &b)?;
+                if self.accept_inner(now, pk, &mut pkt) {
+                    self.tun_out.push_back(pkt);
+                }
+                None
+            }
             Frame::Close => {
                 self.close_peer(pk, true);
                 None
@@ -752,6 +758,40 @@ impl Node {
             _ => {
                 self.counters.dropped_malformed += 1;
                 None
+            }
+        }
+    }
+
+    /// Checks an inner packet from `pk` before it goes to the TUN (policy, source address;
+    /// a packet from an IPv4 not yet verified is held) and clamps a SYN's MSS. True when
+    /// the caller delivers it.
+    fn accept_inner(&mut self, now: Instant, pk: [u8; 32], pkt: &mut [u8]) -> bool {
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return false;
+        };
+        if !policy_allows(self.policy.as_ref(), &self.own_tags, &peer.tags) {
+            self.counters.dropped_policy += 1;
+            return false;
+        }
+        peer.last_data = now;
+        match source_check(pkt, peer) {
+            SourceCheck::Ok => {
+                peer.rx_bytes += pkt.len() as u64;
+                self.counters.rx_packets += 1;
+                self.clamp_incoming(&pk, pkt);
+                true
+            }
+            SourceCheck::Hold => {
+                if peer.hold.len() < QUEUE_MAX {
+                    peer.hold.push_back(pkt.to_vec());
+                } else {
+                    self.counters.dropped_queue_full += 1;
+                }
+                false
+            }
+            SourceCheck::Spoofed => {
+                self.counters.dropped_spoofed += 1;
+                false
             }
         }
     }
@@ -847,7 +887,7 @@ impl Node {
         // own; a frame that brings neither ends the exchange.
         let answer = !current || new_list;
         if moved {
-            self.leave_direct(pk, REASON_SEARCHING);
+            self.leave_direct(now, pk, REASON_SEARCHING);
         }
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
@@ -963,12 +1003,13 @@ impl Node {
             id: p.id.clone(),
             direct: Some(addr),
         });
+        self.reset_pmtu(now, pk);
     }
 
     /// The direct path went silent: back to the relay, and look for a path again.
     fn direct_lost(&mut self, now: Instant, pk: [u8; 32]) {
         self.counters.direct_paths_lost += 1;
-        self.leave_direct(pk, REASON_LOST);
+        self.leave_direct(now, pk, REASON_LOST);
         if self.cfg.direct
             && self
                 .peers
@@ -980,7 +1021,7 @@ impl Node {
     }
 
     /// Data to `pk` goes through the relay from now on.
-    fn leave_direct(&mut self, pk: [u8; 32], reason: &'static str) {
+    fn leave_direct(&mut self, now: Instant, pk: [u8; 32], reason: &'static str) {
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -992,6 +1033,7 @@ impl Node {
                 id: p.id.clone(),
                 direct: None,
             });
+            self.reset_pmtu(now, pk);
         }
     }
 
@@ -1032,7 +1074,7 @@ impl Node {
             .map(|p| p.public)
             .collect();
         for pk in direct {
-            self.leave_direct(pk, REASON_SEARCHING);
+            self.leave_direct(now, pk, REASON_SEARCHING);
             self.start_punch(now, pk, REASON_SEARCHING);
         }
         self.announce_all(now);
@@ -1080,6 +1122,24 @@ impl Node {
         path: Option<Path>,
     ) -> bool {
         let bucket = self.cfg.pad_bucket;
+        // On the peer's own path, padding stays within its MTU; elsewhere (a challenge to
+        // a candidate) frames are small.
+        let pad = match (path, self.peers.get(&pk)) {
+            (None, Some(p)) => mtu::e2e_padding(p, bucket),
+            _ => Padding::from(bucket),
+        };
+        self.send_peer_frame_padded(now, pk, kind, body, path, pad)
+    }
+
+    fn send_peer_frame_padded(
+        &mut self,
+        now: Instant,
+        pk: [u8; 32],
+        kind: Frame,
+        body: &[u8],
+        path: Option<Path>,
+        pad: Padding,
+    ) -> bool {
         let Some(path) = path.or_else(|| self.best_path(&pk)) else {
             return false;
         };
@@ -1092,7 +1152,7 @@ impl Node {
         };
         let mut dg = vec![0u8; BODY_OFFSET + body.len() + TAG_LEN + wire::PAD_CAP];
         dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        let Some(n) = s.seal(now, &mut dg, kind, body.len(), bucket) else {
+        let Some(n) = s.seal(now, &mut dg, kind, body.len(), pad) else {
             return false;
         };
         dg.truncate(n);
@@ -1134,8 +1194,12 @@ impl Node {
             self.counters.dropped_policy += 1;
             return None;
         }
-        if let Some(t) = self.send_data(now, pk, packet, out) {
-            return Some(t);
+        let has_session = self
+            .peers
+            .get(&pk)
+            .is_some_and(|p| p.sessions.current.is_some());
+        if has_session {
+            return self.send_inner(now, pk, packet, out);
         }
         if self.best_path(&pk).is_none() {
             // Neither a direct path nor a relay handle (the relay forgot the peer while a
@@ -1159,6 +1223,29 @@ impl Node {
         None
     }
 
+    /// Sends one inner packet to `pk`, which has a session: TCP SYNs get their MSS
+    /// clamped to the path; a packet too large for the path goes in overlay fragments
+    /// (queued); anything else is sealed into `out`.
+    fn send_inner(
+        &mut self,
+        now: Instant,
+        pk: [u8; 32],
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let clamped = self.clamp_outgoing(&pk, packet);
+        let packet = clamped.as_deref().unwrap_or(packet);
+        let fits = self
+            .peers
+            .get(&pk)
+            .is_some_and(|p| packet.len() <= mtu::inner_mtu(p));
+        if !fits {
+            self.send_oversized(now, pk, packet);
+            return None;
+        }
+        self.send_data(now, pk, packet, out)
+    }
+
     /// Encrypts one inner packet for `pk` into `out` (both layers when relayed).
     fn send_data(
         &mut self,
@@ -1170,13 +1257,15 @@ impl Node {
         let bucket = self.cfg.pad_bucket;
         let relay_addr = self.relay.addr;
         let peer = self.peers.get_mut(&pk)?;
+        let pad = mtu::e2e_padding(peer, bucket);
+        let outer_pad = Padding::new(bucket, usize::from(peer.pmtu.size()));
         let session = peer.sessions.current.as_mut()?;
         if let Some(addr) = peer.direct {
             if out.len() < BODY_OFFSET + packet.len() + TAG_LEN + wire::PAD_CAP {
                 return None;
             }
             out[BODY_OFFSET..BODY_OFFSET + packet.len()].copy_from_slice(packet);
-            let len = session.seal(now, out, Frame::Data, packet.len(), bucket)?;
+            let len = session.seal(now, out, Frame::Data, packet.len(), pad)?;
             peer.tx_bytes += packet.len() as u64;
             peer.last_data = now;
             self.counters.tx_packets += 1;
@@ -1191,10 +1280,9 @@ impl Node {
             return None;
         }
         out[body_at..body_at + packet.len()].copy_from_slice(packet);
-        let inner_len =
-            session.seal(now, &mut out[inner_at..], Frame::Data, packet.len(), bucket)?;
+        let inner_len = session.seal(now, &mut out[inner_at..], Frame::Data, packet.len(), pad)?;
         out[BODY_OFFSET..BODY_OFFSET + 8].copy_from_slice(&handle.to_be_bytes());
-        let len = relay_session.seal(now, out, Frame::Forward, 8 + inner_len, bucket)?;
+        let len = relay_session.seal(now, out, Frame::Forward, 8 + inner_len, outer_pad)?;
         peer.tx_bytes += packet.len() as u64;
         peer.last_data = now;
         self.counters.tx_packets += 1;
@@ -1277,13 +1365,23 @@ impl Node {
 
     /// Seals a control frame on the relay session and queues it.
     fn send_relay_frame(&mut self, now: Instant, kind: Frame, body: &[u8]) -> bool {
-        let bucket = self.cfg.pad_bucket;
+        let pad = Padding::from(self.cfg.pad_bucket);
+        self.send_relay_frame_padded(now, kind, body, pad)
+    }
+
+    fn send_relay_frame_padded(
+        &mut self,
+        now: Instant,
+        kind: Frame,
+        body: &[u8],
+        pad: Padding,
+    ) -> bool {
         let Some(s) = self.relay.sessions.current.as_mut() else {
             return false;
         };
         let mut dg = vec![0u8; BODY_OFFSET + body.len() + TAG_LEN + wire::PAD_CAP];
         dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        match s.seal(now, &mut dg, kind, body.len(), bucket) {
+        match s.seal(now, &mut dg, kind, body.len(), pad) {
             Some(n) => {
                 dg.truncate(n);
                 self.counters.tx_datagrams += 1;
@@ -1299,7 +1397,15 @@ impl Node {
         let mut body = Vec::with_capacity(8 + inner.len());
         body.extend_from_slice(&handle.to_be_bytes());
         body.extend_from_slice(inner);
-        self.send_relay_frame(now, Frame::Forward, &body)
+        // The relayed path's MTU bounds the whole datagram (a probe is exactly its size).
+        let cap = self
+            .by_handle
+            .get(&handle)
+            .and_then(|pk| self.peers.get(pk))
+            .filter(|p| p.direct.is_none())
+            .map_or(wire::PAD_CAP, |p| usize::from(p.pmtu.size()));
+        let pad = Padding::new(self.cfg.pad_bucket, cap);
+        self.send_relay_frame_padded(now, Frame::Forward, &body, pad)
     }
 
     fn on_lookup_reply(&mut self, now: Instant, body: &[u8]) {
@@ -1452,8 +1558,11 @@ impl Node {
                 rtt: None,
                 last_handshake_unix: None,
                 up: false,
+                pmtu: mtu::initial_pmtud(now),
+                last_ptb: None,
             });
             self.route6.insert(ipv6, pk);
+            self.reset_pmtu(now, pk);
         }
         if let Path::Relayed(h) = path {
             if let Some(p) = self.peers.get_mut(&pk) {
@@ -1720,7 +1829,7 @@ impl Node {
         }
         let mut out = vec![0u8; wire::PAD_CAP * 4];
         for pkt in queued {
-            if let Some(t) = self.send_data(now, pk, &pkt, &mut out) {
+            if let Some(t) = self.send_inner(now, pk, &pkt, &mut out) {
                 self.transmits.push_back((t.dst, out[..t.len].to_vec()));
             }
         }
@@ -2054,6 +2163,7 @@ impl Node {
         self.lookup_timers(now);
         self.negative.retain(|_, until| *until > now);
         self.counters.reassembly_timeouts += self.reasm.expire(now);
+        self.counters.reassembly_timeouts += self.data_reasm.expire(now);
     }
 
     fn relay_timers(&mut self, now: Instant) {
@@ -2254,6 +2364,9 @@ impl Node {
                 }
             }
         }
+        if let Some(t) = p.pmtu.deadline().filter(|t| *t < active_until) {
+            consider(t, PathWork::Pmtu);
+        }
         best
     }
 
@@ -2273,6 +2386,7 @@ impl Node {
                 PathWork::Retry => self.start_punch(now, pk, REASON_PUNCH_FAILED),
                 PathWork::Announce => self.announce(now, pk),
                 PathWork::ConsentTimeout => self.direct_lost(now, pk),
+                PathWork::Pmtu => self.pmtu_tick(now, pk),
                 PathWork::Consent => {
                     let Some(p) = self.peers.get_mut(&pk) else {
                         continue;
@@ -2445,8 +2559,12 @@ impl Node {
                     relay_reason: reason,
                     endpoint,
                     rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                    pmtu: connected.then_some(u32::from(self.cfg.tun_mtu)),
-                    pmtu_state: if connected { "fixed" } else { "none" },
+                    pmtu: connected.then(|| Self::pmtu_status(p).0),
+                    pmtu_state: if connected {
+                        Self::pmtu_status(p).1
+                    } else {
+                        "none"
+                    },
                     tx_bytes: p.tx_bytes,
                     rx_bytes: p.rx_bytes,
                     last_handshake_unix: p.last_handshake_unix,
@@ -2589,6 +2707,7 @@ fn verify_peer_cert(
 /// What a peer's path machinery has to do.
 #[derive(Clone, Copy, Debug)]
 enum PathWork {
+    Pmtu,
     Announce,
     Punch,
     Retry,

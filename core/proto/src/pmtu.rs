@@ -1,0 +1,482 @@
+//! Path MTU discovery for one path, done by the overlay itself (RFC 8899, datagram
+//! packetization layer, in spirit): no ICMP is needed. Sizes are UDP payload sizes of the
+//! datagrams on the path (for a relayed path, the outer datagram to the relay, which the
+//! relay forwards at the same size, so both legs are measured at once).
+//!
+//! * **Search.** Rounds of [`PROBES_PER_ROUND`] authenticated, padded probes at sizes spread
+//!   between the largest size known to pass (`low`, at first [`BASE`]) and the smallest known
+//!   to fail (`high`, at first one above the path's ceiling); the largest acknowledged size
+//!   becomes `low`, the smallest unacknowledged one above it becomes `high`, until they are
+//!   within [`DONE_WITHIN`] bytes. The first round includes the ceiling, so a clean path is
+//!   confirmed in one round trip; a path with a small hop takes two or three rounds.
+//! * **Confirmation.** While data flows, a probe at the current size goes out every
+//!   [`CONFIRM_INTERVAL`]. [`BLACK_HOLE_LOSSES`] of them lost in a row (each loss is retried at
+//!   once) means the path shrank: the size falls back to [`BASE`] and a new search starts
+//!   (black-hole detection).
+//! * **Raise.** [`RAISE_AFTER`] after a search that stopped below the ceiling, a new search
+//!   tries the sizes above again.
+//!
+//! The caller seals each probe as a datagram of exactly the given size, answers the peer's
+//! probes with acknowledgements, and runs [`Pmtud::poll`] only while data flows on the path
+//! (an idle path sends nothing).
+
+use std::time::{Duration, Instant};
+
+/// The size every path is assumed to carry (QUIC's and RFC 8899's base: fits an IPv6
+/// minimum-MTU link, 1280, with IPv6 and UDP headers).
+pub const BASE: u16 = 1200;
+/// Probes sent at once in a search round.
+pub const PROBES_PER_ROUND: u16 = 6;
+/// A search ends when the known-good and known-bad sizes are this close.
+pub const DONE_WITHIN: u16 = 8;
+/// While data flows, the current size is confirmed this often.
+pub const CONFIRM_INTERVAL: Duration = Duration::from_millis(500);
+/// Confirmation probes lost in a row that mean the path shrank.
+pub const BLACK_HOLE_LOSSES: u8 = 3;
+/// A search that stopped below the ceiling is tried again after this.
+pub const RAISE_AFTER: Duration = Duration::from_secs(600);
+/// Probe timeout bounds (the timeout is three round trips within them).
+const MIN_TIMEOUT: Duration = Duration::from_millis(60);
+const MAX_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One probe to send: its id (echoed by the acknowledgement) and datagram size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Echoed by the acknowledgement.
+    pub id: u32,
+    /// UDP payload size of the probe datagram.
+    pub size: u16,
+}
+
+/// State of discovery, as `veil peers` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmtuState {
+    /// A search is running (the path uses the largest size confirmed so far).
+    Searching,
+    /// The size is confirmed and re-checked while data flows.
+    Confirmed,
+    /// Confirmations were lost: searching again from the base.
+    BlackHole,
+}
+
+impl PmtuState {
+    /// The name `veil peers` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PmtuState::Searching => "searching",
+            PmtuState::Confirmed => "confirmed",
+            PmtuState::BlackHole => "black hole suspected",
+        }
+    }
+}
+
+/// Path MTU discovery for one path.
+#[derive(Clone, Debug)]
+pub struct Pmtud {
+    /// The largest size worth finding (what the data path can use on this path).
+    max: u16,
+    /// Largest size known to pass; what data may use.
+    low: u16,
+    /// Smallest size known not to pass (or `max + 1`).
+    high: u16,
+    state: PmtuState,
+    /// Whether a search has ever completed on this path.
+    settled: bool,
+    /// Outstanding probes of the current round, and when the round times out.
+    round: Vec<Probe>,
+    round_deadline: Option<Instant>,
+    /// When the next search round is due (while searching and no round is out).
+    search_due: Instant,
+    /// Outstanding confirmation probe and its deadline.
+    confirm: Option<(Probe, Instant)>,
+    confirm_losses: u8,
+    next_confirm: Instant,
+    raise_at: Option<Instant>,
+    next_id: u32,
+    /// Probes sent, acknowledged, and black holes detected on this path.
+    pub probes_sent: u64,
+    /// Acknowledgements that matched a probe.
+    pub probes_acked: u64,
+    /// Times the path shrank under a confirmed size.
+    pub black_holes: u64,
+}
+
+impl Pmtud {
+    /// A path whose datagrams may be up to `max` bytes (at least [`BASE`] is assumed);
+    /// the first search starts at the first [`Pmtud::poll`]. `first_id` seeds probe ids.
+    pub fn new(max: u16, now: Instant, first_id: u32) -> Self {
+        let max = max.max(BASE);
+        Pmtud {
+            max,
+            low: BASE,
+            high: max.saturating_add(1),
+            state: if max == BASE {
+                PmtuState::Confirmed
+            } else {
+                PmtuState::Searching
+            },
+            settled: max == BASE,
+            round: Vec::new(),
+            round_deadline: None,
+            search_due: now,
+            confirm: None,
+            confirm_losses: 0,
+            next_confirm: now + CONFIRM_INTERVAL,
+            raise_at: None,
+            next_id: first_id,
+            probes_sent: 0,
+            probes_acked: 0,
+            black_holes: 0,
+        }
+    }
+
+    /// The largest datagram known to pass: what data may use now.
+    pub fn size(&self) -> u16 {
+        self.low
+    }
+
+    /// The size TCP's MSS should be derived from: the ceiling until the first search ends
+    /// (a SYN usually leaves before it does, and an MSS cannot grow later), then the
+    /// discovered size. Packets above the size in use meanwhile are fragmented by the
+    /// overlay, never lost.
+    pub fn mss_size(&self) -> u16 {
+        if self.settled {
+            self.low
+        } else {
+            self.max
+        }
+    }
+
+    /// The path's ceiling.
+    pub fn max(&self) -> u16 {
+        self.max
+    }
+
+    /// Where discovery stands.
+    pub fn state(&self) -> PmtuState {
+        self.state
+    }
+
+    fn timeout(rtt: Option<Duration>) -> Duration {
+        rtt.map_or(DEFAULT_TIMEOUT, |r| (r * 3).clamp(MIN_TIMEOUT, MAX_TIMEOUT))
+    }
+
+    fn fresh(&mut self, size: u16) -> Probe {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.probes_sent += 1;
+        Probe {
+            id: self.next_id,
+            size,
+        }
+    }
+
+    /// An acknowledgement of probe `id` arrived (authenticated by the session).
+    pub fn on_ack(&mut self, now: Instant, id: u32) {
+        if let Some(i) = self.round.iter().position(|p| p.id == id) {
+            let p = self.round.swap_remove(i);
+            self.probes_acked += 1;
+            self.low = self.low.max(p.size);
+            if self.low >= self.high {
+                self.high = self.max.saturating_add(1);
+            }
+            if self.round.iter().all(|q| q.size <= self.low) {
+                // Nothing larger is outstanding: this round has told all it can.
+                self.end_round(now);
+            }
+            return;
+        }
+        if self.confirm.is_some_and(|(p, _)| p.id == id) {
+            self.probes_acked += 1;
+            self.confirm = None;
+            self.confirm_losses = 0;
+            self.next_confirm = now + CONFIRM_INTERVAL;
+        }
+    }
+
+    /// The path's datagrams could not even leave this host at `size` (the socket refused
+    /// them as too big, or the underlay said so): a size known to fail.
+    pub fn on_too_big(&mut self, now: Instant, size: u16) {
+        if size > self.low && size < self.high {
+            self.high = size;
+            self.round.retain(|p| p.size < size);
+            if self.round.is_empty() && self.round_deadline.is_some() {
+                self.end_round(now);
+            }
+        }
+    }
+
+    fn end_round(&mut self, now: Instant) {
+        // Every probe still outstanding above the known-good size failed.
+        if let Some(smallest) = self
+            .round
+            .iter()
+            .map(|p| p.size)
+            .filter(|s| *s > self.low)
+            .min()
+        {
+            self.high = self.high.min(smallest);
+        }
+        self.round.clear();
+        self.round_deadline = None;
+        self.search_due = now;
+        if self.high.saturating_sub(self.low) <= DONE_WITHIN {
+            self.state = PmtuState::Confirmed;
+            self.settled = true;
+            self.confirm = None;
+            self.confirm_losses = 0;
+            self.next_confirm = now + CONFIRM_INTERVAL;
+            self.raise_at = (self.low < self.max).then(|| now + RAISE_AFTER);
+        }
+    }
+
+    /// Advances the timers and returns the probes to send now. Call it while data flows on
+    /// the path (and when [`Pmtud::deadline`] passes); `rtt` sizes the probe timeout.
+    pub fn poll(&mut self, now: Instant, rtt: Option<Duration>, out: &mut Vec<Probe>) {
+        let timeout = Self::timeout(rtt);
+        if self.round_deadline.is_some_and(|d| now >= d) {
+            self.end_round(now);
+        }
+        match self.state {
+            PmtuState::Searching | PmtuState::BlackHole => {
+                if self.round.is_empty() && self.high.saturating_sub(self.low) > DONE_WITHIN {
+                    let (low, top) = (u32::from(self.low), u32::from(self.high) - 1);
+                    let n = u32::from(PROBES_PER_ROUND).min(top - low);
+                    let mut last = 0;
+                    for k in 1..=n {
+                        let size = (low + (top - low) * k / n) as u16;
+                        if size > last {
+                            last = size;
+                            let p = self.fresh(size);
+                            self.round.push(p);
+                            out.push(p);
+                        }
+                    }
+                    self.round_deadline = Some(now + timeout);
+                }
+            }
+            PmtuState::Confirmed => {
+                if let Some((_, deadline)) = self.confirm {
+                    if now >= deadline {
+                        self.confirm = None;
+                        self.confirm_losses += 1;
+                        if self.confirm_losses >= BLACK_HOLE_LOSSES {
+                            self.black_hole(now, rtt, out);
+                            return;
+                        }
+                        // Retry at once: one lost datagram must not cost a search.
+                        self.next_confirm = now;
+                    }
+                }
+                if self.raise_at.is_some_and(|t| now >= t) {
+                    self.raise_at = None;
+                    self.high = self.max.saturating_add(1);
+                    self.state = PmtuState::Searching;
+                    self.search_due = now;
+                    self.poll(now, rtt, out);
+                    return;
+                }
+                if self.confirm.is_none() && self.low > BASE && now >= self.next_confirm {
+                    let p = self.fresh(self.low);
+                    self.confirm = Some((p, now + timeout));
+                    out.push(p);
+                }
+            }
+        }
+    }
+
+    fn black_hole(&mut self, now: Instant, rtt: Option<Duration>, out: &mut Vec<Probe>) {
+        self.black_holes += 1;
+        self.high = self.low;
+        self.low = BASE;
+        self.state = PmtuState::BlackHole;
+        self.search_due = now;
+        self.confirm = None;
+        self.confirm_losses = 0;
+        self.raise_at = None;
+        self.poll(now, rtt, out);
+    }
+
+    /// When [`Pmtud::poll`] has work next (while data flows).
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut t = self.round_deadline;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        match self.state {
+            PmtuState::Searching | PmtuState::BlackHole => {
+                if self.round.is_empty() && self.high.saturating_sub(self.low) > DONE_WITHIN {
+                    consider(Some(self.search_due));
+                }
+            }
+            PmtuState::Confirmed => {
+                consider(self.confirm.map(|(_, d)| d));
+                if self.confirm.is_none() && self.low > BASE {
+                    consider(Some(self.next_confirm));
+                }
+                consider(self.raise_at);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests need a base Instant; the library never reads the clock
+mod tests {
+    use super::*;
+
+    /// A path that carries datagrams up to `mtu` bytes, with a fixed RTT; returns the size
+    /// the search settles on and how long it took.
+    fn settle(p: &mut Pmtud, now: &mut Instant, mtu: u16) -> Duration {
+        let start = *now;
+        let rtt = Duration::from_millis(10);
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            p.poll(*now, Some(rtt), &mut out);
+            *now += rtt;
+            for probe in out {
+                if probe.size <= mtu {
+                    p.on_ack(*now, probe.id);
+                }
+            }
+            if p.state() == PmtuState::Confirmed {
+                return *now - start;
+            }
+            *now = p.deadline().map_or(*now, |d| d.max(*now));
+        }
+        panic!("no convergence: {p:?}");
+    }
+
+    #[test]
+    fn clean_path_is_confirmed_in_one_round_trip() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        let took = settle(&mut p, &mut now, 1472);
+        assert_eq!(p.size(), 1435);
+        assert_eq!(took, Duration::from_millis(10));
+        assert_eq!(p.probes_sent, u64::from(PROBES_PER_ROUND));
+    }
+
+    #[test]
+    fn a_small_hop_is_found_within_done_within() {
+        for mtu in [1200u16, 1201, 1232, 1252, 1280, 1350, 1400, 1434] {
+            let mut now = Instant::now();
+            let mut p = Pmtud::new(1435, now, 7);
+            let took = settle(&mut p, &mut now, mtu);
+            assert!(
+                p.size() <= mtu && mtu - p.size() <= DONE_WITHIN,
+                "{mtu}: {}",
+                p.size()
+            );
+            assert!(took <= Duration::from_millis(400), "{mtu}: {took:?}");
+            assert!(p.mss_size() == p.size());
+        }
+    }
+
+    #[test]
+    fn mss_uses_the_ceiling_until_the_first_search_ends() {
+        let now = Instant::now();
+        let p = Pmtud::new(1435, now, 0);
+        assert_eq!(p.size(), BASE);
+        assert_eq!(p.mss_size(), 1435);
+        assert_eq!(p.state(), PmtuState::Searching);
+    }
+
+    #[test]
+    fn shrinking_path_is_detected_and_searched_again() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        assert_eq!(p.size(), 1435);
+        // The path now carries 1252 at most: confirmations fail.
+        let rtt = Some(Duration::from_millis(10));
+        let shrunk = now;
+        let mut out = Vec::new();
+        while p.state() == PmtuState::Confirmed {
+            now = p.deadline().unwrap_or(now).max(now);
+            out.clear();
+            p.poll(now, rtt, &mut out);
+            assert!(
+                now - shrunk < Duration::from_secs(2),
+                "no black hole detected"
+            );
+        }
+        assert_eq!(p.state(), PmtuState::BlackHole);
+        assert_eq!(p.size(), BASE);
+        assert_eq!(p.black_holes, 1);
+        // The new search answers the probes that fit.
+        for probe in out.drain(..) {
+            if probe.size <= 1252 {
+                p.on_ack(now, probe.id);
+            }
+        }
+        settle(&mut p, &mut now, 1252);
+        assert!(p.size() <= 1252 && 1252 - p.size() <= DONE_WITHIN);
+        // Detection (three lost confirmations) plus the new search, with a 10 ms RTT.
+        assert!(
+            now - shrunk <= Duration::from_millis(1200),
+            "{:?}",
+            now - shrunk
+        );
+    }
+
+    #[test]
+    fn one_lost_confirmation_is_not_a_black_hole() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        let rtt = Some(Duration::from_millis(10));
+        for round in 0..20 {
+            now = p.deadline().unwrap_or(now).max(now);
+            let mut out = Vec::new();
+            p.poll(now, rtt, &mut out);
+            for probe in out {
+                // Every third confirmation is lost.
+                if round % 3 != 0 {
+                    p.on_ack(now, probe.id);
+                }
+            }
+        }
+        assert_eq!(p.state(), PmtuState::Confirmed);
+        assert_eq!(p.black_holes, 0);
+        assert_eq!(p.size(), 1435);
+    }
+
+    #[test]
+    fn raise_finds_a_path_that_grew() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1300);
+        assert!(p.size() < 1300);
+        now += RAISE_AFTER;
+        // Confirmations keep passing meanwhile; after the raise timer the path is larger.
+        let mut out = Vec::new();
+        p.poll(now, Some(Duration::from_millis(10)), &mut out);
+        assert_eq!(p.state(), PmtuState::Searching);
+        for probe in out {
+            p.on_ack(now, probe.id);
+        }
+        assert_eq!(p.size(), 1435);
+        assert_eq!(p.state(), PmtuState::Confirmed);
+    }
+
+    #[test]
+    fn too_big_from_the_socket_narrows_the_search() {
+        let now = Instant::now();
+        let mut p = Pmtud::new(1478, now, 0);
+        let mut out = Vec::new();
+        p.poll(now, None, &mut out);
+        p.on_too_big(now, 1473);
+        for probe in out {
+            if probe.size <= 1472 {
+                p.on_ack(now, probe.id);
+            }
+        }
+        let mut now = now;
+        settle(&mut p, &mut now, 1472);
+        assert!(p.size() <= 1472 && 1472 - p.size() <= DONE_WITHIN);
+    }
+}
