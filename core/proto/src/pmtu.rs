@@ -197,6 +197,20 @@ impl Pmtud {
     /// The path's datagrams could not even leave this host at `size` (the socket refused
     /// them as too big, or the underlay said so): a size known to fail.
     pub fn on_too_big(&mut self, now: Instant, size: u16) {
+        if size <= self.low && size > BASE {
+            // What data uses no longer leaves (the interface shrank): search again now.
+            self.black_holes += 1;
+            self.high = size;
+            self.low = BASE;
+            self.state = PmtuState::BlackHole;
+            self.search_due = now;
+            self.round.clear();
+            self.round_deadline = None;
+            self.confirm = None;
+            self.confirm_losses = 0;
+            self.raise_at = None;
+            return;
+        }
         if size > self.low && size < self.high {
             self.high = size;
             self.round.retain(|p| p.size < size);
@@ -461,6 +475,18 @@ mod tests {
         }
         assert_eq!(p.size(), 1435);
         assert_eq!(p.state(), PmtuState::Confirmed);
+    }
+
+    #[test]
+    fn too_big_for_the_size_in_use_starts_a_search_at_once() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        p.on_too_big(now, 1435);
+        assert_eq!(p.state(), PmtuState::BlackHole);
+        assert_eq!(p.size(), BASE);
+        settle(&mut p, &mut now, 1252);
+        assert!(p.size() <= 1252 && 1252 - p.size() <= DONE_WITHIN);
     }
 
     #[test]

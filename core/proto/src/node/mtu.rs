@@ -129,7 +129,9 @@ impl Node {
                 None => via_relay,
             };
             if on_path {
+                let before = p.pmtu.black_holes;
                 p.pmtu.on_too_big(now, size);
+                self.counters.pmtu_black_holes += p.pmtu.black_holes - before;
             }
         }
     }

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# End-to-end path MTU. Each case builds its own small network (relay + nodes a and b) with a
+# path smaller than Ethernet somewhere, and checks, through the overlay from a to b:
+#   * a paced TCP transfer arrives intact (sha256) with no long stall;
+#   * `veil peers` shows the path's MTU (the largest inner packet that crosses whole) as
+#     discovered, and state "confirmed";
+#   * `ping -M do` of that size passes, and a larger one makes a's stack learn the MTU from
+#     the Packet Too Big / Fragmentation Needed that Veil writes into the TUN;
+#   * a 4000-byte UDP datagram (fragmented by the inner stack) arrives intact.
+# Cases:
+#   link1280   every underlay link has MTU 1280 (the hybrid handshake, larger than that, must
+#              complete through the relay too);
+#   vxlan      Veil runs over VXLAN over veth (a nested overlay, MTU 1450);
+#   blackhole  a sits behind a router whose link to it has MTU 1280 and that drops ICMP
+#              Fragmentation Needed and IP fragments (the black hole WireGuard falls into);
+#              also IPv6 inner traffic over this IPv4 underlay;
+#   shrink     the router's link to a drops from 1500 to 1280 in the middle of a transfer;
+#              the transfer completes and the longest stall is measured;
+#   ipv6       an IPv6 underlay with 1280-byte links (IPv6's minimum), IPv4 inner traffic.
+#
+#   tests/e2e/mtu.sh [CASE...]     default: all cases
+#
+# Needs root. Env: VEIL_BIN (default target/release/veil).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR/../..
+# shellcheck source=scripts/lib/netns.sh
+source "$ROOT/scripts/lib/netns.sh"
+PACED="$ROOT/tests/e2e/lib/paced_tcp.py"
+TEST=mtu
+SECS=${MTU_SECS:-5}
+RATE=${MTU_RATE:-4000000}
+MAX_GAP=1.0
+ok() { printf '    ok: %s\n' "$*"; }
+step() { printf '\n==> %s\n' "$*"; }
+[ -x "$VEIL_BIN" ] || { echo "FAIL: $VEIL_BIN not found" >&2; exit 1; }
+for tool in jq nft python3 ping; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool missing; run scripts/setup.sh" >&2; exit 1; }
+done
+
+CASES=("$@")
+[ "${#CASES[@]}" -gt 0 ] || CASES=(link1280 vxlan blackhole shrink ipv6)
+
+netns_init
+netns_hub_create
+case "$NETNS_SUBNET" in
+  198.18.*) LANBASE="198.19.${NETNS_SUBNET##*.}" ;;
+  *) LANBASE="198.18.${NETNS_SUBNET##*.}" ;;
+esac
+V6NET="fd00:198:18:$(printf '%x' $((RANDOM % 65536)))"
+RESULTS=()
+
+# net CASE RELAY_NS RELAY_ADDR: a network for CASE, its relay in RELAY_NS on RELAY_ADDR.
+net() {
+  local c=$1 rns=$2 addr=$3
+  mkdir -p "$NETNS_DIR/$c/state"
+  "$VEIL_BIN" network create --relay "$addr" --out "$NETNS_DIR/$c/net" >/dev/null 2>&1 \
+    || netns_fail "$c: network create failed"
+  netns_spawn "$rns" "$c-relay" "$VEIL_BIN" relay --listen "$addr" \
+    --token-file "$NETNS_DIR/$c/net/relay-1.token" --state-dir "$NETNS_DIR/$c/state/relay"
+  netns_wait_relay_ready "$rns" "$NETNS_DIR/$c/state/relay" "$c-relay" 20
+}
+
+# node CASE NS: `veil up` in NS for CASE.
+node() {
+  local c=$1 ns=$2
+  netns_spawn "$ns" "$c-$ns" "$VEIL_BIN" up --token-file "$NETNS_DIR/$c/net/join.token" \
+    --state-dir "$NETNS_DIR/$c/state/$ns"
+  netns_wait_veil_ready "$ns" "$NETNS_DIR/$c/state/$ns" "$c-$ns" 30
+}
+
+status() { netns_exec "$2" "$VEIL_BIN" status --json --state-dir "$NETNS_DIR/$1/state/$2"; }
+peer() { netns_exec "$2" "$VEIL_BIN" peers --json --state-dir "$NETNS_DIR/$1/state/$2" | jq -c '.[0]'; }
+
+# transfer CASE A B DST LABEL: paced TCP from A to DST (in B); prints the longest gap.
+transfer() {
+  local c=$1 a=$2 b=$3 dst=$4 label=$5 report sent
+  report=$NETNS_DIR/$c/$label.json
+  netns_spawn "$b" "$c-recv-$label" python3 "$PACED" recv "$dst" 5001 "$report"
+  netns_wait_tcp_listen "$b" 5001 10 || netns_fail "$c: receiver did not listen"
+  netns_spawn "$a" "$c-send-$label" python3 "$PACED" send "$dst" 5001 "$SECS" "$RATE"
+  netns_wait_exit "$c-send-$label" $((SECS + 60)) || netns_fail "$c: the sender failed"
+  netns_wait_exit "$c-recv-$label" 30 || netns_fail "$c: the receiver failed"
+  sent=$(tail -n 1 "${NETNS_LOG[$c-send-$label]}")
+  [ "$sent" = "$(jq -r .sha256 "$report")" ] || netns_fail "$c: $label transfer corrupted"
+  jq -r .longest_gap_s "$report"
+}
+
+# udp_big CASE A B DST: a 4096-byte UDP datagram from A to DST (in B) arrives intact.
+udp_big() {
+  local c=$1 a=$2 b=$3 dst=$4 want got
+  want=$(python3 -c 'import hashlib;print(4096, hashlib.sha256(bytes(range(256))*16).hexdigest())')
+  netns_spawn "$b" "$c-udp" python3 -c '
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 5002)); s.settimeout(20)
+d = s.recv(65535); print(len(d), hashlib.sha256(d).hexdigest())' "$dst"
+  sleep 0.5
+  for _ in 1 2 3; do
+    netns_exec "$a" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(bytes(range(256)) * 16, (sys.argv[1], 5002))' "$dst"
+    sleep 0.3
+    netns_alive "$c-udp" || break
+  done
+  netns_wait_exit "$c-udp" 10 || netns_fail "$c: the 4096-byte UDP datagram did not arrive"
+  got=$(tail -n 1 "${NETNS_LOG[$c-udp]}")
+  [ "$got" = "$want" ] || netns_fail "$c: UDP datagram damaged: $got"
+}
+
+# check CASE A B LO HI: the checks of the header, from A to B; the discovered MTU must be
+# within [LO, HI]. Sets GAP.
+check() {
+  local c=$1 a=$2 b=$3 lo=$4 hi=$5 dst p pmtu out big
+  dst=$(status "$c" "$b" | jq -r .overlay_ipv4)
+  netns_wait_for "$c: ping $a -> $b" 30 netns_exec "$a" ping -c 1 -W 1 "$dst" || netns_fail "$c: no ping"
+  GAP=$(transfer "$c" "$a" "$b" "$dst" v4)
+  awk -v g="$GAP" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' || netns_fail "$c: the transfer stalled ${GAP}s"
+  p=$(peer "$c" "$a")
+  pmtu=$(jq -r .pmtu <<<"$p")
+  [ "$(jq -r .pmtu_state <<<"$p")" = confirmed ] || netns_fail "$c: PMTU state: $p"
+  [ "$pmtu" -ge "$lo" ] && [ "$pmtu" -le "$hi" ] || netns_fail "$c: PMTU $pmtu outside [$lo, $hi]: $p"
+  ok "$c: $(jq -r .path <<<"$p") path, PMTU $pmtu (confirmed); ${SECS}s TCP intact, longest gap ${GAP}s"
+  netns_exec "$a" ping -M do -c 3 -i 0.2 -W 2 -s $((pmtu - 28)) "$dst" >/dev/null \
+    || netns_fail "$c: ping -M do of the path MTU ($pmtu) failed"
+  if [ "$pmtu" -lt 1400 ]; then
+    out=$(netns_exec "$a" ping -M do -c 3 -i 0.3 -W 2 -s 1372 "$dst" 2>&1 || true)
+    grep -Eq "mtu ?= ?$pmtu" <<<"$out" || netns_fail "$c: a 1400-byte DF ping did not teach MTU $pmtu: $out"
+    big="; a 1400-byte one taught a's stack mtu $pmtu"
+  else
+    netns_exec "$a" ping -M do -c 3 -i 0.2 -W 2 -s 1372 "$dst" >/dev/null || netns_fail "$c: 1400-byte ping failed"
+    big=""
+  fi
+  ok "$c: ping -M do of $pmtu bytes passes$big"
+  udp_big "$c" "$a" "$b" "$dst"
+  ok "$c: a 4096-byte UDP datagram arrived intact"
+  RESULTS+=("$c pmtu=$pmtu gap=${GAP}s")
+}
+
+# behind_router CASE: router CASEr on the hub with a's LAN; relay CASErl and b on the hub.
+behind_router() {
+  local c=$1 r=${1}r a=${1}a off=$2 rns ans
+  netns_add_host "${c}rl"
+  netns_add_host "${c}b"
+  netns_add_host "$r"
+  netns_create "$a"
+  rns=$(netns_name "$r")
+  ans=$(netns_name "$a")
+  ip -n "$rns" link add lan0 type veth peer name eth0 netns "$ans"
+  ip -n "$rns" addr add "$LANBASE.$((off + 1))/29" dev lan0
+  ip -n "$rns" link set lan0 up
+  ip -n "$ans" addr add "$LANBASE.$((off + 2))/29" dev eth0
+  ip -n "$ans" link set eth0 up
+  ip -n "$ans" route add default via "$LANBASE.$((off + 1))"
+  ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
+  for h in "${c}rl" "${c}b"; do
+    netns_exec "$h" ip route add "$LANBASE.$off/29" via "${NETNS_IP[$r]}"
+  done
+  # The router sends no ICMP "fragmentation needed" and forwards no IP fragments.
+  netns_exec "$r" nft -f - <<EOF
+table ip blackhole {
+  chain noicmp { type filter hook output priority filter; icmp type destination-unreachable drop; }
+  chain nofrag { type filter hook forward priority filter; ip frag-off & 0x3fff != 0 drop; }
+}
+EOF
+  net "$c" "${c}rl" "${NETNS_IP[${c}rl]}:7000"
+  node "$c" "$a"
+  node "$c" "${c}b"
+}
+
+case_link1280() {
+  step "link1280: every link 1280 bytes"
+  local h hub
+  hub=$(netns_name hub)
+  for h in l1rl l1a l1b; do netns_add_host "$h"; done
+  for h in l1rl l1a l1b; do
+    netns_exec "$h" ip link set eth0 mtu 1280
+  done
+  for port in $(ip -n "$hub" -o link show master "$NETNS_BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    ip -n "$hub" link set "$port" mtu 1280
+  done
+  net l1 l1rl "${NETNS_IP[l1rl]}:7000"
+  node l1 l1a
+  node l1 l1b
+  # 1280 - 28 - 35 = 1217 crosses whole.
+  check l1 l1a l1b 1209 1217
+  # The hybrid handshake (about 2.4 KB) crossed 1280-byte links, in fragments under the base.
+  local hs
+  hs=$(status l1 l1a | jq '.counters.handshakes_completed + .counters.handshakes_answered')
+  [ "$hs" -ge 1 ] || netns_fail "l1: no completed peer handshake"
+  ok "l1: $hs hybrid handshake(s) completed over 1280-byte links"
+}
+
+case_vxlan() {
+  step "vxlan: Veil over VXLAN over veth (MTU 1450)"
+  local h i=0 vx=()
+  for h in vxrl vxa vxb; do netns_add_host "$h"; done
+  for h in vxrl vxa vxb; do
+    i=$((i + 1))
+    netns_exec "$h" ip link add vxlan0 type vxlan id 42 dstport 4789 dev eth0 local "${NETNS_IP[$h]}"
+    netns_exec "$h" ip addr add "$LANBASE.$((64 + i))/28" dev vxlan0
+    netns_exec "$h" ip link set vxlan0 up
+    vx+=("$LANBASE.$((64 + i))")
+  done
+  for h in vxrl vxa vxb; do
+    for o in vxrl vxa vxb; do
+      [ "$h" = "$o" ] || netns_exec "$h" bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst "${NETNS_IP[$o]}"
+    done
+    # Only VXLAN on eth0: Veil must use the nested overlay, not the plain veth.
+    netns_exec "$h" nft -f - <<EOF
+table inet onlyvx {
+  chain in { type filter hook input priority filter; iifname "eth0" udp dport != 4789 drop; }
+}
+EOF
+  done
+  [ "$(netns_exec vxa cat /sys/class/net/vxlan0/mtu)" = 1450 ] || netns_fail "vxlan0 MTU is not 1450"
+  net vx vxrl "${vx[0]}:7000"
+  node vx vxa
+  node vx vxb
+  # 1450 - 28 - 35 = 1387.
+  check vx vxa vxb 1379 1387
+}
+
+case_blackhole() {
+  step "blackhole: a 1280-byte hop that sends no ICMP and drops fragments"
+  behind_router bh 0
+  netns_exec bhr ip link set lan0 mtu 1280
+  netns_exec bha ip link set eth0 mtu 1500
+  check bh bha bhb 1209 1217
+  local dst6 gap6
+  dst6=$(status bh bhb | jq -r .overlay_ipv6)
+  gap6=$(transfer bh bha bhb "$dst6" v6)
+  awk -v g="$gap6" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' || netns_fail "bh: the IPv6 transfer stalled ${gap6}s"
+  netns_exec bha ping -6 -M do -c 3 -i 0.2 -W 2 -s $((1217 - 48 - 8)) "$dst6" >/dev/null 2>&1 || \
+    netns_exec bha ping -6 -c 3 -i 0.2 -W 2 -s 1100 "$dst6" >/dev/null || netns_fail "bh: IPv6 ping failed"
+  ok "bh: IPv6 inner over the IPv4 underlay: ${SECS}s TCP intact, longest gap ${gap6}s"
+}
+
+case_shrink() {
+  step "shrink: the router's link to a drops from 1500 to 1280 mid-transfer"
+  behind_router sh 8
+  local dst report sent gap p
+  dst=$(status sh shb | jq -r .overlay_ipv4)
+  netns_wait_for "sh: ping" 30 netns_exec sha ping -c 1 -W 1 "$dst" || netns_fail "sh: no ping"
+  netns_exec sha ping -c 3 -i 0.2 -W 1 -s 1372 "$dst" >/dev/null || netns_fail "sh: full-size ping before the shrink"
+  [ "$(peer sh sha | jq -r .pmtu)" = 1400 ] || netns_fail "sh: PMTU before the shrink: $(peer sh sha)"
+  report=$NETNS_DIR/sh/shrink.json
+  netns_spawn shb sh-recv python3 "$PACED" recv "$dst" 5001 "$report"
+  netns_wait_tcp_listen shb 5001 10 || netns_fail "sh: receiver did not listen"
+  netns_spawn sha sh-send python3 "$PACED" send "$dst" 5001 $((SECS * 2)) "$RATE"
+  sleep "$SECS"
+  netns_exec shr ip link set lan0 mtu 1280
+  netns_exec sha ip link set eth0 mtu 1500
+  netns_wait_exit sh-send $((SECS + 60)) || netns_fail "sh: the sender failed"
+  netns_wait_exit sh-recv 30 || netns_fail "sh: the receiver failed"
+  sent=$(tail -n 1 "${NETNS_LOG[sh-send]}")
+  [ "$sent" = "$(jq -r .sha256 "$report")" ] || netns_fail "sh: transfer corrupted"
+  gap=$(jq -r .longest_gap_s "$report")
+  p=$(peer sh sha)
+  ok "sh: transfer intact across the shrink; longest stall ${gap}s; now $(jq -c '{pmtu,pmtu_state}' <<<"$p"), black holes $(status sh sha | jq -r .counters.pmtu_black_holes)"
+  [ "$(jq -r .pmtu <<<"$p")" -le 1217 ] || netns_fail "sh: PMTU after the shrink: $p"
+  awk -v g="$gap" 'BEGIN { exit !(g <= 2.0) }' || netns_fail "sh: stalled ${gap}s after the shrink (goal ≤ 1 s)"
+  RESULTS+=("shrink recovery=${gap}s")
+}
+
+case_ipv6() {
+  step "ipv6: IPv6 underlay with 1280-byte links, IPv4 inner traffic"
+  local h i=0 hub
+  hub=$(netns_name hub)
+  ip netns exec "$hub" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 >/dev/null 2>&1 || true
+  for h in v6rl v6a v6b; do netns_add_host "$h"; done
+  for h in v6rl v6a v6b; do
+    i=$((i + 1))
+    netns_exec "$h" sysctl -qw net.ipv6.conf.all.disable_ipv6=0
+    netns_exec "$h" ip link set eth0 mtu 1280
+    netns_exec "$h" ip addr add "$V6NET::$i/64" dev eth0 nodad
+  done
+  for port in $(ip -n "$hub" -o link show master "$NETNS_BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    ip -n "$hub" link set "$port" mtu 1280 2>/dev/null || true
+  done
+  # IPv4 on these hosts is not used by Veil: only the relay's IPv6 address is in the token,
+  # and IPv4 underlay traffic is dropped.
+  for h in v6a v6b; do
+    netns_exec "$h" nft -f - <<EOF
+table ip nov4 {
+  chain in { type filter hook input priority filter; iifname "eth0" udp dport 1-65535 drop; }
+}
+EOF
+  done
+  net v6 v6rl "[$V6NET::1]:7000"
+  node v6 v6a
+  node v6 v6b
+  # 1280 - 48 - 35 = 1197.
+  check v6 v6a v6b 1189 1197
+}
+
+for c in "${CASES[@]}"; do
+  "case_$c"
+done
+printf '\n%s: PASS (%s)\n' "$TEST" "${RESULTS[*]}"
