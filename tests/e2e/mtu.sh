@@ -27,6 +27,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source-path=SCRIPTDIR/../..
 # shellcheck source=scripts/lib/netns.sh
 source "$ROOT/scripts/lib/netns.sh"
+# shellcheck source=scripts/lib/mtu_topo.sh
+source "$ROOT/scripts/lib/mtu_topo.sh"
 PACED="$ROOT/tests/e2e/lib/paced_tcp.py"
 TEST=mtu
 SECS=${MTU_SECS:-5}
@@ -139,51 +141,20 @@ check() {
   RESULTS+=("$c pmtu=$pmtu gap=${GAP}s")
 }
 
-# behind_router CASE: router CASEr on the hub with a's LAN; relay CASErl and b on the hub.
-behind_router() {
-  local c=$1 r=${1}r a=${1}a off=$2 rns ans
-  netns_add_host "${c}rl"
-  netns_add_host "${c}b"
-  netns_add_host "$r"
-  netns_create "$a"
-  rns=$(netns_name "$r")
-  ans=$(netns_name "$a")
-  ip -n "$rns" link add lan0 type veth peer name eth0 netns "$ans"
-  ip -n "$rns" addr add "$LANBASE.$((off + 1))/29" dev lan0
-  ip -n "$rns" link set lan0 up
-  ip -n "$ans" addr add "$LANBASE.$((off + 2))/29" dev eth0
-  ip -n "$ans" link set eth0 up
-  ip -n "$ans" route add default via "$LANBASE.$((off + 1))"
-  ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
-  for h in "${c}rl" "${c}b"; do
-    netns_exec "$h" ip route add "$LANBASE.$off/29" via "${NETNS_IP[$r]}"
-  done
-  # The router sends no ICMP "fragmentation needed" and forwards no IP fragments.
-  netns_exec "$r" nft -f - <<EOF
-table ip blackhole {
-  chain noicmp { type filter hook output priority filter; icmp type destination-unreachable drop; }
-  chain nofrag { type filter hook forward priority filter; ip frag-off & 0x3fff != 0 drop; }
-}
-EOF
-  net "$c" "${c}rl" "${NETNS_IP[${c}rl]}:7000"
-  node "$c" "$a"
+# up CASE: relay and nodes a and b of CASE on their topology's underlay addresses.
+up() {
+  local c=$1 rl=${1}rl addr
+  addr=${UNDERLAY[$rl]}
+  [[ "$addr" == *:* ]] && addr="[$addr]"
+  net "$c" "$rl" "$addr:7000"
+  node "$c" "${c}a"
   node "$c" "${c}b"
 }
 
 case_link1280() {
   step "link1280: every link 1280 bytes"
-  local h hub
-  hub=$(netns_name hub)
-  for h in l1rl l1a l1b; do netns_add_host "$h"; done
-  for h in l1rl l1a l1b; do
-    netns_exec "$h" ip link set eth0 mtu 1280
-  done
-  for port in $(ip -n "$hub" -o link show master "$NETNS_BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do
-    ip -n "$hub" link set "$port" mtu 1280
-  done
-  net l1 l1rl "${NETNS_IP[l1rl]}:7000"
-  node l1 l1a
-  node l1 l1b
+  topo_flat l1 1280
+  up l1
   # 1280 - 28 - 35 = 1217 crosses whole.
   check l1 l1a l1b 1209 1217
   # The hybrid handshake (about 2.4 KB) crossed 1280-byte links, in fragments under the base.
@@ -195,52 +166,31 @@ case_link1280() {
 
 case_vxlan() {
   step "vxlan: Veil over VXLAN over veth (MTU 1450)"
-  local h i=0 vx=()
-  for h in vxrl vxa vxb; do netns_add_host "$h"; done
-  for h in vxrl vxa vxb; do
-    i=$((i + 1))
-    netns_exec "$h" ip link add vxlan0 type vxlan id 42 dstport 4789 dev eth0 local "${NETNS_IP[$h]}"
-    netns_exec "$h" ip addr add "$LANBASE.$((64 + i))/28" dev vxlan0
-    netns_exec "$h" ip link set vxlan0 up
-    vx+=("$LANBASE.$((64 + i))")
-  done
-  for h in vxrl vxa vxb; do
-    for o in vxrl vxa vxb; do
-      [ "$h" = "$o" ] || netns_exec "$h" bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst "${NETNS_IP[$o]}"
-    done
-    # Only VXLAN on eth0: Veil must use the nested overlay, not the plain veth.
-    netns_exec "$h" nft -f - <<EOF
-table inet onlyvx {
-  chain in { type filter hook input priority filter; iifname "eth0" udp dport != 4789 drop; }
-}
-EOF
-  done
+  topo_vxlan vx
   [ "$(netns_exec vxa cat /sys/class/net/vxlan0/mtu)" = 1450 ] || netns_fail "vxlan0 MTU is not 1450"
-  net vx vxrl "${vx[0]}:7000"
-  node vx vxa
-  node vx vxb
+  up vx
   # 1450 - 28 - 35 = 1387.
   check vx vxa vxb 1379 1387
 }
 
 case_blackhole() {
   step "blackhole: a 1280-byte hop that sends no ICMP and drops fragments"
-  behind_router bh 0
-  netns_exec bhr ip link set lan0 mtu 1280
-  netns_exec bha ip link set eth0 mtu 1500
+  topo_router bh 0 blackhole
+  up bh
   check bh bha bhb 1209 1217
   local dst6 gap6
   dst6=$(status bh bhb | jq -r .overlay_ipv6)
   gap6=$(transfer bh bha bhb "$dst6" v6)
   awk -v g="$gap6" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' || netns_fail "bh: the IPv6 transfer stalled ${gap6}s"
-  netns_exec bha ping -6 -M do -c 3 -i 0.2 -W 2 -s $((1217 - 48 - 8)) "$dst6" >/dev/null 2>&1 || \
-    netns_exec bha ping -6 -c 3 -i 0.2 -W 2 -s 1100 "$dst6" >/dev/null || netns_fail "bh: IPv6 ping failed"
+  netns_exec bha ping -6 -M do -c 3 -i 0.2 -W 2 -s $((1217 - 48 - 8)) "$dst6" >/dev/null \
+    || netns_fail "bh: IPv6 ping -M do failed"
   ok "bh: IPv6 inner over the IPv4 underlay: ${SECS}s TCP intact, longest gap ${gap6}s"
 }
 
 case_shrink() {
   step "shrink: the router's link to a drops from 1500 to 1280 mid-transfer"
-  behind_router sh 8
+  topo_router sh 8 full
+  up sh
   local dst report sent gap p
   dst=$(status sh shb | jq -r .overlay_ipv4)
   netns_wait_for "sh: ping" 30 netns_exec sha ping -c 1 -W 1 "$dst" || netns_fail "sh: no ping"
@@ -251,8 +201,7 @@ case_shrink() {
   netns_wait_tcp_listen shb 5001 10 || netns_fail "sh: receiver did not listen"
   netns_spawn sha sh-send python3 "$PACED" send "$dst" 5001 $((SECS * 2)) "$RATE"
   sleep "$SECS"
-  netns_exec shr ip link set lan0 mtu 1280
-  netns_exec sha ip link set eth0 mtu 1500
+  router_shrink sh
   netns_wait_exit sh-send $((SECS + 60)) || netns_fail "sh: the sender failed"
   netns_wait_exit sh-recv 30 || netns_fail "sh: the receiver failed"
   sent=$(tail -n 1 "${NETNS_LOG[sh-send]}")
@@ -267,31 +216,8 @@ case_shrink() {
 
 case_ipv6() {
   step "ipv6: IPv6 underlay with 1280-byte links, IPv4 inner traffic"
-  local h i=0 hub
-  hub=$(netns_name hub)
-  ip netns exec "$hub" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 >/dev/null 2>&1 || true
-  for h in v6rl v6a v6b; do netns_add_host "$h"; done
-  for h in v6rl v6a v6b; do
-    i=$((i + 1))
-    netns_exec "$h" sysctl -qw net.ipv6.conf.all.disable_ipv6=0
-    netns_exec "$h" ip link set eth0 mtu 1280
-    netns_exec "$h" ip addr add "$V6NET::$i/64" dev eth0 nodad
-  done
-  for port in $(ip -n "$hub" -o link show master "$NETNS_BRIDGE" | awk -F': ' '{print $2}' | cut -d@ -f1); do
-    ip -n "$hub" link set "$port" mtu 1280 2>/dev/null || true
-  done
-  # IPv4 on these hosts is not used by Veil: only the relay's IPv6 address is in the token,
-  # and IPv4 underlay traffic is dropped.
-  for h in v6a v6b; do
-    netns_exec "$h" nft -f - <<EOF
-table ip nov4 {
-  chain in { type filter hook input priority filter; iifname "eth0" udp dport 1-65535 drop; }
-}
-EOF
-  done
-  net v6 v6rl "[$V6NET::1]:7000"
-  node v6 v6a
-  node v6 v6b
+  topo_v6 v6
+  up v6
   # 1280 - 48 - 35 = 1197.
   check v6 v6a v6b 1189 1197
 }
