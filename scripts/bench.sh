@@ -6,6 +6,7 @@
 #                               namespace throughput / first-packet latency
 #   scripts/bench.sh --full     also the rendezvous at 100,000 nodes (about 2 minutes, 600 MB)
 #   scripts/bench.sh --net      only the namespace measurements
+#   scripts/bench.sh mtu [CASE...]  the MTU benchmark against boringtun (scripts/bench-mtu.sh)
 #
 # Needs root for the namespace part. SIZE_MIB (default 500) sets the transfer size.
 set -euo pipefail
@@ -14,11 +15,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 FULL=0
 ONLY_NET=0
+if [ "${1:-}" = mtu ]; then
+  shift
+  exec bash "$ROOT/scripts/bench-mtu.sh" "$@"
+fi
 for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --net) ONLY_NET=1 ;;
-    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -8,12 +8,14 @@
 #   topo_vxlan C              all three on the hub, joined by VXLAN (MTU 1450) over eth0;
 #                             UDP on eth0 other than VXLAN's is dropped, so tunnels nest
 #   topo_router C OFF MODE    a behind router "${C}r" (LAN $LANBASE.OFF/29), relay and b on the
-#                             hub; the router's link to a has MTU 1280 unless MODE is
-#                             "full"; MODE "blackhole" also drops the router's ICMP
+#                             hub; the router forwards at most 1280 bytes either way unless
+#                             MODE is "full"; MODE "blackhole" also drops the router's ICMP
 #                             "fragmentation needed" and every IP fragment it forwards
 #   topo_v6 C                 all three on the hub with IPv6 only (V6NET::/64), links 1280;
 #                             IPv4 UDP on eth0 dropped
-#   router_shrink C           the router's link to a drops to 1280 (MODE "full" before)
+#   router_shrink C           the router's link to a drops to 1280 (`ip link set … mtu`; MODE
+#                             "full" before): larger datagrams from a vanish at its ingress,
+#                             those to a get "fragmentation needed"
 #
 # Needs: LANBASE (a free /24 prefix of 198.18.0.0/15, "198.19.X") and V6NET (an
 # fd00:198:18::/48 /64 prefix without "::/64").
@@ -80,8 +82,14 @@ topo_router() {
     UNDERLAY[$h]=${NETNS_IP[$h]}
   done
   UNDERLAY[$a]="$LANBASE.$((off + 2))"
-  # a's own link stays at 1500: the small hop is inside the path, invisible to a's socket.
-  [ "$mode" = full ] || ip -n "$rns" link set lan0 mtu 1280
+  # The small hop is inside the path, invisible to a's and b's sockets: every link stays at
+  # 1500 and the router forwards at most 1280 bytes either way (route MTUs), answering DF
+  # packets above that with ICMP "fragmentation needed" and fragmenting the others, as a
+  # router does.
+  if [ "$mode" != full ]; then
+    ip -n "$rns" route replace "$LANBASE.$off/29" dev lan0 mtu lock 1280
+    ip -n "$rns" route replace "$NETNS_SUBNET.0/24" dev eth0 mtu lock 1280
+  fi
   if [ "$mode" = blackhole ]; then
     netns_exec "$r" nft -f - <<EOF
 table ip blackhole {
