@@ -237,3 +237,33 @@ fn the_hybrid_handshake_crosses_an_ipv6_minimum_path() {
             >= 1
     );
 }
+
+#[test]
+fn ipv6_below_1280_is_fragmented_and_never_told() {
+    // An IPv6 stack cannot go below 1280, so on a path whose inner MTU is smaller the overlay
+    // carries its packets in fragments and sends no Packet Too Big.
+    let mut sim = two_nodes(77, NodeConfig::default());
+    sim.mtu_limits.push((sim.nodes[1].addr.ip(), 1200));
+    let (a, b) = (
+        sim.nodes[0].node.overlay_ipv6(),
+        sim.nodes[1].node.overlay_ipv6(),
+    );
+    let before = sim.nodes[1].tun.len();
+    for k in 0..50u8 {
+        sim.tun_send(0, &veil_sim::udp6(a, b, &[k; 1300]));
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let got = sim.nodes[1].tun[before..]
+        .iter()
+        .filter(|p| p.len() == 1348)
+        .count();
+    assert_eq!(got, 50);
+    let p = peer_of(&sim, 0);
+    assert!(p.pmtu.unwrap() < 1280 - 48, "{:?}", p.pmtu);
+    assert_eq!(sim.nodes[0].node.counters().too_big_sent, 0);
+    assert!(sim.nodes[0]
+        .tun
+        .iter()
+        .all(|p| !(p[0] >> 4 == 6 && p[6] == 58 && p.get(40) == Some(&2))));
+}
