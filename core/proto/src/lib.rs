@@ -14,6 +14,7 @@ pub mod keys;
 pub mod node;
 pub mod noise;
 pub mod pmtu;
+pub mod ratelimit;
 pub mod relay;
 pub mod replay;
 pub mod session;

@@ -8,6 +8,7 @@ use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{node_id, Identity, RelayKeys};
 use crate::noise::Responder;
+use crate::ratelimit::RateLimiter;
 use crate::replay::RELAY_WORDS;
 use crate::session::{OpenError, Session};
 use crate::token::{RelayToken, ROTATION_GRACE_SECS};
@@ -21,6 +22,12 @@ use std::time::{Duration, Instant};
 
 /// Most names one node may hold.
 const MAX_NAMES_PER_CLIENT: usize = 8;
+/// Handshakes a relay answers per source address and second, in bursts of up to
+/// `HS_BURST` (many nodes can share an address behind a NAT), tracking at most `HS_KEYS`
+/// addresses.
+const HS_PER_SEC: u32 = 20;
+const HS_BURST: u32 = 50;
+const HS_KEYS: usize = 65_536;
 /// Largest record a node may store.
 const MAX_RECORD: usize = 512;
 
@@ -101,6 +108,8 @@ pub struct Relay {
     ca: Option<[u8; 32]>,
     /// The newest CA-signed policy any node pushed.
     policy: Option<crate::cert::Policy>,
+    /// Handshakes answered per source address (each costs an X25519 and an ML-KEM).
+    hs_limit: RateLimiter<std::net::IpAddr>,
 }
 
 impl Relay {
@@ -136,6 +145,7 @@ impl Relay {
             counters: RelayCounters::default(),
             ca: token.ca,
             policy: None,
+            hs_limit: RateLimiter::new(HS_PER_SEC, HS_BURST, HS_KEYS),
         }
     }
 
@@ -461,6 +471,10 @@ impl Relay {
         );
         self.counters.reassembly_timeouts += evicted;
         let Some(msg) = whole else { return };
+        if !self.hs_limit.allow(now, &from.ip()) {
+            self.counters.dropped_rate_limited += 1;
+            return;
+        }
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let prologue = self.epoch_at(previous).prologue;

@@ -262,6 +262,8 @@ counters!(
         direct_paths_lost,
         /// Changes of our own addresses (local or as the relay sees us).
         network_changes,
+        /// Handshakes not answered: too many from that path (a flood from a member).
+        dropped_rate_limited,
         /// Path MTU probes sent.
         pmtu_probes_sent,
         /// Path MTU probes the peer acknowledged.
@@ -322,6 +324,8 @@ counters!(
         clients_expired,
         /// Handshake fragments dropped unassembled.
         reassembly_timeouts,
+        /// Handshakes not answered: too many from that address (a flood from a member).
+        dropped_rate_limited,
         /// Rotated relay tokens adopted.
         token_rotations,
         /// Handshake messages opened with the previous relay base (rotation overlap).

@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 
 mod mtu;
 
+/// Handshakes a node answers per path (a peer's address or relay handle) and second, in
+/// bursts of up to `HS_BURST`, tracking at most `HS_KEYS` paths.
+const HS_PER_SEC: u32 = 5;
+const HS_BURST: u32 = 10;
+const HS_KEYS: usize = 4096;
 /// Packets queued per peer (or per lookup) while its session is being set up.
 const QUEUE_MAX: usize = 64;
 /// Handshake attempts before a peer is given up on.
@@ -327,6 +332,8 @@ pub struct Node {
     reasm: Reassembler<(Path, u8)>,
     /// Inner packets that came in overlay fragments, by peer.
     data_reasm: Reassembler<[u8; 32]>,
+    /// Handshakes answered per path (each costs an X25519 and an ML-KEM).
+    hs_limit: crate::ratelimit::RateLimiter<Path>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<NodeEvent>,
@@ -422,6 +429,7 @@ impl Node {
             next_req: 1,
             reasm: Reassembler::default(),
             data_reasm: Reassembler::default(),
+            hs_limit: crate::ratelimit::RateLimiter::new(HS_PER_SEC, HS_BURST, HS_KEYS),
             transmits: VecDeque::new(),
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
@@ -1654,6 +1662,10 @@ impl Node {
     }
 
     fn answer_peer(&mut self, now: Instant, path: Path, msg_id: u32, msg: &[u8], epoch: u8) {
+        if !self.hs_limit.allow(now, &path) {
+            self.counters.dropped_rate_limited += 1;
+            return;
+        }
         let seed = self.seed();
         let prologue = self.epoch_at(epoch).node_prologue;
         let Ok((responder, payload)) = Responder::read(&self.identity, &prologue, msg, seed) else {
