@@ -60,11 +60,11 @@ pub enum Frame {
     Unreachable = 8,
     /// The sender closes this session.
     Close = 9,
-    /// Reserved: overlay fragment of an inner packet (MTU work).
+    /// Overlay fragment of an inner packet larger than the path carries whole.
     Fragment = 10,
-    /// Reserved: padded path-MTU probe.
+    /// Path MTU probe: a datagram of exactly the size being tested.
     PmtuProbe = 11,
-    /// Reserved: acknowledgement of a probe.
+    /// Acknowledgement of a path MTU probe.
     PmtuAck = 12,
     /// Node ↔ node, sent on a candidate path: `[token 8]`, padded like data.
     PathChallenge = 13,

@@ -1502,7 +1502,10 @@ impl Node {
         if ok {
             peer.rx_bytes += held.iter().map(|p| p.len() as u64).sum::<u64>();
             self.counters.rx_packets += held.len() as u64;
-            self.tun_out.extend(held);
+            for mut pkt in held {
+                self.clamp_incoming(&pk, &mut pkt);
+                self.tun_out.push_back(pkt);
+            }
             self.set_peer_ipv4(pk, a);
         } else {
             self.counters.dropped_spoofed += held.len() as u64;
