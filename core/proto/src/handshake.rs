@@ -1,7 +1,7 @@
 //! What node and relay share around the Noise handshake: the payloads each message carries
 //! inside its encryption, and turning a message into sealed, padded handshake datagrams.
 
-use crate::crypto::HsSeal;
+use crate::crypto::{HsSeal, HS_NONCE_LEN, TAG_LEN};
 use crate::frag;
 use crate::wire::{self, Cursor, HsKind, HS_PIECE_MAX};
 use rand_chacha::ChaCha20Rng;
@@ -110,6 +110,9 @@ fn take_cert(c: &mut Cursor<'_>) -> Option<Vec<u8>> {
     c.take(usize::from(len)).map(<[u8]>::to_vec)
 }
 
+/// Size granularity of handshake datagrams.
+pub const HS_BUCKET: usize = 64;
+
 /// Splits a handshake message into sealed datagrams, each with a fresh nonce and a random
 /// amount of padding so that handshake sizes vary.
 pub fn datagrams(
@@ -127,7 +130,12 @@ pub fn datagrams(
         .map(|(i, p)| {
             let mut nonce = [0u8; 24];
             rng.fill_bytes(&mut nonce);
-            let pad = (rng.next_u32() % 96) as usize;
+            // Sizes in 64-byte buckets like transport datagrams, one bucket more half of the
+            // time: handshakes have no fixed size and no size outside the buckets.
+            let bare = HS_NONCE_LEN + wire::HS_FRAG_HDR + p.len() + TAG_LEN;
+            let target =
+                bare.div_ceil(HS_BUCKET) * HS_BUCKET + HS_BUCKET * (rng.next_u32() % 2) as usize;
+            let pad = target - bare;
             wire::seal_handshake(seal, &nonce, kind, msg_id, i as u8, count, p, pad)
         })
         .collect()
