@@ -42,6 +42,8 @@ PACED="$ROOT/tests/e2e/lib/paced_tcp.py"
 source "$ROOT/scripts/lib/netns.sh"
 # shellcheck source=scripts/lib/mtu_topo.sh
 source "$ROOT/scripts/lib/mtu_topo.sh"
+# shellcheck source=scripts/lib/boringtun.sh
+source "$ROOT/scripts/lib/boringtun.sh"
 export NETNS_QUIET=1
 netns_init
 netns_hub_create
@@ -82,43 +84,6 @@ veil_down() {
   netns_stop "$c-veil-a" 5
   netns_stop "$c-veil-b" 5
   netns_stop "$c-relay" 5
-}
-
-# wg_up C: boringtun on a and b of C (100.127.0.1 and .2 on wg0, MTU 1420), each with the
-# other as its peer at its underlay address; a private /run so the UAPI sockets stay apart.
-wg_up() {
-  local c=$1 n other key pub i
-  declare -A PUB=() KEY=()
-  for n in a b; do
-    KEY[$n]=$(wg genkey)
-    PUB[$n]=$(wg pubkey <<<"${KEY[$n]}")
-  done
-  i=0
-  for n in a b; do
-    i=$((i + 1))
-    other=$([ "$n" = a ] && echo b || echo a)
-    key=$NETNS_DIR/$c/wg-$n.key
-    mkdir -p "$NETNS_DIR/$c/run-$n"
-    printf '%s\n' "${KEY[$n]}" >"$key"
-    netns_spawn "$c$n" "$c-wg-$n" unshare -m sh -c "
-      mount --bind '$NETNS_DIR/$c/run-$n' /run
-      mkdir -p /run/wireguard
-      WG_SUDO=1 boringtun-cli wg0 --foreground --threads 1 --disable-drop-privileges &
-      bt=\$!
-      while [ ! -S /run/wireguard/wg0.sock ]; do sleep 0.1; done
-      wg set wg0 private-key '$key' listen-port 51820 \
-        peer '${PUB[$other]}' endpoint '${UNDERLAY[$c$other]}:51820' allowed-ips 100.127.0.0/24
-      ip addr add 100.127.0.$i/24 dev wg0
-      ip link set wg0 mtu 1420 up
-      wait \$bt"
-  done
-  netns_wait_for "$c: boringtun up" 20 netns_exec "${c}a" ping -c 1 -W 1 100.127.0.2 \
-    || { echo "bench-mtu: $c: boringtun tunnel did not come up" >&2; return 1; }
-}
-
-wg_down() {
-  netns_stop "$1-wg-a" 5
-  netns_stop "$1-wg-b" 5
 }
 
 # measure C: Veil then boringtun on topology C (already built); prints the RESULT line.

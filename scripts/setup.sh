@@ -19,7 +19,9 @@ APT_PACKAGES=(
   nmap          # port scans of a running node
   socat         # TCP transfers over the overlay
   psmisc        # fuser, killall (only for humans; the scripts kill by pid)
+  wireguard-tools # `wg`, to drive boringtun (the userspace WireGuard tests and benchmarks compare with)
 )
+CARGO_TOOLS=(boringtun-cli) # userspace WireGuard: the capture test's contrast, the benchmarks' baseline
 RUST_COMPONENTS=(rustfmt clippy)
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -106,5 +108,14 @@ else
   done
   log "rust: no rustup; rustfmt and clippy present"
 fi
+
+for tool in "${CARGO_TOOLS[@]}"; do
+  if command -v "$tool" >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/$tool" ]; then
+    log "cargo: $tool already installed"
+  else
+    log "cargo: installing $tool (cargo install --locked; a few minutes)"
+    cargo install --locked --quiet "$tool" || die "cargo install $tool failed"
+  fi
+done
 
 log "done"

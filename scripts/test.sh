@@ -93,9 +93,9 @@ skip_as_failed() {
 }
 
 stage "setup" 1200 bash scripts/setup.sh
-stage "build (cargo build --release -p veil-cli)" 2400 cargo build --release -p veil-cli
+stage "build (cargo build --release -p veil-cli -p veil-capture)" 2400 cargo build --release -p veil-cli -p veil-capture
 build_ok=0
-[ -x target/release/veil ] && [ "${RESULTS[-1]:0:4}" = PASS ] && build_ok=1
+[ -x target/release/veil ] && [ -x target/release/veil-capture ] && [ "${RESULTS[-1]:0:4}" = PASS ] && build_ok=1
 stage "cargo test --workspace" 2400 cargo test --workspace --no-fail-fast
 
 shopt -s nullglob
