@@ -7,7 +7,7 @@
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A byte string to look for, with a name for the report.
 #[derive(Clone, Debug)]
@@ -61,6 +61,34 @@ impl std::error::Error for CaptureError {}
 /// The UDP payloads to or from `host` (any host if None) in a pcap file's bytes
 /// (Ethernet or Linux cooked captures).
 pub fn udp_payloads(pcap: &[u8], host: Option<IpAddr>) -> Result<Vec<Vec<u8>>, CaptureError> {
+    Ok(udp_datagrams(pcap)?
+        .into_iter()
+        .filter(|d| host.is_none_or(|h| h == d.src.ip() || h == d.dst.ip()))
+        .map(|d| d.payload)
+        .collect())
+}
+
+/// The UDP payloads sent to `target` (address and port) in a pcap file's bytes.
+pub fn udp_payloads_to(pcap: &[u8], target: SocketAddr) -> Result<Vec<Vec<u8>>, CaptureError> {
+    Ok(udp_datagrams(pcap)?
+        .into_iter()
+        .filter(|d| d.dst == target)
+        .map(|d| d.payload)
+        .collect())
+}
+
+/// A UDP datagram of a capture.
+pub struct Datagram {
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every UDP datagram in a pcap file's bytes (Ethernet, Linux cooked or raw IP captures).
+pub fn udp_datagrams(pcap: &[u8]) -> Result<Vec<Datagram>, CaptureError> {
     let mut reader = pcap_file::pcap::PcapReader::new(pcap)
         .map_err(|e| CaptureError(format!("not a pcap file: {e}")))?;
     let linktype = reader.header().datalink;
@@ -87,11 +115,12 @@ pub fn udp_payloads(pcap: &[u8], host: Option<IpAddr>) -> Result<Vec<Vec<u8>>, C
             ),
             None => continue,
         };
-        if host.is_some_and(|h| h != src && h != dst) {
-            continue;
-        }
         if let Some(TransportSlice::Udp(u)) = &p.transport {
-            out.push(u.payload().to_vec());
+            out.push(Datagram {
+                src: SocketAddr::new(src, u.source_port()),
+                dst: SocketAddr::new(dst, u.destination_port()),
+                payload: u.payload().to_vec(),
+            });
         }
     }
     Ok(out)
