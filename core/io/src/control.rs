@@ -141,7 +141,7 @@ async fn serve_client<H: ControlHandler>(stream: UnixStream, handler: H) {
     let (read, mut write) = stream.into_split();
     let mut lines = tokio::io::BufReader::new(read.take(64 * 1024)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let response = match parse(&line) {
+        let response = match parse_request(&line) {
             // The process may be gone as soon as it accepts `down`: answer first. The client
             // then waits for the socket file to disappear.
             Ok(ControlCommand::Down) => {
@@ -195,7 +195,7 @@ async fn write_response(
 }
 
 /// The command of one request line, or the error message for the client.
-fn parse(line: &str) -> Result<ControlCommand, String> {
+pub fn parse_request(line: &str) -> Result<ControlCommand, String> {
     if line.len() > MAX_LINE {
         return Err("request too long".into());
     }

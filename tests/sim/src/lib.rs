@@ -2,6 +2,8 @@
 //! nodes, a fake clock, and impairments (latency, jitter that reorders, loss,
 //! duplication), all drawn from one seed. Nothing here sleeps or touches a socket.
 
+pub mod fuzz;
+
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::cmp::Reverse;

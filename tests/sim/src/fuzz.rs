@@ -1,0 +1,176 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*`), kept here so that the committed
+//! corpora replay on stable through `cargo test` (`tests/fuzz_corpus.rs`) and the fuzzers
+//! need nothing but a call. Each takes arbitrary bytes and must not panic, hang or grow
+//! without bound; the simulator's busy-loop detector runs under all of them.
+
+use crate::{udp4, Impairment, Sim};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+use veil_proto::frag::Reassembler;
+use veil_proto::NodeConfig;
+
+/// A network of a relay and two joined nodes with a session between them, made once per
+/// process: building one costs several hybrid handshakes, far more than an input.
+fn network() -> &'static Mutex<Sim> {
+    static NET: std::sync::OnceLock<Mutex<Sim>> = std::sync::OnceLock::new();
+    NET.get_or_init(|| {
+        let mut sim = Sim::new(99, 2, NodeConfig::default(), Impairment::default());
+        sim.run_for(Duration::from_secs(3));
+        if let (Some(a), Some(b)) = (sim.ipv4(0), sim.ipv4(1)) {
+            sim.tun_send(0, &udp4(a, b, b"hello"));
+            sim.run_for(Duration::from_secs(1));
+        }
+        Mutex::new(sim)
+    })
+}
+
+fn with_network(f: impl FnOnce(&mut Sim)) {
+    let mut guard = match network().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(&mut guard);
+}
+
+/// The sender of a fuzzed datagram, from its first byte: the relay, the peer, or a
+/// stranger.
+fn source(sim: &Sim, b: u8) -> SocketAddr {
+    match b % 3 {
+        0 => sim.relay_addr,
+        1 => sim.nodes[1].addr,
+        _ => SocketAddr::from(([198, 18, 200, b], 40_000 + u16::from(b))),
+    }
+}
+
+/// One datagram from the wire into node 0: `[source selector][datagram…]`.
+pub fn node_datagram(data: &[u8]) {
+    let Some((&sel, dg)) = data.split_first() else {
+        return;
+    };
+    with_network(|sim| {
+        let from = source(sim, sel);
+        let to = sim.nodes[0].addr;
+        sim.inject(from, to, dg.to_vec());
+        sim.run_for(Duration::from_millis(1));
+    });
+}
+
+/// One datagram from the wire into the relay: `[source selector][datagram…]`.
+pub fn relay_datagram(data: &[u8]) {
+    let Some((&sel, dg)) = data.split_first() else {
+        return;
+    };
+    with_network(|sim| {
+        let from = match sel % 3 {
+            0 => sim.nodes[0].addr,
+            1 => sim.nodes[1].addr,
+            _ => SocketAddr::from(([198, 18, 201, sel], 50_000)),
+        };
+        let to = sim.relay_addr;
+        sim.inject(from, to, dg.to_vec());
+        sim.run_for(Duration::from_millis(1));
+    });
+}
+
+/// Handshake and overlay-fragment reassembly from a script of pieces:
+/// `[key u8][msg id u8][index u8][count u8][len u8][piece…]`, repeated; time advances by the
+/// key's low bits in seconds. Memory must stay within the reassembler's bounds.
+pub fn reassembly(data: &[u8]) {
+    let mut r: Reassembler<u8> = Reassembler::default();
+    let base = std::time::Instant::now();
+    let mut now = base;
+    let mut c = data;
+    while c.len() >= 5 {
+        let (key, id, index, count, len) = (c[0], c[1], c[2], c[3], usize::from(c[4]));
+        c = &c[5..];
+        let piece = &c[..len.min(c.len())];
+        c = &c[piece.len()..];
+        now += Duration::from_secs(u64::from(key & 3));
+        let (whole, _) = r.add(now, key, u32::from(id), index, count, piece);
+        if let Some(w) = whole {
+            assert!(w.len() <= 255 * usize::from(veil_proto::frag::MAX_PIECES));
+        }
+        r.expire(now);
+        assert!(r.len() <= veil_proto::frag::MAX_PENDING);
+    }
+}
+
+/// A control-socket request line.
+pub fn control_request(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    let _ = veil_io::control::parse_request(&line);
+}
+
+/// Every text decoder a user or the wire feeds: tokens, CA keys, certificates, policies.
+pub fn decoders(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = veil_proto::JoinToken::decode(&text);
+    let _ = veil_proto::RelayToken::decode(&text);
+    let _ = veil_proto::CaKey::decode(&text);
+    let _ = veil_proto::Certificate::decode(&text);
+    let _ = veil_proto::Policy::decode(&text, &[7u8; 32]);
+    let _ = veil_proto::Certificate::from_bytes(data);
+    let _ = veil_proto::Policy::from_bytes(data, &[7u8; 32]);
+}
+
+/// The whole node state machine driven by a script (Firezone's approach): each op is
+/// `[op][arg][len][bytes…]`: send an inner packet from node 0 or 1 (to the other, or to
+/// the bytes' address), deliver raw bytes to a node or the relay, let time pass, move a node,
+/// limit a path's MTU, drop the relay's state. Runs on its own small network, fresh per
+/// input, so that a failing input reproduces.
+pub fn node_script(data: &[u8]) {
+    let mut sim = Sim::new(7, 2, NodeConfig::default(), Impairment::default());
+    sim.run_for(Duration::from_millis(500));
+    let mut c = data;
+    let mut steps = 0;
+    while c.len() >= 3 && steps < 64 {
+        steps += 1;
+        let (op, arg, len) = (c[0], c[1], usize::from(c[2]));
+        c = &c[3..];
+        let bytes = &c[..len.min(c.len())];
+        c = &c[bytes.len()..];
+        let i = usize::from(arg & 1);
+        match op % 8 {
+            0 | 1 => {
+                let (src, dst) = match (sim.ipv4(i), sim.ipv4(1 - i)) {
+                    (Some(s), Some(d)) if op % 2 == 0 => (s, d),
+                    (Some(s), _) => (s, Ipv4Addr::new(100, 64, arg, 1)),
+                    _ => continue,
+                };
+                let mut payload = bytes.to_vec();
+                payload.resize(usize::from(arg) * 6, 0xab);
+                sim.tun_send(i, &udp4(src, dst, &payload));
+            }
+            2 => sim.tun_send(i, bytes),
+            3 => {
+                let from = source(&sim, arg);
+                let to = sim.nodes[i].addr;
+                sim.inject(from, to, bytes.to_vec());
+            }
+            4 => {
+                let from = sim.nodes[i].addr;
+                let to = sim.relay_addr;
+                sim.inject(from, to, bytes.to_vec());
+            }
+            5 => sim.run_for(Duration::from_millis(u64::from(arg) * 40)),
+            6 => {
+                let new = SocketAddr::from(([198, 18, 3, arg], 41_000 + u16::from(arg)));
+                sim.move_node(i, new);
+            }
+            _ => {
+                if arg % 4 == 0 {
+                    sim.restart_relay();
+                } else {
+                    let ip = sim.nodes[i].addr.ip();
+                    sim.mtu_limits.push((ip, 1000 + usize::from(arg) * 2));
+                }
+            }
+        }
+        sim.run_for(Duration::from_millis(5));
+    }
+    sim.run_for(Duration::from_secs(2));
+    for n in &sim.nodes {
+        assert!(n.node.state_entries() < 10_000, "node state grew");
+    }
+}
