@@ -2,7 +2,7 @@
 //! implementation can be chosen per target (`ring` where a C toolchain exists, pure Rust
 //! elsewhere). This module owns no state beyond keys and never allocates per packet.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::cipher::{KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -170,10 +170,20 @@ impl HeaderKey {
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&sample[4..16]);
         let block = u32::from_le_bytes([sample[0], sample[1], sample[2], sample[3]]);
-        let mut c = chacha20::ChaCha20::new((&self.0).into(), (&nonce).into());
-        c.seek(u64::from(block) * 64);
+        // The keystream block at `block`, computed by the core: the stream wrapper refuses
+        // the last block of the 32-bit counter (it panics on 0xffffffff), which a sender
+        // controls here.
+        let mut core = chacha20::ChaChaCore::<chacha20::cipher::consts::U10>::new(
+            (&self.0).into(),
+            (&nonce).into(),
+        );
+        core.set_block_pos(block);
+        let mut ks =
+            chacha20::cipher::Block::<chacha20::ChaChaCore<chacha20::cipher::consts::U10>>::default(
+            );
+        core.write_keystream_block(&mut ks);
         let mut m = [0u8; 16];
-        c.apply_keystream(&mut m);
+        m.copy_from_slice(&ks[..16]);
         m
     }
 }
@@ -208,6 +218,27 @@ impl HsSeal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_mask_is_the_chacha20_keystream_at_the_sampled_block_for_every_counter() {
+        use chacha20::cipher::{StreamCipher, StreamCipherSeek};
+        let hp = HeaderKey::new([9u8; 32]);
+        for block in [0u32, 1, 77, 0x1234_5678, u32::MAX - 1] {
+            let mut sample = [5u8; 16];
+            sample[..4].copy_from_slice(&block.to_le_bytes());
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(&sample[4..]);
+            let mut c = chacha20::ChaCha20::new((&[9u8; 32]).into(), (&nonce).into());
+            c.seek(u64::from(block) * 64);
+            let mut want = [0u8; 16];
+            c.apply_keystream(&mut want);
+            assert_eq!(hp.mask(&sample), want, "block {block}");
+        }
+        // The last block of the counter: found by fuzzing, it used to panic.
+        let mut sample = [0u8; 16];
+        sample[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let _ = hp.mask(&sample);
+    }
 
     #[test]
     fn data_aead_round_trip_and_tamper() {
