@@ -14,15 +14,22 @@ use veil_proto::NodeConfig;
 /// process: building one costs several hybrid handshakes, far more than an input.
 fn network() -> &'static Mutex<Sim> {
     static NET: std::sync::OnceLock<Mutex<Sim>> = std::sync::OnceLock::new();
-    NET.get_or_init(|| {
-        let mut sim = Sim::new(99, 2, NodeConfig::default(), Impairment::default());
-        sim.run_for(Duration::from_secs(3));
-        if let (Some(a), Some(b)) = (sim.ipv4(0), sim.ipv4(1)) {
-            sim.tun_send(0, &udp4(a, b, b"hello"));
-            sim.run_for(Duration::from_secs(1));
-        }
-        Mutex::new(sim)
-    })
+    NET.get_or_init(|| Mutex::new(prepared(false)))
+}
+
+/// The network the datagram targets run against, built the same way every time (so that
+/// seeds captured from it, `capture` set, authenticate at the fuzzers' copy).
+pub fn prepared(capture: bool) -> Sim {
+    let mut sim = Sim::new(99, 0, NodeConfig::default(), Impairment::default());
+    sim.capture = capture;
+    sim.add_node(NodeConfig::default());
+    sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(3));
+    if let (Some(a), Some(b)) = (sim.ipv4(0), sim.ipv4(1)) {
+        sim.tun_send(0, &udp4(a, b, b"hello"));
+        sim.run_for(Duration::from_secs(1));
+    }
+    sim
 }
 
 fn with_network(f: impl FnOnce(&mut Sim)) {

@@ -64,17 +64,15 @@ fn node_script() {
 #[ignore]
 fn seed() {
     use std::time::Duration;
-    use veil_proto::NodeConfig;
-    use veil_sim::{udp4, Impairment, Sim};
+    use veil_sim::udp4;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     let write = |target: &str, name: String, data: &[u8]| {
         let d = root.join(target);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(name), data).unwrap();
     };
-    let mut sim = Sim::new(5, 2, NodeConfig::default(), Impairment::default());
-    sim.capture = true;
-    sim.run_for(Duration::from_secs(3));
+    // The network of the datagram targets, captured: its datagrams authenticate there.
+    let mut sim = fuzz::prepared(true);
     let (a, b) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
     for k in 0..20u8 {
         sim.tun_send(0, &udp4(a, b, &vec![k; 100 + usize::from(k) * 60]));
@@ -90,6 +88,20 @@ fn seed() {
             write("relay_datagram", format!("seed-{i:03}"), &v);
         }
     }
+    // The seeds authenticate at the fuzzers' network: most are not dropped as strangers.
+    let mut check = fuzz::prepared(false);
+    let before = check.nodes[0].node.counters().dropped_unauthenticated;
+    let seeds: Vec<&veil_sim::Captured> = sim.captured.iter().filter(|c| c.to == n0).collect();
+    for c in &seeds {
+        check.inject(c.from, n0, c.bytes.clone());
+        check.run_for(Duration::from_millis(1));
+    }
+    let strangers = check.nodes[0].node.counters().dropped_unauthenticated - before;
+    assert!(
+        strangers * 10 < seeds.len() as u64,
+        "{strangers} of {} seeds unauthenticated",
+        seeds.len()
+    );
     write(
         "reassembly",
         "seed-0".into(),
