@@ -10,12 +10,13 @@ use std::time::Duration;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "tun_name",
     "port",
     "keepalive_secs",
     "idle_timeout_secs",
     "rekey_after_secs",
+    "padding",
     "pad_bucket",
     "direct_paths",
     "port_rotation_secs",
@@ -80,6 +81,7 @@ fn expected(key: &str) -> &'static str {
         "port" => "a UDP port from 0 to 65535 (0 = ephemeral)",
         "keepalive_secs" => "a whole number of seconds (0 = off)",
         "idle_timeout_secs" | "rekey_after_secs" => "a whole number of seconds, at least 1",
+        "padding" => "`buckets` (to a multiple of pad_bucket), `mtu` (every datagram to the path MTU) or `off`",
         "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
         "direct_paths" => "true or false",
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
@@ -103,6 +105,8 @@ pub struct Layer {
     pub idle_timeout_secs: Option<u64>,
     /// Rekey interval.
     pub rekey_after_secs: Option<u64>,
+    /// Padding mode.
+    pub padding: Option<String>,
     /// Padding bucket.
     pub pad_bucket: Option<u64>,
     /// Look for direct paths to peers.
@@ -196,6 +200,7 @@ impl Source {
             keepalive_secs: num("keepalive_secs")?,
             idle_timeout_secs: num("idle_timeout_secs")?,
             rekey_after_secs: num("rekey_after_secs")?,
+            padding: get("padding"),
             pad_bucket: num("pad_bucket")?,
             direct_paths: get("direct_paths")
                 .map(|v| match v.trim() {
@@ -263,6 +268,17 @@ fn file_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// How a node pads its datagrams (the `padding` key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaddingMode {
+    /// Up to a multiple of `pad_bucket` (the default, 64 bytes).
+    Buckets,
+    /// Every datagram to the path MTU: sizes say nothing, at the cost of bandwidth.
+    Mtu,
+    /// No padding.
+    Off,
+}
+
 /// The merged, validated settings of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -276,7 +292,9 @@ pub struct Settings {
     pub idle_timeout_secs: u64,
     /// Session age that triggers a rekey.
     pub rekey_after_secs: u64,
-    /// Padding bucket in bytes.
+    /// How datagrams are padded.
+    pub padding: PaddingMode,
+    /// Padding bucket in bytes (`padding = "buckets"`).
     pub pad_bucket: usize,
     /// Look for direct paths to peers (off: always relay).
     pub direct_paths: bool,
@@ -297,6 +315,7 @@ impl Default for Settings {
             keepalive_secs: proto.keepalive.as_secs(),
             idle_timeout_secs: proto.idle_timeout.as_secs(),
             rekey_after_secs: proto.rekey_after_time.as_secs(),
+            padding: PaddingMode::Buckets,
             pad_bucket: proto.pad_bucket,
             direct_paths: proto.direct,
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
@@ -342,6 +361,14 @@ impl Settings {
                 .filter(|b| *b <= 1024)
                 .ok_or_else(|| invalid(o, "pad_bucket", &v.to_string()))?;
         }
+        if let Some((v, o)) = pick(sources, |l| l.padding.as_ref()) {
+            s.padding = match v.trim() {
+                "buckets" => PaddingMode::Buckets,
+                "mtu" => PaddingMode::Mtu,
+                "off" => PaddingMode::Off,
+                _ => return Err(invalid(o, "padding", v)),
+            };
+        }
         if let Some((v, _)) = pick(sources, |l| l.direct_paths.as_ref()) {
             s.direct_paths = *v;
         }
@@ -372,7 +399,11 @@ impl Settings {
             keepalive: Duration::from_secs(self.keepalive_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             rekey_after_time: Duration::from_secs(self.rekey_after_secs),
-            pad_bucket: self.pad_bucket,
+            pad_bucket: match self.padding {
+                PaddingMode::Buckets => self.pad_bucket,
+                PaddingMode::Mtu => veil_proto::wire::PAD_TO_MTU,
+                PaddingMode::Off => 0,
+            },
             direct: self.direct_paths,
             ..NodeConfig::default()
         }
@@ -455,6 +486,19 @@ mod tests {
         assert_eq!(s.port, 2222);
         assert_eq!(s.keepalive_secs, 7);
         assert_eq!(s.pad_bucket, 32);
+        let f = file("padding = \"mtu\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let s = Settings::resolve(&[f]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.padding, PaddingMode::Mtu);
+        assert_eq!(
+            s.node_config(Vec::new(), None).pad_bucket,
+            veil_proto::wire::PAD_TO_MTU
+        );
+        let bad = file("padding = \"constant\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = Settings::resolve(&[bad])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`padding` must be"), "{e}");
         assert_eq!(s.idle_timeout_secs, 60);
     }
 

@@ -124,6 +124,9 @@ pub enum HsKind {
     Response = 2,
 }
 
+/// A bucket size that pads every datagram to the path MTU (the cap): the "mtu" padding mode.
+pub const PAD_TO_MTU: usize = usize::MAX;
+
 /// How a frame is padded: to a multiple of `bucket` bytes (0 or 1: not at all), never
 /// beyond `cap` (the path's MTU, at most [`PAD_CAP`]) unless the frame is bigger already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

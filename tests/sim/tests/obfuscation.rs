@@ -161,3 +161,41 @@ fn no_byte_offset_is_predictable_and_no_secret_or_address_is_visible() {
         }
     }
 }
+
+#[test]
+fn mtu_padding_makes_every_datagram_one_size_per_path() {
+    let cfg = NodeConfig {
+        pad_bucket: veil_proto::wire::PAD_TO_MTU,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::new(44, 2, cfg, Impairment::default());
+    sim.run_for(std::time::Duration::from_secs(3));
+    let (a, b) = (sim.ipv4(0).unwrap(), sim.ipv4(1).unwrap());
+    // Sessions, a direct path and its discovery first; then watch.
+    for _ in 0..20 {
+        sim.tun_send(0, &udp4(a, b, b"warm"));
+        sim.run_for(std::time::Duration::from_millis(50));
+    }
+    sim.capture = true;
+    for k in 0..200u32 {
+        let len = (k as usize * 37) % 1300 + 1;
+        sim.tun_send(0, &udp4(a, b, &vec![7u8; len]));
+        sim.tun_send(1, &udp4(b, a, &vec![9u8; len / 2 + 1]));
+        sim.run_for(std::time::Duration::from_millis(20));
+    }
+    let peer = sim.nodes[0].node.peers(sim.now).remove(0);
+    assert_eq!(peer.path, "direct");
+    let path_size = peer.pmtu.unwrap() as usize + 35;
+    let from0 = sim.nodes[0].addr;
+    let mut sizes = std::collections::BTreeSet::new();
+    for c in sim.captured.iter().filter(|c| c.from == from0) {
+        sizes.insert(c.bytes.len());
+    }
+    assert!(
+        sizes
+            .iter()
+            .all(|s| *s == path_size || *s == veil_proto::wire::PAD_CAP),
+        "sizes {sizes:?}, path {path_size}"
+    );
+    assert!(sizes.contains(&path_size));
+}
