@@ -7,6 +7,7 @@
 #   scripts/bench.sh --full     also the rendezvous at 100,000 nodes (about 2 minutes, 600 MB)
 #   scripts/bench.sh --net      only the namespace measurements
 #   scripts/bench.sh mtu [CASE...]  the MTU benchmark against boringtun (scripts/bench-mtu.sh)
+#   scripts/bench.sh flood      throughput under a garbage flood (scripts/bench-flood.sh)
 #
 # Needs root for the namespace part. SIZE_MIB (default 500) sets the transfer size.
 set -euo pipefail
@@ -15,15 +16,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 FULL=0
 ONLY_NET=0
-if [ "${1:-}" = mtu ]; then
-  shift
-  exec bash "$ROOT/scripts/bench-mtu.sh" "$@"
-fi
+case "${1:-}" in
+  mtu) shift; exec bash "$ROOT/scripts/bench-mtu.sh" "$@" ;;
+  flood) shift; exec bash "$ROOT/scripts/bench-flood.sh" "$@" ;;
+esac
 for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --net) ONLY_NET=1 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
