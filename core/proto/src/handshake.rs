@@ -142,12 +142,48 @@ pub fn datagrams(
 }
 
 /// Whether a message-1 timestamp is acceptable given the last one seen from that initiator.
+/// A timestamp more than `MAX_HANDSHAKE_AGE` ahead of our clock is refused too: accepted, it
+/// would lock that initiator out once its clock is corrected.
 pub fn timestamp_ok(ts: u64, last: Option<u64>, unix_now: Duration) -> bool {
+    let ceiling = unix_now.saturating_add(MAX_HANDSHAKE_AGE).as_nanos();
+    if u128::from(ts) > ceiling {
+        return false;
+    }
     match last {
         Some(l) => ts > l,
         None => {
             let floor = unix_now.saturating_sub(MAX_HANDSHAKE_AGE).as_nanos();
             u128::from(ts) >= floor
         }
+    }
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_must_be_newer_recent_and_not_far_ahead() {
+        let now = Duration::from_secs(1_800_000_000);
+        let ns = |d: Duration| d.as_nanos() as u64;
+        assert!(timestamp_ok(ns(now), None, now));
+        assert!(!timestamp_ok(
+            ns(now - MAX_HANDSHAKE_AGE - Duration::from_secs(1)),
+            None,
+            now
+        ));
+        assert!(timestamp_ok(ns(now + Duration::from_secs(60)), None, now));
+        assert!(!timestamp_ok(
+            ns(now + MAX_HANDSHAKE_AGE + Duration::from_secs(1)),
+            None,
+            now
+        ));
+        assert!(!timestamp_ok(ns(now), Some(ns(now)), now));
+        assert!(timestamp_ok(ns(now) + 1, Some(ns(now)), now));
+        assert!(!timestamp_ok(
+            ns(now + MAX_HANDSHAKE_AGE * 2),
+            Some(ns(now)),
+            now
+        ));
     }
 }
