@@ -2,8 +2,8 @@
 # boringtun (userspace WireGuard) between two namespaces, for the tests and benchmarks that
 # compare with it. Source scripts/lib/netns.sh first.
 #
-#   wg_up C       boringtun on "${C}a" and "${C}b" (100.127.0.1 and .2 on wg0, MTU 1420 as
-#                 wg-quick sets it, `-t 1`), each with the other as its peer at UNDERLAY[host]
+#   wg_up C [T]   boringtun on "${C}a" and "${C}b" (100.127.0.1 and .2 on wg0, MTU 1420 as
+#                 wg-quick sets it, T threads, default 1), each with the other as its peer at UNDERLAY[host]
 #                 port 51820; labels C-wg-a and C-wg-b. Fails if the tunnel does not answer a
 #                 ping within 20 s.
 #   wg_down C     stops both.
@@ -12,7 +12,7 @@
 # namespace with a private directory over /run, so runs never meet.
 
 wg_up() {
-  local c=$1 n other key pub i
+  local c=$1 threads=${2:-1} n other key pub i
   declare -A PUB=() KEY=()
   for n in a b; do
     KEY[$n]=$(wg genkey)
@@ -28,7 +28,8 @@ wg_up() {
     netns_spawn "$c$n" "$c-wg-$n" unshare -m sh -c "
       mount --bind '$NETNS_DIR/$c/run-$n' /run
       mkdir -p /run/wireguard
-      WG_SUDO=1 boringtun-cli wg0 --foreground --threads 1 --disable-drop-privileges &
+      rm -f /run/wireguard/wg0.sock
+      WG_SUDO=1 boringtun-cli wg0 --foreground --threads $threads --disable-drop-privileges &
       bt=\$!
       while [ ! -S /run/wireguard/wg0.sock ]; do sleep 0.1; done
       wg set wg0 private-key '$key' listen-port 51820 \
@@ -38,7 +39,7 @@ wg_up() {
       wait \$bt"
   done
   netns_wait_for "$c: boringtun up" 20 netns_exec "${c}a" ping -c 1 -W 1 100.127.0.2 \
-    || { echo "bench-mtu: $c: boringtun tunnel did not come up" >&2; return 1; }
+    || { echo "boringtun: $c: the tunnel did not come up" >&2; return 1; }
 }
 
 wg_down() {

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Side by side on one machine (`scripts/bench.sh net [SECTION...]` runs it): the raw veth
+# link, Veil's direct path and boringtun (userspace WireGuard; `-t 1` and its default of 4
+# threads, the better one kept), between two namespaces on one bridge. Sections:
+#   tcp1   iperf3, one TCP stream
+#   tcp4   iperf3, four TCP streams
+#   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss
+#   rtt    ping, 200 × 10 ms: average RTT in µs
+# Each iperf3 figure is the median of RUNS (default 3) runs of BENCH_SECS (default 10) s.
+# Also the CPU seconds the tunnel processes used during tcp1. Every section ends with a line
+#   RESULT tcp1 raw_mbps=… veil_mbps=… boringtun_mbps=… veil_over_boringtun=… veil_over_raw=…
+# Needs root. Not a test: nothing fails on a number.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECS=${BENCH_SECS:-10}
+RUNS=${RUNS:-3}
+SECTIONS=("$@")
+[ "${#SECTIONS[@]}" -gt 0 ] || SECTIONS=(tcp1 tcp4 udp rtt)
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+bash scripts/setup.sh >/dev/null
+cargo build --release -p veil-cli --quiet
+VEIL_BIN="$ROOT/target/release/veil"
+# shellcheck source=scripts/lib/netns.sh
+source "$ROOT/scripts/lib/netns.sh"
+# shellcheck source=scripts/lib/boringtun.sh
+source "$ROOT/scripts/lib/boringtun.sh"
+export NETNS_QUIET=1
+netns_init
+SD=$NETNS_DIR/state
+veil_network wa wb
+declare -A UNDERLAY=([wa]=${NETNS_IP[wa]} [wb]=${NETNS_IP[wb]})
+mkdir -p "$NETNS_DIR/w"
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# iperf KIND DST: the median Mbit/s (udp: "mbps loss%") of RUNS runs from wa to DST.
+iperf() {
+  local kind=$1 dst=$2 i out args
+  case "$kind" in
+    tcp1) args=(-t "$SECS") ;;
+    tcp4) args=(-t "$SECS" -P 4) ;;
+    udp) args=(-t "$SECS" -u -b 0 -l 1372) ;;
+  esac
+  for ((i = 0; i < RUNS; i++)); do
+    out=$(netns_exec wa iperf3 -c "$dst" -J "${args[@]}" 2>/dev/null || echo '{}')
+    if [ "$kind" = udp ]; then
+      jq -r '"\((.end.sum.bits_per_second // 0) * (1 - (.end.sum.lost_percent // 100) / 100) / 1e6 | floor) \(.end.sum.lost_percent // 100)"' <<<"$out"
+    else
+      jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | floor' <<<"$out"
+    fi
+  done | if [ "$kind" = udp ]; then sort -n | awk '{ m[NR] = $1; l[NR] = $2 } END { i = int((NR + 1) / 2); printf "%s %.2f\n", m[i], l[i] }'; else median; fi
+}
+
+rtt() { # DST: average RTT in µs of 200 pings
+  netns_exec wa ping -c 200 -i 0.01 -q "$1" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' | awk '{ printf "%.0f", $1 * 1000 }'
+}
+
+tree() { # PID: it and its descendants
+  local p
+  echo "$1"
+  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree "$p"; done
+}
+
+cpu() { # PID...: CPU seconds used so far by these processes and their descendants
+  local t=0 p
+  for p in $(for r in "$@"; do tree "$r"; done); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+  done
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
+
+# measure TARGET_IP PIDS...: every section against TARGET_IP; fills RES[section].
+measure() {
+  local dst=$1 s c0
+  shift
+  netns_spawn wb "iperf-$dst" iperf3 -s -B "$dst"
+  netns_wait_tcp_listen wb 5201 10
+  for s in "${SECTIONS[@]}"; do
+    case "$s" in
+      tcp1) c0=$(cpu "$@"); RES[tcp1]=$(iperf tcp1 "$dst"); RES[cpu]=$(awk -v a="$(cpu "$@")" -v b="$c0" 'BEGIN { printf "%.1f", a - b }') ;;
+      tcp4) RES[tcp4]=$(iperf tcp4 "$dst") ;;
+      udp) RES[udp]=$(iperf udp "$dst") ;;
+      rtt) RES[rtt]=$(rtt "$dst") ;;
+    esac
+  done
+  netns_stop "iperf-$dst" 3
+}
+
+declare -A RES RAW VEIL BT
+measure "${NETNS_IP[wb]}"
+for k in "${!RES[@]}"; do RAW[$k]=${RES[$k]}; done
+
+veil_node wa
+veil_node wb
+B4=$(veil_ipv4 wb)
+netns_wait_for "ping over Veil" 20 netns_exec wa ping -c 1 -W 1 "$B4"
+for _ in 1 2 3 4 5; do
+  [ "$(netns_exec wa "$VEIL_BIN" peers --json --state-dir "$SD/wa" | jq -r '.[0].path')" = direct ] && break
+  netns_exec wa ping -c 2 -i 0.2 "$B4" >/dev/null || true
+done
+RES=()
+measure "$B4" "${NETNS_PID[node-wa]}" "${NETNS_PID[node-wb]}"
+for k in "${!RES[@]}"; do VEIL[$k]=${RES[$k]}; done
+netns_stop node-wa 5
+netns_stop node-wb 5
+
+BT_THREADS=1
+for threads in 1 4; do
+  wg_up w "$threads" || continue
+  RES=()
+  measure 100.127.0.2 "${NETNS_PID[w-wg-a]}" "${NETNS_PID[w-wg-b]}"
+  if [ -z "${BT[tcp1]:-}" ] || [ "${RES[tcp1]:-0}" -gt "${BT[tcp1]:-0}" ]; then
+    for k in "${!RES[@]}"; do BT[$k]=${RES[$k]}; done
+    BT_THREADS=$threads
+  fi
+  wg_down w
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo "# Veil vs boringtun vs raw veth, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), iperf3 median of $RUNS × ${SECS}s, boringtun -t $BT_THREADS"
+for s in "${SECTIONS[@]}"; do
+  case "$s" in
+    tcp1 | tcp4)
+      echo "RESULT $s raw_mbps=${RAW[$s]} veil_mbps=${VEIL[$s]} boringtun_mbps=${BT[$s]:-0} veil_over_boringtun=$(ratio "${VEIL[$s]}" "${BT[$s]:-0}") veil_over_raw=$(ratio "${VEIL[$s]}" "${RAW[$s]}")"
+      ;;
+    udp)
+      read -r rm rl <<<"${RAW[udp]}"
+      read -r vm vl <<<"${VEIL[udp]}"
+      read -r bm bl <<<"${BT[udp]:-0 100}"
+      echo "RESULT udp raw_mbps=$rm veil_mbps=$vm boringtun_mbps=$bm veil_over_boringtun=$(ratio "$vm" "$bm") veil_over_raw=$(ratio "$vm" "$rm") raw_loss_pct=$rl veil_loss_pct=$vl boringtun_loss_pct=$bl"
+      ;;
+    rtt)
+      echo "RESULT rtt_us raw=${RAW[rtt]} veil=${VEIL[rtt]} boringtun=${BT[rtt]:-0} veil_overhead_us=$((VEIL[rtt] - RAW[rtt]))"
+      ;;
+  esac
+done
+[ -z "${VEIL[cpu]:-}" ] || echo "RESULT cpu_s_tcp1 veil=${VEIL[cpu]} boringtun=${BT[cpu]:-0}"
