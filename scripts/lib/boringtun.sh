@@ -31,6 +31,7 @@ wg_up() {
       rm -f /run/wireguard/wg0.sock
       WG_SUDO=1 boringtun-cli wg0 --foreground --threads $threads --disable-drop-privileges &
       bt=\$!
+      trap 'kill \$bt 2>/dev/null; wait \$bt' TERM INT
       while [ ! -S /run/wireguard/wg0.sock ]; do sleep 0.1; done
       wg set wg0 private-key '$key' listen-port 51820 \
         peer '${PUB[$other]}' endpoint '${UNDERLAY[$c$other]}:51820' allowed-ips 100.127.0.0/24
