@@ -184,7 +184,7 @@ good "$(awk -v b="$BYTES" -v t0="$t0" -v t1="$t1" -v m="$SIZE_MIB" 'BEGIN {
 rm -f "$SRC" "$DST"
 
 step "alpha's peers now"
-explain "'path' says how packets travel: direct, relayed (and why), or private."
+explain "'path' says how packets travel: direct, or relayed (and why); 'PMTU' what the path carries."
 show alpha peers
 
 step "Tearing down"
