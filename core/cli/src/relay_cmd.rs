@@ -24,7 +24,13 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         ));
     }
     let token = RelayToken::decode(&read_token_file(token_file)?)?;
-    let token = adopted_or(token, &args.state_dir);
+    let token = crate::up::adopted_or(
+        token,
+        &args.state_dir.join(state::RELAY_TOKEN_FILE),
+        RelayToken::decode,
+        RelayToken::supersedes,
+        "relay",
+    );
     logging::init(&logging::env_filter().unwrap_or_else(|| "info".into()));
     state::ensure_dir(&args.state_dir)?;
     let listen = resolve("listen address", listen)?;
@@ -53,27 +59,4 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         tracing::info!("veil relay stopped");
         result
     })
-}
-
-/// The relay token kept in the state directory by `veil relay adopt`, when it is the
-/// rotated successor of the configured one; else the configured token.
-fn adopted_or(configured: RelayToken, state_dir: &std::path::Path) -> RelayToken {
-    let path = state_dir.join(state::RELAY_TOKEN_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return configured;
-    };
-    match RelayToken::decode(&text) {
-        Ok(kept) if kept.supersedes(&configured) => {
-            eprintln!(
-                "veil: using the rotated relay token adopted earlier ({})",
-                path.display()
-            );
-            kept
-        }
-        Ok(_) => configured,
-        Err(e) => {
-            eprintln!("veil: ignoring {}: {e}", path.display());
-            configured
-        }
-    }
 }

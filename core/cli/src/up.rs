@@ -15,7 +15,13 @@ use veil_proto::{Identity, JoinToken, NodeConfig, DEFAULT_TUN_MTU};
 
 /// Runs the node in the foreground until `veil down`, SIGINT or SIGTERM.
 pub fn up(args: &UpArgs) -> Result<(), CliError> {
-    let token = adopted_or(load_token(args)?, &args.state_dir);
+    let token = adopted_or(
+        load_token(args)?,
+        &args.state_dir.join(state::JOIN_TOKEN_FILE),
+        JoinToken::decode,
+        JoinToken::supersedes,
+        "join",
+    );
     let settings = load_settings(args)?;
     logging::init(&settings.log);
     state::ensure_dir(&args.state_dir)?;
@@ -104,18 +110,23 @@ fn load_token(args: &UpArgs) -> Result<JoinToken, CliError> {
     Ok(JoinToken::decode(&text)?)
 }
 
-/// The join token kept in the state directory by `veil network adopt`, when it is the
-/// rotated successor of the configured one (so a node restarted with its old token file
-/// comes up with the new secret); else the configured token.
-fn adopted_or(configured: JoinToken, state_dir: &Path) -> JoinToken {
-    let path = state_dir.join(state::JOIN_TOKEN_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+/// The token kept in the state directory at `path` by `veil network adopt` or `veil relay
+/// adopt`, when it is the rotated successor of the configured one (so a process restarted
+/// with its old token file comes up with the new secret); else the configured token.
+pub(crate) fn adopted_or<T>(
+    configured: T,
+    path: &Path,
+    decode: impl Fn(&str) -> Result<T, veil_proto::TokenError>,
+    supersedes: impl Fn(&T, &T) -> bool,
+    what: &str,
+) -> T {
+    let Ok(text) = std::fs::read_to_string(path) else {
         return configured;
     };
-    match JoinToken::decode(&text) {
-        Ok(kept) if kept.supersedes(&configured) => {
+    match decode(&text) {
+        Ok(kept) if supersedes(&kept, &configured) => {
             eprintln!(
-                "veil: using the rotated join token adopted earlier ({})",
+                "veil: using the rotated {what} token adopted earlier ({})",
                 path.display()
             );
             kept

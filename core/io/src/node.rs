@@ -496,15 +496,11 @@ impl NodeRunner {
         self.node.adopt_token(&token).map_err(|e| e.to_string())?;
         let until = token.previous.as_ref().map(|p| p.until);
         tracing::info!(previous_key_until = ?until, "rotated join token adopted");
-        if let Some(dir) = &self.state_dir {
-            crate::state::replace_private(dir, crate::state::JOIN_TOKEN_FILE, &token.encode())
-                .map_err(|e| {
-                    format!(
-                        "adopted, but could not keep the token in {}: {e}; a restart would use the old token",
-                        dir.display()
-                    )
-                })?;
-        }
+        crate::state::keep_adopted(
+            self.state_dir.as_deref(),
+            crate::state::JOIN_TOKEN_FILE,
+            &token.encode(),
+        )?;
         Ok(serde_json::json!({ "adopted": true, "previous_key_until": until }))
     }
 

@@ -153,6 +153,18 @@ pub fn replace_private(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     fs::rename(&tmp, dir.join(name))
 }
 
+/// Keeps a token adopted after a rotation as `dir/name` (when there is a state directory),
+/// with a message for the operator if it cannot.
+pub fn keep_adopted(dir: Option<&Path>, name: &str, text: &str) -> Result<(), String> {
+    let Some(dir) = dir else { return Ok(()) };
+    replace_private(dir, name, text).map_err(|e| {
+        format!(
+            "adopted, but could not keep the token in {}: {e}; a restart would use the old token",
+            dir.display()
+        )
+    })
+}
+
 /// The overlay IPv4 remembered in `dir`, if any (a damaged file is ignored).
 pub fn read_ipv4_hint(dir: &Path) -> Option<Ipv4Addr> {
     fs::read_to_string(dir.join(IPV4_FILE))
