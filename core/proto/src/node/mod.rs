@@ -715,13 +715,10 @@ impl Node {
                 self.challenge(now, pk, a);
             }
         }
-        let peer = self.peers.get_mut(&pk)?;
         match kind {
-            Frame::Data => {
-                let _ = peer;
-                self.accept_inner(now, pk, &mut dg[body.clone()])
-                    .then_some(body)
-            }
+            Frame::Data => self
+                .accept_inner(now, pk, &mut dg[body.clone()])
+                .then_some(body),
             Frame::Keepalive => None,
             Frame::PmtuProbe => {
                 let b = dg[body].to_vec();
