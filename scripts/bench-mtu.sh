@@ -47,11 +47,7 @@ source "$ROOT/scripts/lib/boringtun.sh"
 export NETNS_QUIET=1
 netns_init
 netns_hub_create
-case "$NETNS_SUBNET" in
-  198.18.*) LANBASE="198.19.${NETNS_SUBNET##*.}" ;;
-  *) LANBASE="198.18.${NETNS_SUBNET##*.}" ;;
-esac
-V6NET="fd00:198:18:$(printf '%x' $((RANDOM % 65536)))"
+mtu_topo_init
 
 # iperf C A DST [SECS]: Mbit/s of one TCP stream from A to DST (an iperf3 server must run
 # there); 0 when the connection stalls.

@@ -17,10 +17,19 @@
 #                             "full" before): larger datagrams from a vanish at its ingress,
 #                             those to a get "fragmentation needed"
 #
-# Needs: LANBASE (a free /24 prefix of 198.18.0.0/15, "198.19.X") and V6NET (an
-# fd00:198:18::/48 /64 prefix without "::/64").
+#   mtu_topo_init             after netns_init: sets LANBASE (the other half of 198.18.0.0/15
+#                             than the hub's subnet, "198.1X.Y") and V6NET (a random /64 of
+#                             fd00:198:18::/48, without "::/64")
 
 declare -A UNDERLAY=()
+
+mtu_topo_init() {
+  case "$NETNS_SUBNET" in
+    198.18.*) LANBASE="198.19.${NETNS_SUBNET##*.}" ;;
+    *) LANBASE="198.18.${NETNS_SUBNET##*.}" ;;
+  esac
+  V6NET="fd00:198:18:$(printf '%x' $((RANDOM % 65536)))"
+}
 
 _hub_ports_mtu() {
   local hub port mtu=$1

@@ -46,11 +46,7 @@ CASES=("$@")
 
 netns_init
 netns_hub_create
-case "$NETNS_SUBNET" in
-  198.18.*) LANBASE="198.19.${NETNS_SUBNET##*.}" ;;
-  *) LANBASE="198.18.${NETNS_SUBNET##*.}" ;;
-esac
-V6NET="fd00:198:18:$(printf '%x' $((RANDOM % 65536)))"
+mtu_topo_init
 RESULTS=()
 
 # net CASE RELAY_NS RELAY_ADDR: a network for CASE, its relay in RELAY_NS on RELAY_ADDR.

@@ -68,21 +68,14 @@ pub fn policy_sign(args: &PolicySignArgs) -> Result<(), CliError> {
         revoked.push(parse_key(k).ok_or_else(|| CliError::NodeKey(k.clone()))?);
     }
     let p = ca.sign_policy(args.serial, &rules, &revoked)?;
-    match &args.out {
-        None => println!("{}", p.encode()),
-        Some(path) => {
-            std::fs::write(path, format!("{}\n", p.encode())).map_err(|source| CliError::File {
-                path: path.clone(),
-                source,
-            })?;
-            eprintln!(
-                "policy {} ({} rules, {} revoked) written to {}",
-                args.serial,
-                rules.len(),
-                revoked.len(),
-                path.display()
-            );
-        }
+    if let Some(path) = print_or_write(&p.encode(), args.out.as_ref())? {
+        eprintln!(
+            "policy {} ({} rules, {} revoked) written to {}",
+            args.serial,
+            rules.len(),
+            revoked.len(),
+            path.display()
+        );
     }
     Ok(())
 }
@@ -112,15 +105,7 @@ pub fn revoke(args: &CertRevokeArgs) -> Result<(), CliError> {
         }
     }
     let p = ca.sign_policy(serial + 1, &rules, &revoked)?;
-    match &args.out {
-        None => println!("{}", p.encode()),
-        Some(path) => {
-            std::fs::write(path, format!("{}\n", p.encode())).map_err(|source| CliError::File {
-                path: path.clone(),
-                source,
-            })?;
-        }
-    }
+    print_or_write(&p.encode(), args.out.as_ref())?;
     eprintln!(
         "policy {} revokes {added} more key(s) ({} in all, {} rules kept); spread it with `veil policy push FILE` on any node",
         serial + 1,
@@ -128,6 +113,26 @@ pub fn revoke(args: &CertRevokeArgs) -> Result<(), CliError> {
         rules.len()
     );
     Ok(())
+}
+
+/// Prints `text`, or writes it (with a newline) to `out`; returns the path written.
+fn print_or_write<'a>(
+    text: &str,
+    out: Option<&'a std::path::PathBuf>,
+) -> Result<Option<&'a std::path::PathBuf>, CliError> {
+    match out {
+        None => {
+            println!("{text}");
+            Ok(None)
+        }
+        Some(path) => {
+            std::fs::write(path, format!("{text}\n")).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Some(path))
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {
