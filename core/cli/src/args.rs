@@ -271,6 +271,15 @@ pub struct UpArgs {
     /// direct_paths = false).
     #[arg(long)]
     pub no_direct: bool,
+    /// Private mode (config key private): `--private` or `--private=1` sends everything
+    /// through relays and tells no peer any address of this node; `--private=2` goes
+    /// through two relays (needs a token with two), so that neither relay sees both ends.
+    #[arg(long, value_name = "HOPS", num_args = 0..=1, default_missing_value = "1")]
+    pub private: Option<u8>,
+    /// Reach this peer (overlay address) through relays only, as in private mode; repeat
+    /// (config key private_peers).
+    #[arg(long = "private-peer", value_name = "ADDR")]
+    pub private_peer: Vec<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

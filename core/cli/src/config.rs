@@ -4,13 +4,13 @@
 //! value came from and what is expected. This module reads no other file and opens nothing.
 
 use serde::Deserialize;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 13] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -19,6 +19,8 @@ pub const KEYS: [&str; 11] = [
     "padding",
     "pad_bucket",
     "direct_paths",
+    "private",
+    "private_peers",
     "port_rotation_secs",
     "ipv4_pool",
     "log",
@@ -84,6 +86,8 @@ fn expected(key: &str) -> &'static str {
         "padding" => "`buckets` (to a multiple of pad_bucket), `mtu` (every datagram to the path MTU) or `off`",
         "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
         "direct_paths" => "true or false",
+        "private" => "0 (off), 1 (relays only) or 2 (two relays: a guard and the home relay)",
+        "private_peers" => "a list of overlay addresses (IPv4 or IPv6) of peers to reach through relays only",
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
@@ -111,6 +115,10 @@ pub struct Layer {
     pub pad_bucket: Option<u64>,
     /// Look for direct paths to peers.
     pub direct_paths: Option<bool>,
+    /// Private mode: 0, 1 or 2.
+    pub private: Option<u8>,
+    /// Overlay addresses of peers reached through relays only.
+    pub private_peers: Option<Vec<String>>,
     /// Period of moving to a fresh ephemeral socket.
     pub port_rotation_secs: Option<u64>,
     /// IPv4 pool, `a.b.c.d/len`.
@@ -209,6 +217,17 @@ impl Source {
                     _ => Err(invalid(&Origin::Env, "direct_paths", &v)),
                 })
                 .transpose()?,
+            private: num("private")?
+                .map(|v| {
+                    u8::try_from(v).map_err(|_| invalid(&Origin::Env, "private", &v.to_string()))
+                })
+                .transpose()?,
+            private_peers: get("private_peers").map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            }),
             port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
@@ -298,6 +317,10 @@ pub struct Settings {
     pub pad_bucket: usize,
     /// Look for direct paths to peers (off: always relay).
     pub direct_paths: bool,
+    /// Private mode.
+    pub private: veil_proto::Privacy,
+    /// Peers reached through relays only (overlay addresses).
+    pub private_peers: Vec<IpAddr>,
     /// Move to a fresh ephemeral socket this often (0 = never; ignored with a fixed port).
     pub port_rotation_secs: u64,
     /// IPv4 pool: network address and prefix length.
@@ -318,6 +341,8 @@ impl Default for Settings {
             padding: PaddingMode::Buckets,
             pad_bucket: proto.pad_bucket,
             direct_paths: proto.direct,
+            private: proto.private,
+            private_peers: Vec::new(),
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
             log: "info".into(),
@@ -372,6 +397,24 @@ impl Settings {
         if let Some((v, _)) = pick(sources, |l| l.direct_paths.as_ref()) {
             s.direct_paths = *v;
         }
+        if let Some((v, o)) = pick(sources, |l| l.private.as_ref()) {
+            s.private = match v {
+                0 => veil_proto::Privacy::Off,
+                1 => veil_proto::Privacy::Relay,
+                2 => veil_proto::Privacy::TwoHop,
+                _ => return Err(invalid(o, "private", &v.to_string())),
+            };
+        }
+        if let Some((v, o)) = pick(sources, |l| l.private_peers.as_ref()) {
+            s.private_peers = v
+                .iter()
+                .map(|a| {
+                    a.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid(o, "private_peers", a))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some((v, _)) = pick(sources, |l| l.port_rotation_secs.as_ref()) {
             s.port_rotation_secs = *v;
         }
@@ -405,6 +448,8 @@ impl Settings {
                 PaddingMode::Off => 0,
             },
             direct: self.direct_paths,
+            private: self.private,
+            private_peers: self.private_peers.clone(),
             ..NodeConfig::default()
         }
     }

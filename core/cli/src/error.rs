@@ -26,6 +26,9 @@ pub enum CliError {
     /// An --allow rule that is not `A:B`.
     #[error("--allow takes two tags as A:B (use * for any tag), got `{0}`")]
     Rule(String),
+    /// Two-hop private mode with a token that names fewer than two relays.
+    #[error("private = 2 needs a join token with at least two relays (this one lists {0}): create the network with two --relay addresses, or use --private (one hop)")]
+    TwoHopNeedsTwoRelays(usize),
     /// No token was given.
     #[error("no join token: pass --token or --token-file (or set VEIL_TOKEN or VEIL_TOKEN_FILE)")]
     NoToken,

@@ -77,6 +77,15 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
         ),
         ("overlay ipv6", s.overlay_ipv6.to_string()),
         ("relay", relay),
+        (
+            "private",
+            match (&s.guard, s.guard_circuit) {
+                (Some(g), true) => format!("two hops, through guard {g} (circuit open)"),
+                (Some(g), false) => format!("two hops, through guard {g} (no circuit yet)"),
+                (None, _) if s.private == "relay" => "relays only".into(),
+                _ => "off".into(),
+            },
+        ),
         ("tun", s.tun.clone().unwrap_or_else(|| "-".into())),
         (
             "local port",
@@ -258,6 +267,9 @@ pub fn relay_status(args: &RelayStatusArgs) -> Result<(), CliError> {
         ("uptime", human_duration(s.uptime_s)),
         ("clients", s.clients.to_string()),
         ("names", s.names.to_string()),
+        ("relay links", s.links.to_string()),
+        ("circuits (as guard)", s.circuits.to_string()),
+        ("circuit clients", s.circuit_clients.to_string()),
     ];
     print_pairs(rows.iter().map(|(k, v)| (*k, v.clone())));
     println!("counters:");

@@ -23,6 +23,9 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         "join",
     );
     let settings = load_settings(args)?;
+    if settings.private == veil_proto::Privacy::TwoHop && token.relays.len() < 2 {
+        return Err(CliError::TwoHopNeedsTwoRelays(token.relays.len()));
+    }
     logging::init(&settings.log);
     state::ensure_dir(&args.state_dir)?;
     let key = state::load_or_create_key(&args.state_dir.join(KEY_FILE), fresh_key)?;
@@ -181,6 +184,8 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         tun_name: args.tun.clone(),
         port: args.port,
         direct_paths: args.no_direct.then_some(false),
+        private: args.private,
+        private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

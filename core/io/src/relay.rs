@@ -245,6 +245,9 @@ impl RelayRunner {
             uptime_s: now.duration_since(self.started).as_secs(),
             clients: s.clients,
             names: s.names,
+            links: s.links,
+            circuits: s.circuits,
+            circuit_clients: s.circuit_clients,
             counters: Counters::from_lists(&s.counters, &io),
         }
     }

@@ -74,6 +74,16 @@ pub struct NodeStatusReport {
     /// Whether the session with that relay is up.
     #[serde(default)]
     pub relay_connected: bool,
+    /// Private mode: `off`, `relay` (one hop) or `two-hop`.
+    #[serde(default)]
+    pub private: String,
+    /// Two-hop private mode: the guard relay (its address) the home relay is reached
+    /// through.
+    #[serde(default)]
+    pub guard: Option<String>,
+    /// Two-hop private mode: whether the guard opened the circuit to the home relay.
+    #[serde(default)]
+    pub guard_circuit: bool,
     /// During a secret rotation: Unix time until which the previous secret is used.
     #[serde(default)]
     pub previous_key_until: Option<u64>,
@@ -156,6 +166,15 @@ pub struct RelayStatusReport {
     pub clients: usize,
     /// Blinded names registered.
     pub names: usize,
+    /// Links with other relays that are up.
+    #[serde(default)]
+    pub links: usize,
+    /// Circuits this relay carries as a guard of private two-hop nodes.
+    #[serde(default)]
+    pub circuits: usize,
+    /// Clients reaching this relay through a circuit (it knows no address of theirs).
+    #[serde(default)]
+    pub circuit_clients: usize,
     /// Engine counters, then `io_*` counters of this layer.
     #[serde(default)]
     pub counters: Counters,
@@ -173,6 +192,9 @@ mod tests {
             overlay_ipv6: Ipv6Addr::LOCALHOST,
             relay: None,
             relay_connected: false,
+            private: "off".into(),
+            guard: None,
+            guard_circuit: false,
             previous_key_until: None,
             uptime_s: 3,
             tun: None,

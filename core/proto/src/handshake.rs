@@ -26,6 +26,20 @@ pub struct InitPayload {
     pub ipv4: Option<Ipv4Addr>,
     /// The initiator's certificate, in networks with a CA (empty otherwise).
     pub cert: Vec<u8>,
+    /// Relay to relay only: proof that the initiator is one of the network's relays
+    /// ([`link_proof`]). Encoded after the certificate as `[0x72][32]`.
+    pub link: Option<[u8; 32]>,
+}
+
+/// Marks the relay-link proof in a message 1 payload.
+const LINK_TAG: u8 = 0x72;
+
+/// What a relay proves it is a relay of the network with, when it opens a link to
+/// another: `keyed_hash(peering, "veil relay link", initiator, responder)`. The Noise
+/// handshake authenticates both static keys; the peering key, which only relays hold, says
+/// that the initiator's key is a relay's.
+pub fn link_proof(peering: &[u8; 32], initiator: &[u8; 32], responder: &[u8; 32]) -> [u8; 32] {
+    crate::crypto::keyed_hash(peering, &[b"veil relay link", initiator, responder])
 }
 
 impl InitPayload {
@@ -37,6 +51,10 @@ impl InitPayload {
         v.extend_from_slice(&self.cid);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
         put_cert(&mut v, &self.cert);
+        if let Some(p) = self.link {
+            v.push(LINK_TAG);
+            v.extend_from_slice(&p);
+        }
         v
     }
     /// Decodes; trailing bytes are ignored so later versions can extend it.
@@ -48,12 +66,17 @@ impl InitPayload {
         let v4 = c.array::<4>()?;
         let ipv4 = (v4 != [0; 4]).then(|| Ipv4Addr::from(v4));
         let cert = take_cert(&mut c)?;
+        let link = match c.u8() {
+            Some(LINK_TAG) => Some(c.array::<32>()?),
+            _ => None,
+        };
         Some(InitPayload {
             timestamp,
             hp,
             cid,
             ipv4,
             cert,
+            link,
         })
     }
 }

@@ -19,6 +19,8 @@ const CA_TAG: u8 = 0xca;
 const NAMES_TAG: u8 = 0x4e;
 /// Marks the previous secret or relay base and the end of its overlap.
 const PREVIOUS_TAG: u8 = 0x70;
+/// Marks the relay peering key (relay tokens only).
+const PEERING_TAG: u8 = 0x72;
 
 /// Why a token could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -95,6 +97,11 @@ pub struct RelayToken {
     pub ca: Option<[u8; 32]>,
     /// After a rotation: the relay base it replaced and the end of the overlap.
     pub previous: Option<Previous>,
+    /// The key the network's relays prove to each other that they are relays with, when
+    /// one relay carries another's traffic (private two-hop circuits). Random per network,
+    /// held by relays only: a node cannot pose as a relay. None in tokens made before it
+    /// existed; such a relay neither opens nor accepts relay links.
+    pub peering: Option<[u8; 32]>,
 }
 
 pub(crate) fn wrap(prefix: &str, mut body: Vec<u8>) -> String {
@@ -166,7 +173,7 @@ impl JoinToken {
             relays.push(RelayInfo { addr, public_key });
         }
         let t = take_trailers(&mut r).ok_or(TokenError::Malformed(K))?;
-        if relays.is_empty() {
+        if relays.is_empty() || t.peering.is_some() {
             return Err(TokenError::Malformed(K));
         }
         Ok(JoinToken {
@@ -236,6 +243,10 @@ impl RelayToken {
         b.extend_from_slice(&self.private_key);
         b.extend_from_slice(&self.relay_base);
         put_trailers(&mut b, self.ca, None, self.previous.as_ref());
+        if let Some(k) = self.peering {
+            b.push(PEERING_TAG);
+            b.extend_from_slice(&k);
+        }
         wrap(RELAY_PREFIX, b)
     }
 
@@ -255,6 +266,7 @@ impl RelayToken {
             relay_base,
             ca: t.ca,
             previous: t.previous,
+            peering: t.peering,
         })
     }
 
@@ -293,6 +305,7 @@ impl RelayToken {
                 key: self.relay_base,
                 until: p.until,
             }),
+            peering: self.peering,
         }
     }
 }
@@ -305,9 +318,17 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
     let keys = NetworkKeys::derive(&secret);
     let mut relays = Vec::new();
     let mut relay_tokens = Vec::new();
-    for addr in relay_addrs {
+    let mut secret_keys = Vec::new();
+    for _ in relay_addrs {
         let mut sk = [0u8; 32];
         rng.fill_bytes(&mut sk);
+        secret_keys.push(sk);
+    }
+    // Drawn after the relay keys, so that a seed makes the same secret and relay keys as
+    // before the peering key existed.
+    let mut peering = [0u8; 32];
+    rng.fill_bytes(&mut peering);
+    for (addr, sk) in relay_addrs.iter().zip(secret_keys) {
         let id = crate::keys::Identity::from_secret(sk);
         relays.push(RelayInfo {
             addr: addr.clone(),
@@ -318,6 +339,7 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
             relay_base: *keys.relay().bytes(),
             ca: None,
             previous: None,
+            peering: Some(peering),
         });
     }
     (
@@ -360,6 +382,7 @@ struct Trailers {
     ca: Option<[u8; 32]>,
     names: Option<[u8; 32]>,
     previous: Option<Previous>,
+    peering: Option<[u8; 32]>,
 }
 
 /// Reads the trailers up to the end of the body; None if one is malformed, unknown,
@@ -373,6 +396,7 @@ fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
             CA_TAG => 1,
             NAMES_TAG => 2,
             PREVIOUS_TAG => 3,
+            PEERING_TAG => 5,
             _ => return None,
         };
         if rank <= last {
@@ -382,6 +406,7 @@ fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
         match tag {
             CA_TAG => t.ca = Some(r.array::<32>()?),
             NAMES_TAG => t.names = Some(r.array::<32>()?),
+            PEERING_TAG => t.peering = Some(r.array::<32>()?),
             _ => {
                 let key = r.array::<32>()?;
                 let until = u64::from_le_bytes(r.array::<8>()?);
@@ -476,6 +501,34 @@ mod tests {
         assert_eq!(m.keys().ula_prefix(), k0.ula_prefix());
         let raw = unwrap(&m.encode(), JOIN_PREFIX, "join").unwrap_or_default();
         assert!(!raw.windows(32).any(|w| w == j.secret));
+    }
+
+    #[test]
+    fn relay_tokens_carry_the_peering_key_through_rotation() {
+        let (j, r) = create_network(
+            [3; 32],
+            &["198.18.0.1:7000".into(), "198.18.0.2:7000".into()],
+        );
+        let k = r[0].peering.unwrap_or_else(|| panic!("no peering key"));
+        assert_eq!(
+            r[1].peering,
+            Some(k),
+            "one key for all the network's relays"
+        );
+        assert_eq!(RelayToken::decode(&r[0].encode()), Ok(r[0].clone()));
+        let rotated = r[0].rotated(&j.rotated([9; 32], 1_000));
+        assert_eq!(rotated.peering, Some(k));
+        assert_eq!(RelayToken::decode(&rotated.encode()), Ok(rotated.clone()));
+        // Not a join-token trailer.
+        let mut b = vec![VERSION];
+        b.extend_from_slice(&j.secret);
+        b.push(1);
+        b.extend_from_slice(&j.relays[0].public_key);
+        b.push(j.relays[0].addr.len() as u8);
+        b.extend_from_slice(j.relays[0].addr.as_bytes());
+        b.push(PEERING_TAG);
+        b.extend_from_slice(&k);
+        assert!(JoinToken::decode(&wrap(JOIN_PREFIX, b)).is_err());
     }
 
     #[test]

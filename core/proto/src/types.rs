@@ -44,6 +44,12 @@ pub struct NodeConfig {
     pub pad_bucket: usize,
     /// Look for direct paths to peers (candidates, hole punching); off = always relay.
     pub direct: bool,
+    /// Private mode: which relays carry this node's traffic and what its peers learn.
+    pub private: Privacy,
+    /// Peers (by overlay address) this node talks to in private mode even when `private`
+    /// is off: relays only, no candidates announced to them, nothing accepted from them
+    /// straight from an underlay address.
+    pub private_peers: Vec<std::net::IpAddr>,
     /// This node's certificate, required in networks with a CA.
     pub cert: Option<crate::cert::Certificate>,
 }
@@ -61,9 +67,28 @@ impl Default for NodeConfig {
             tun_mtu: DEFAULT_TUN_MTU,
             pad_bucket: 64,
             direct: true,
+            private: Privacy::Off,
+            private_peers: Vec::new(),
             cert: None,
         }
     }
+}
+
+/// How private a node's paths are (`veil up --private[=2]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Privacy {
+    /// Direct paths where they work; the relay otherwise.
+    #[default]
+    Off,
+    /// Relays only: no peer learns this node's addresses (no candidates are announced, no
+    /// direct path is accepted), and an observer on its link sees only its relay. That
+    /// relay still sees both ends of every conversation.
+    Relay,
+    /// Two relays: the node reaches its home relay (where it registers, under a key made
+    /// for the purpose) only through a circuit across a guard relay, with the home session
+    /// inside the guard session. The guard knows the node but not whom it talks to; the
+    /// home relay knows the peers but not the node.
+    TwoHop,
 }
 
 /// Settings of a relay's engine.
@@ -130,6 +155,11 @@ pub struct NodeStatus {
     pub relay: Option<String>,
     /// Whether the session with the relay is up.
     pub relay_connected: bool,
+    /// Private mode: `off`, `relay` (one hop) or `two-hop`.
+    pub private: &'static str,
+    /// Private two-hop mode: the guard relay the home relay is reached through, and
+    /// whether the circuit through it is open.
+    pub guard: Option<(String, bool)>,
     /// After `veil network rotate`: until when (Unix seconds) the previous secret is still
     /// used for new handshakes.
     pub previous_key_until: Option<u64>,
@@ -175,6 +205,13 @@ pub struct RelayStatus {
     pub clients: usize,
     /// Blinded names registered.
     pub names: usize,
+    /// Links with other relays that are up.
+    pub links: usize,
+    /// Circuits this relay carries as a guard (one per private two-hop client of it).
+    pub circuits: usize,
+    /// Clients that reach this relay through a circuit (it is their home relay and knows
+    /// no address of theirs).
+    pub circuit_clients: usize,
     /// Named counters.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -282,6 +319,11 @@ counters!(
         token_rotations,
         /// Handshake messages opened with the previous secret (during a rotation overlap).
         handshakes_previous_key,
+        /// Datagrams dropped unread because private mode refuses their path (anything but
+        /// the relay at this socket; a private peer's datagrams on a direct path).
+        dropped_private,
+        /// Private two-hop mode: the guard relay stopped answering.
+        guard_losses,
     }
 );
 
@@ -330,6 +372,18 @@ counters!(
         token_rotations,
         /// Handshake messages opened with the previous relay base (rotation overlap).
         handshakes_previous_key,
+        /// Links with other relays established (either side).
+        links_established,
+        /// Link handshakes refused: no peering key here, or a wrong proof.
+        dropped_link_unauthorized,
+        /// Circuits opened for clients (as their guard).
+        circuits_opened,
+        /// Circuits refused (no peering key, too many links, unreachable relay).
+        circuits_refused,
+        /// Datagrams carried on circuits, both ways.
+        circuit_datagrams,
+        /// Circuit datagrams dropped: no such circuit, or its link is down.
+        dropped_circuit,
     }
 );
 

@@ -80,6 +80,15 @@ pub enum Frame {
     /// [`crate::cert::Policy`]. Nodes push theirs when the relay's is older; the relay
     /// broadcasts a newer one to every client.
     Policy = 17,
+    /// Node → its guard relay (private two-hop mode): open this client's circuit to the
+    /// relay `[public key 32][address]` (its home relay).
+    Extend = 18,
+    /// Guard relay → node: `[status u8]`, 0 = the circuit is open, 1 = refused (the guard
+    /// has no peering key or cannot reach that relay).
+    Extended = 19,
+    /// A datagram on a circuit. Node ↔ guard relay: `[datagram]` (the node's datagram to
+    /// or from its home relay); relay ↔ relay: `[circuit id u64][datagram]`.
+    Circuit = 20,
 }
 
 /// The first plaintext byte of a frame.
@@ -109,6 +118,9 @@ impl Frame {
             15 => NewCid,
             16 => Candidates,
             17 => Policy,
+            18 => Extend,
+            19 => Extended,
+            20 => Circuit,
             _ => return None,
         })
     }
@@ -434,12 +446,12 @@ mod tests {
         assert_eq!(c.addr(), Some(addrs[1]));
         assert_eq!(c.addr(), None);
         assert_eq!(Cursor(&[5, 1, 2, 3, 4, 0, 1]).addr(), None);
-        for k in 0..=17u8 {
+        for k in 0..=20u8 {
             let f = Frame::from_u8(k).expect("kind");
             assert_eq!(frame_byte(f) & 0x1f, k);
             assert_eq!(frame_byte(f) >> 5, VERSION);
         }
-        assert_eq!(Frame::from_u8(18), None);
+        assert_eq!(Frame::from_u8(21), None);
     }
 
     #[test]

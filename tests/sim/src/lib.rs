@@ -167,6 +167,10 @@ pub struct Sim {
     pub mtu_limits: Vec<(std::net::IpAddr, usize)>,
     /// Datagrams dropped by `mtu_limits`.
     pub dropped_too_big: u64,
+    /// Further relays of the network ([`Sim::with_relays`]), with their addresses: the
+    /// token lists the first relay, then these in order.
+    pub more_relays: Vec<(SocketAddr, Relay)>,
+    more_tokens: Vec<veil_proto::RelayToken>,
 }
 
 impl Sim {
@@ -187,12 +191,32 @@ impl Sim {
         impair: Impairment,
         ca: Option<[u8; 32]>,
     ) -> Sim {
+        Sim::build(seed, n, cfg, impair, ca, 1)
+    }
+
+    /// A network with `relays` relays (198.18.0.1, .2, … port 7000; every node is given
+    /// all of them in token order) and `n` nodes.
+    pub fn with_relays(seed: u64, relays: usize, n: usize, cfg: NodeConfig) -> Sim {
+        Sim::build(seed, n, cfg, Impairment::default(), None, relays)
+    }
+
+    fn build(
+        seed: u64,
+        n: usize,
+        cfg: NodeConfig,
+        impair: Impairment,
+        ca: Option<[u8; 32]>,
+        relays: usize,
+    ) -> Sim {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let now = Instant::now();
         let base_unix = Duration::from_secs(Sim::BASE_UNIX);
         let relay_addr = SocketAddr::from(([198, 18, 0, 1], 7000));
-        let (mut token, mut relay_tokens) =
-            create_network(seed32(&mut rng), &[relay_addr.to_string()]);
+        let addrs: Vec<SocketAddr> = (0..relays.max(1))
+            .map(|i| SocketAddr::from(([198, 18, 0, 1 + i as u8], 7000)))
+            .collect();
+        let names: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let (mut token, mut relay_tokens) = create_network(seed32(&mut rng), &names);
         token.ca = ca;
         for t in &mut relay_tokens {
             t.ca = ca;
@@ -204,7 +228,18 @@ impl Sim {
             now,
             base_unix,
         );
+        let more_relays = addrs
+            .iter()
+            .zip(&relay_tokens)
+            .skip(1)
+            .map(|(a, t)| {
+                let r = Relay::new(t, RelayConfig::default(), seed32(&mut rng), now, base_unix);
+                (*a, r)
+            })
+            .collect();
         let mut sim = Sim {
+            more_relays,
+            more_tokens: relay_tokens.iter().skip(1).cloned().collect(),
             now,
             relay,
             relay_addr,
@@ -289,7 +324,11 @@ impl Sim {
     ) -> usize {
         let i = self.nodes.len();
         let nat = nat.map(|k| Nat::new(k, [198, 18, 2, (i % 250) as u8 + 2].into()));
-        cfg.relays = vec![(self.relay_addr, self.token.relays[0].public_key)];
+        cfg.relays = std::iter::once(self.relay_addr)
+            .chain(self.more_relays.iter().map(|(a, _)| *a))
+            .zip(&self.token.relays)
+            .map(|(a, r)| (a, r.public_key))
+            .collect();
         let unix = self.base_unix + self.elapsed();
         let mut node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
         node.set_local_candidates(self.now, &[addr]);
@@ -422,6 +461,14 @@ impl Sim {
         }
     }
 
+    fn drain_more(&mut self, k: usize) {
+        while let Some(t) = self.more_relays[k].1.poll_transmit(&mut self.out) {
+            let bytes = self.out[..t.len].to_vec();
+            let from = self.more_relays[k].0;
+            self.send(from, t.dst, bytes);
+        }
+    }
+
     fn drain_relay(&mut self) {
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {
             let bytes = self.out[..t.len].to_vec();
@@ -464,6 +511,9 @@ impl Sim {
             }
         };
         consider(self.relay.poll_timeout());
+        for (_, r) in &self.more_relays {
+            consider(r.poll_timeout());
+        }
         for n in self.nodes.iter().filter(|n| !n.gone) {
             consider(n.node.poll_timeout());
         }
@@ -533,6 +583,16 @@ impl Sim {
             self.relay.handle_timeout(now);
             self.drain_relay();
         }
+        for k in 0..self.more_relays.len() {
+            if self.more_relays[k]
+                .1
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.more_relays[k].1.handle_timeout(now);
+                self.drain_more(k);
+            }
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].gone {
                 continue;
@@ -554,6 +614,14 @@ impl Sim {
                 self.send(from, t.dst, bytes);
             }
             self.drain_relay();
+            return;
+        }
+        if let Some(k) = self.more_relays.iter().position(|(a, _)| *a == f.to) {
+            if let Some(t) = self.more_relays[k].1.handle_datagram(now, f.from, &mut buf) {
+                let bytes = buf[..t.len].to_vec();
+                self.send(f.to, t.dst, bytes);
+            }
+            self.drain_more(k);
             return;
         }
         let mut to = f.to;
@@ -586,6 +654,20 @@ impl Sim {
         let seed = seed32(&mut self.rng);
         self.relay = Relay::new(
             &self.relay_token,
+            RelayConfig::default(),
+            seed,
+            self.now,
+            self.unix_now(),
+        );
+    }
+
+    /// Replaces further relay `k` (see [`Sim::with_relays`]) with a fresh process of the
+    /// same token.
+    pub fn restart_more_relay(&mut self, k: usize) {
+        let seed = seed32(&mut self.rng);
+        let token = self.more_tokens[k].clone();
+        self.more_relays[k].1 = Relay::new(
+            &token,
             RelayConfig::default(),
             seed,
             self.now,

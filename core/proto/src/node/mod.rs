@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+mod guard;
 mod mtu;
 
 /// Handshakes a node answers per path (a peer's address or relay handle) and second, in
@@ -100,6 +101,10 @@ const REASON_PUNCH_FAILED: &str =
 const REASON_NO_CANDIDATES: &str = "the peer announced no direct candidates";
 const REASON_LOST: &str = "the direct path stopped answering; searching again";
 const REASON_DISABLED: &str = "direct paths are disabled in this node's configuration";
+const REASON_PRIVATE: &str =
+    "private mode: relays only, the peer is told none of this node's addresses";
+const REASON_PRIVATE_2: &str =
+    "private mode, two hops: through the guard relay to the home relay, which sees the peer but not this node";
 
 /// Where a peer's datagram came from, or goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,6 +132,8 @@ struct Punch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CidOwner {
     Relay,
+    /// The guard relay of a private two-hop node.
+    Guard,
     Peer([u8; 32]),
 }
 
@@ -189,6 +196,17 @@ impl Epoch {
     }
 }
 
+/// Whose handshake seal a datagram is opened with.
+#[derive(Clone, Copy)]
+enum SealFor {
+    /// Ours, as a relay seals its answers to this node.
+    Relay,
+    /// Ours, as a peer seals its handshakes to this node.
+    Node,
+    /// The key shown to the home relay (two-hop mode), else ours as for `Relay`.
+    Home,
+}
+
 /// Which epoch a handshake message was sealed in (part of the reassembly key).
 const EPOCH_CURRENT: u8 = 0;
 const EPOCH_PREVIOUS: u8 = 1;
@@ -196,6 +214,10 @@ const EPOCH_PREVIOUS: u8 = 1;
 struct RelayLink {
     addr: SocketAddr,
     public: [u8; 32],
+    /// The header-protection key this link's datagrams to us are masked with: one per
+    /// link, so that a relay cannot unmask the end-to-end datagrams it forwards (they use
+    /// the node's own key, which only peers learn).
+    hp: HeaderKey,
     sessions: Sessions,
     pending: Option<PendingHs>,
     next_attempt: Instant,
@@ -210,6 +232,28 @@ struct RelayLink {
     /// the relay link).
     probe_next: Instant,
     up: bool,
+}
+
+impl RelayLink {
+    fn new(addr: SocketAddr, public: [u8; 32], rng: &mut ChaCha20Rng, now: Instant) -> Self {
+        let mut hp = [0u8; 32];
+        rng.fill_bytes(&mut hp);
+        RelayLink {
+            addr,
+            public,
+            hp: HeaderKey::new(hp),
+            sessions: Sessions::default(),
+            pending: None,
+            next_attempt: now,
+            backoff: RELAY_BACKOFF_MIN,
+            handle: None,
+            registering: None,
+            registered: false,
+            probe_sent: None,
+            probe_next: now,
+            up: false,
+        }
+    }
 }
 
 struct Peer {
@@ -300,6 +344,10 @@ pub struct Node {
     ipv6: Ipv6Addr,
     relay: RelayLink,
     relay_index: usize,
+    /// Private two-hop mode: the guard relay the home relay (`relay`) is reached through…
+    guard: Option<guard::Guard>,
+    /// …and the key this node shows the home relay instead of its own.
+    home_identity: Option<Identity>,
     peers: BTreeMap<[u8; 32], Peer>,
     route4: HashMap<Ipv4Addr, [u8; 32]>,
     route6: HashMap<Ipv6Addr, [u8; 32]>,
@@ -370,19 +418,18 @@ impl Node {
             (None, Some(h)) if in_pool(h, pool, pool_len) => h,
             _ => ipv4_candidate(identity.public(), pool, pool_len, 0),
         };
-        let relay = RelayLink {
-            addr: raddr,
-            public: rpub,
-            sessions: Sessions::default(),
-            pending: None,
-            next_attempt: now,
-            backoff: RELAY_BACKOFF_MIN,
-            handle: None,
-            registering: None,
-            registered: false,
-            probe_sent: None,
-            probe_next: now,
-            up: false,
+        let relay = RelayLink::new(raddr, rpub, &mut rng, now);
+        // Private two-hop: the next relay of the token is the guard, and the home relay
+        // gets a key made for it.
+        let (guard, home_identity) = if cfg.private == Privacy::TwoHop && cfg.relays.len() >= 2 {
+            let (gaddr, gpub) = cfg.relays[1];
+            let link = RelayLink::new(gaddr, gpub, &mut rng, now);
+            let mut k = [0u8; 32];
+            rng.fill_bytes(&mut k);
+            let guard = guard::Guard::new(link, now);
+            (Some(guard), Some(Identity::from_secret(k)))
+        } else {
+            (None, None)
         };
         Node {
             epoch: Epoch::new(keys.clone(), identity.public()),
@@ -400,6 +447,8 @@ impl Node {
             ipv6,
             relay,
             relay_index: 0,
+            guard,
+            home_identity,
             peers: BTreeMap::new(),
             route4: HashMap::new(),
             route6: HashMap::new(),
@@ -470,14 +519,26 @@ impl Node {
         relay: bool,
         dg: &mut [u8],
     ) -> Option<(wire::HsFragment, u8)> {
-        fn seal(e: &Epoch, relay: bool) -> &HsSeal {
-            if relay {
-                &e.own_relay_seal
-            } else {
-                &e.own_node_seal
+        self.open_handshake_as(now, if relay { SealFor::Relay } else { SealFor::Node }, dg)
+    }
+
+    /// Like [`Node::open_handshake`], for the seal `seal` names.
+    fn open_handshake_as(
+        &self,
+        now: Instant,
+        seal: SealFor,
+        dg: &mut [u8],
+    ) -> Option<(wire::HsFragment, u8)> {
+        let open = |e: &Epoch, dg: &mut [u8]| match (seal, &self.home_identity) {
+            (SealFor::Relay, _) => wire::open_handshake(&e.own_relay_seal, dg),
+            (SealFor::Node, _) => wire::open_handshake(&e.own_node_seal, dg),
+            // The home relay of a two-hop node seals its answers for the key it was shown.
+            (SealFor::Home, Some(k)) => {
+                wire::open_handshake(&e.keys.relay().hs_seal(k.public()), dg)
             }
-        }
-        if let Some(f) = wire::open_handshake(seal(&self.epoch, relay), dg) {
+            (SealFor::Home, None) => wire::open_handshake(&e.own_relay_seal, dg),
+        };
+        if let Some(f) = open(&self.epoch, dg) {
             return Some((f, EPOCH_CURRENT));
         }
         let (prev, until) = self.previous.as_ref()?;
@@ -485,7 +546,7 @@ impl Node {
             return None;
         }
         // A failed open leaves the datagram as it was, so it can be tried again.
-        let f = wire::open_handshake(seal(prev, relay), dg)?;
+        let f = open(prev, dg)?;
         Some((f, EPOCH_PREVIOUS))
     }
 
@@ -546,7 +607,30 @@ impl Node {
         buf: &mut [u8],
     ) -> Option<Range<usize>> {
         self.counters.rx_datagrams += 1;
-        if let Some((cid, counter)) = wire::unmask_header(&self.hp, buf) {
+        if let Some(g) = &self.guard {
+            if from != g.link.addr {
+                // Private two-hop mode: only the guard relay speaks to this socket.
+                self.counters.dropped_private += 1;
+                return None;
+            }
+            return self.guard_datagram(now, buf);
+        }
+        if self.cfg.private != Privacy::Off && from != self.relay.addr {
+            // Private mode: only the relay speaks to this socket.
+            self.counters.dropped_private += 1;
+            return None;
+        }
+        self.datagram(now, from, buf)
+    }
+
+    /// A datagram from `from` (the home relay's address when it came through the guard).
+    fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Option<Range<usize>> {
+        let hp = if from == self.relay.addr {
+            &self.relay.hp
+        } else {
+            &self.hp
+        };
+        if let Some((cid, counter)) = wire::unmask_header(hp, buf) {
             match self.cids.get(&cid).copied() {
                 Some(CidOwner::Relay) if from == self.relay.addr => {
                     return self.relay_transport(now, cid, counter, buf);
@@ -676,6 +760,11 @@ impl Node {
         counter: u64,
         dg: &mut [u8],
     ) -> Option<Range<usize>> {
+        if matches!(path, Path::Direct(_)) && self.private_with(&pk) {
+            // In private mode a peer may not learn that this address is ours.
+            self.counters.dropped_private += 1;
+            return None;
+        }
         let rejected = self.cfg.rekey_after_time + REJECT_AFTER_EXTRA;
         let peer = self.peers.get_mut(&pk)?;
         let session = peer.sessions.get_mut(&cid)?;
@@ -711,7 +800,7 @@ impl Node {
                 .challenges
                 .iter()
                 .any(|c| c.addr == a && now.saturating_duration_since(c.sent) < PUNCH_INTERVAL);
-            if !recent && self.cfg.direct {
+            if !recent && self.direct_with(&pk) {
                 self.challenge(now, pk, a);
             }
         }
@@ -803,6 +892,28 @@ impl Node {
 
     // ------------------------------------------------------------ direct paths
 
+    /// Whether this peer is served in private mode: relays only, no candidates announced
+    /// to it, nothing accepted from it on a direct path.
+    fn private_with(&self, pk: &[u8; 32]) -> bool {
+        if self.cfg.private != Privacy::Off {
+            return true;
+        }
+        if self.cfg.private_peers.is_empty() {
+            return false;
+        }
+        self.peers.get(pk).is_some_and(|p| {
+            self.cfg.private_peers.iter().any(|a| match a {
+                IpAddr::V4(v4) => p.ipv4 == Some(*v4),
+                IpAddr::V6(v6) => p.ipv6 == *v6,
+            })
+        })
+    }
+
+    /// Whether direct paths to this peer are looked for and used.
+    fn direct_with(&self, pk: &[u8; 32]) -> bool {
+        self.cfg.direct && !self.private_with(pk)
+    }
+
     /// Our candidates: the address the relay sees, then the socket's local addresses.
     fn own_candidates(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = Vec::new();
@@ -820,7 +931,7 @@ impl Node {
     /// at most `ANNOUNCE_TRIES` times) until the peer's frame says it holds our current
     /// generation. With direct paths off the list is empty, so the peer knows.
     fn announce(&mut self, now: Instant, pk: [u8; 32]) {
-        let cands = if self.cfg.direct {
+        let cands = if self.direct_with(&pk) {
             self.own_candidates()
         } else {
             Vec::new()
@@ -874,7 +985,7 @@ impl Node {
                 }
             }
         }
-        let direct = self.cfg.direct;
+        let direct = self.direct_with(&pk);
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -978,7 +1089,7 @@ impl Node {
     /// A response came back from `addr`: the path works both ways (the response must come
     /// from the address challenged, as ICE requires). Data moves to it.
     fn on_path_response(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, token: [u8; 8]) {
-        let direct = self.cfg.direct;
+        let direct = self.direct_with(&pk);
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -1015,7 +1126,7 @@ impl Node {
     fn direct_lost(&mut self, now: Instant, pk: [u8; 32]) {
         self.counters.direct_paths_lost += 1;
         self.leave_direct(now, pk, REASON_LOST);
-        if self.cfg.direct
+        if self.direct_with(&pk)
             && self
                 .peers
                 .get(&pk)
@@ -1087,7 +1198,8 @@ impl Node {
 
     /// Our address as the relay reported it.
     fn set_reflexive(&mut self, now: Instant, a: SocketAddr) {
-        if self.reflexive == Some(a) {
+        // A home relay reached through a circuit knows no address of ours: it says 0.0.0.0:0.
+        if self.reflexive == Some(a) || a.port() == 0 {
             return;
         }
         let first = self.reflexive.is_none();
@@ -1292,6 +1404,9 @@ impl Node {
         peer.last_data = now;
         self.counters.tx_packets += 1;
         self.counters.tx_datagrams += 1;
+        if self.guard.is_some() {
+            return self.guard_wrap(now, out, len);
+        }
         Some(Transmit {
             dst: relay_addr,
             len,
@@ -1390,7 +1505,7 @@ impl Node {
             Some(n) => {
                 dg.truncate(n);
                 self.counters.tx_datagrams += 1;
-                self.transmits.push_back((self.relay.addr, dg));
+                self.send_home(now, dg);
                 true
             }
             None => false,
@@ -1601,6 +1716,7 @@ impl Node {
             cid: recv_cid,
             ipv4: self.ipv4,
             cert: self.own_cert.clone(),
+            link: None,
         };
         let seed = self.seed();
         let epoch = self.out_epoch(now);
@@ -1744,7 +1860,7 @@ impl Node {
         if let Some(a) = verify {
             self.start_lookup(now, IpAddr::V4(a), LookupPurpose::Verify(pk));
         }
-        if let Some(a) = check_direct.filter(|_| self.cfg.direct) {
+        if let Some(a) = check_direct.filter(|_| self.direct_with(&pk)) {
             // A handshake straight from an address: check it, and use it once it answers.
             self.challenge(now, pk, a);
         }
@@ -1899,41 +2015,67 @@ impl Node {
 
     // ------------------------------------------------------------ the relay link
 
+    fn link_mut(&mut self, which: CidOwner) -> Option<&mut RelayLink> {
+        match which {
+            CidOwner::Guard => self.guard.as_mut().map(|g| &mut g.link),
+            _ => Some(&mut self.relay),
+        }
+    }
+
     fn relay_handshake(&mut self, now: Instant, buf: &mut [u8]) {
-        let Some((frag, epoch)) = self.open_handshake(now, true, buf) else {
+        if self.relay_welcome(now, CidOwner::Relay, buf) {
+            self.register(now);
+        }
+    }
+
+    /// Reads a relay's handshake answer on the link `which`; true when it completed the
+    /// handshake and the new session is installed.
+    fn relay_welcome(&mut self, now: Instant, which: CidOwner, buf: &mut [u8]) -> bool {
+        let seal = if which == CidOwner::Relay {
+            SealFor::Home
+        } else {
+            SealFor::Relay
+        };
+        let Some((frag, epoch)) = self.open_handshake_as(now, seal, buf) else {
             self.counters.dropped_unauthenticated += 1;
-            return;
+            return false;
         };
         self.counters.handshakes_previous_key += u64::from(epoch == EPOCH_PREVIOUS);
         if frag.kind != HsKind::Response {
             self.counters.dropped_malformed += 1;
-            return;
+            return false;
         }
+        let Some(addr) = self.link_mut(which).map(|l| l.addr) else {
+            return false;
+        };
         let (whole, evicted) = self.reasm.add(
             now,
-            (Path::Direct(self.relay.addr), frag.kind as u8 | epoch << 4),
+            (Path::Direct(addr), frag.kind as u8 | epoch << 4),
             frag.msg_id,
             frag.index,
             frag.count,
             &buf[frag.piece.clone()],
         );
         self.counters.reassembly_timeouts += evicted;
-        let Some(msg) = whole else { return };
-        let Some(pending) = self.relay.pending.take() else {
-            return;
+        let Some(msg) = whole else { return false };
+        let Some(link) = self.link_mut(which) else {
+            return false;
+        };
+        let Some(pending) = link.pending.take() else {
+            return false;
         };
         if pending.msg_id != frag.msg_id {
-            self.relay.pending = Some(pending);
-            return;
+            link.pending = Some(pending);
+            return false;
         }
         let recv_cid = pending.recv_cid;
         let Ok((keys, payload)) = pending.init.finish(&msg) else {
             self.counters.dropped_unauthenticated += 1;
-            return;
+            return false;
         };
         let Some(resp) = RespPayload::decode(&payload) else {
             self.counters.dropped_malformed += 1;
-            return;
+            return false;
         };
         let session = Session::new(
             &keys,
@@ -1943,14 +2085,82 @@ impl Node {
             true,
             now,
         );
-        self.cids.insert(recv_cid, CidOwner::Relay);
-        if let Some(old) = self.relay.sessions.install(session) {
+        let Some(link) = self.link_mut(which) else {
+            return false;
+        };
+        let old = link.sessions.install(session);
+        link.backoff = RELAY_BACKOFF_MIN;
+        link.probe_sent = None;
+        self.cids.insert(recv_cid, which);
+        if let Some(old) = old {
             self.cids.remove(&old);
         }
-        self.relay.backoff = Duration::from_millis(500);
-        self.relay.probe_sent = None;
         self.counters.handshakes_completed += 1;
-        self.register(now);
+        true
+    }
+
+    /// Sends message 1 to the relay of link `which`, with the key this node shows it.
+    fn relay_hello(&mut self, now: Instant, which: CidOwner) {
+        let recv_cid = self.fresh_cid();
+        let home_key = self.home_identity.is_some() && which == CidOwner::Relay;
+        let Some(link) = self.link_mut(which) else {
+            return;
+        };
+        let (public, hp) = (link.public, *link.hp.bytes());
+        let payload = InitPayload {
+            timestamp: self.unix(now).as_nanos() as u64,
+            hp,
+            cid: recv_cid,
+            ipv4: None,
+            // The home relay of a two-hop node sees a key made for it, so no certificate.
+            cert: if home_key {
+                Vec::new()
+            } else {
+                self.own_cert.clone()
+            },
+            link: None,
+        };
+        let seed = self.seed();
+        let epoch = self.out_epoch(now);
+        let seal = epoch.keys.relay().hs_seal(&public);
+        let identity = match &self.home_identity {
+            Some(k) if home_key => k,
+            _ => &self.identity,
+        };
+        let Ok((init, msg1)) = Initiator::start(
+            identity,
+            &public,
+            &epoch.relay_prologue,
+            &payload.encode(),
+            seed,
+        ) else {
+            return;
+        };
+        let msg_id = self.fresh_msg_id();
+        let dgs = handshake::datagrams(&seal, &mut self.rng, HsKind::Init, msg_id, &msg1);
+        let Some(link) = self.link_mut(which) else {
+            return;
+        };
+        let attempts = link.pending.as_ref().map_or(0, |p| p.attempts) + 1;
+        link.pending = Some(PendingHs {
+            init,
+            msg_id,
+            recv_cid,
+            sent: now,
+            attempts,
+        });
+        link.next_attempt = now + link.backoff;
+        link.backoff = (link.backoff * 2).min(RELAY_BACKOFF_MAX);
+        let addr = link.addr;
+        self.counters.handshakes_initiated += 1;
+        for dg in dgs {
+            self.counters.tx_datagrams += 1;
+            if which == CidOwner::Guard {
+                self.transmits.push_back((addr, dg));
+            } else {
+                self.send_home(now, dg);
+            }
+        }
     }
 
     fn start_relay_handshake(&mut self, now: Instant) {
@@ -1966,43 +2176,7 @@ impl Node {
             self.relay_lost(now);
             self.relay.backoff = RELAY_BACKOFF_MIN;
         }
-        let recv_cid = self.fresh_cid();
-        let payload = InitPayload {
-            timestamp: self.unix(now).as_nanos() as u64,
-            hp: *self.hp.bytes(),
-            cid: recv_cid,
-            ipv4: None,
-            cert: self.own_cert.clone(),
-        };
-        let seed = self.seed();
-        let epoch = self.out_epoch(now);
-        let seal = epoch.keys.relay().hs_seal(&self.relay.public);
-        let Ok((init, msg1)) = Initiator::start(
-            &self.identity,
-            &self.relay.public,
-            &epoch.relay_prologue,
-            &payload.encode(),
-            seed,
-        ) else {
-            return;
-        };
-        let msg_id = self.fresh_msg_id();
-        let attempts = self.relay.pending.as_ref().map_or(0, |p| p.attempts) + 1;
-        self.relay.pending = Some(PendingHs {
-            init,
-            msg_id,
-            recv_cid,
-            sent: now,
-            attempts,
-        });
-        self.counters.handshakes_initiated += 1;
-        let dgs = handshake::datagrams(&seal, &mut self.rng, HsKind::Init, msg_id, &msg1);
-        for dg in dgs {
-            self.counters.tx_datagrams += 1;
-            self.transmits.push_back((self.relay.addr, dg));
-        }
-        self.relay.next_attempt = now + self.relay.backoff;
-        self.relay.backoff = (self.relay.backoff * 2).min(RELAY_BACKOFF_MAX);
+        self.relay_hello(now, CidOwner::Relay);
     }
 
     fn register(&mut self, now: Instant) {
@@ -2135,6 +2309,9 @@ impl Node {
             self.relay.public = public;
         }
         self.relay.next_attempt = now;
+        if self.guard.is_some() {
+            self.home_moved(now);
+        }
     }
 
     fn open_record(&self, sealed: &[u8]) -> Option<Record> {
@@ -2179,6 +2356,11 @@ impl Node {
     }
 
     fn relay_timers(&mut self, now: Instant) {
+        self.guard_timers(now);
+        if self.guard.as_ref().is_some_and(|g| !g.extended) {
+            // Two-hop: the home relay is out of reach until the guard opened the circuit.
+            return;
+        }
         let rekey = self.cfg.rekey_after_time;
         let current_age = self
             .relay
@@ -2369,7 +2551,7 @@ impl Node {
             if due < active_until {
                 consider(due, PathWork::Consent);
             }
-        } else if p.punch.is_none() && !p.candidates.is_empty() && self.cfg.direct {
+        } else if p.punch.is_none() && !p.candidates.is_empty() && self.direct_with(&p.public) {
             if let Some(retry) = p.punch_retry {
                 if retry < active_until {
                     consider(retry, PathWork::Retry);
@@ -2469,7 +2651,10 @@ impl Node {
         let mut t: Vec<Instant> = Vec::new();
         let rekey = self.cfg.rekey_after_time;
         let reject = rekey + REJECT_AFTER_EXTRA;
+        self.guard_deadlines(&mut t);
+        let home_reachable = self.guard.as_ref().is_none_or(|g| g.extended);
         match &self.relay.sessions.current {
+            _ if !home_reachable => {}
             None => t.push(self.relay.next_attempt),
             Some(s) => {
                 let r = s.created + rekey;
@@ -2539,6 +2724,15 @@ impl Node {
             overlay_ipv6: self.ipv6,
             relay: Some(self.relay.addr.to_string()),
             relay_connected: self.relay.up,
+            private: match self.cfg.private {
+                Privacy::Off => "off",
+                Privacy::Relay => "relay",
+                Privacy::TwoHop => "two-hop",
+            },
+            guard: self
+                .guard
+                .as_ref()
+                .map(|g| (g.link.addr.to_string(), g.extended)),
             previous_key_until: self.previous.as_ref().map(|(_, until)| *until),
             counters: self.counters.list(),
         }
@@ -2550,9 +2744,18 @@ impl Node {
             .values()
             .map(|p| {
                 let connected = p.sessions.current.is_some();
+                let private = self.private_with(&p.public);
                 let (path, reason, endpoint) = match (connected, p.direct) {
                     (false, _) => ("none", None, None),
                     (true, Some(a)) => ("direct", None, Some(a.to_string())),
+                    (true, None) if private => (
+                        "private",
+                        Some(match self.cfg.private {
+                            Privacy::TwoHop => REASON_PRIVATE_2.to_string(),
+                            _ => REASON_PRIVATE.to_string(),
+                        }),
+                        Some(self.relay_endpoint().to_string()),
+                    ),
                     (true, None) => (
                         "relayed",
                         Some(if self.cfg.direct {

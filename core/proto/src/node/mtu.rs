@@ -121,8 +121,8 @@ impl Node {
     /// it as larger than the interface (sockets never fragment). Every path through that
     /// destination learns that the size fails.
     pub fn datagram_too_big(&mut self, now: Instant, dst: SocketAddr, size: usize) {
+        let (via_relay, size) = self.via_relay_size(dst, size);
         let size = u16::try_from(size).unwrap_or(u16::MAX);
-        let via_relay = dst == self.relay.addr;
         for p in self.peers.values_mut() {
             let on_path = match p.direct {
                 Some(a) => a == dst,

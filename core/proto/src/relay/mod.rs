@@ -20,6 +20,33 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod link;
+use link::Link;
+
+/// Where a client is: an underlay address, or a circuit another relay carries for it (the
+/// client is then a private two-hop node, and this relay never learns its address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Endpoint {
+    Udp(SocketAddr),
+    Circuit { link: u64, id: u64 },
+}
+
+/// What a relay reports as a circuit client's address (it has none).
+const NO_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+impl Endpoint {
+    /// The address to tell the client it is seen from.
+    fn seen_as(self) -> SocketAddr {
+        match self {
+            Endpoint::Udp(a) => a,
+            Endpoint::Circuit { .. } => NO_ADDR,
+        }
+    }
+}
+
 /// Most names one node may hold.
 const MAX_NAMES_PER_CLIENT: usize = 8;
 /// Handshakes a relay answers per source address and second, in bursts of up to
@@ -40,7 +67,7 @@ type Name = [u8; 16];
 /// One registered node. Kept small: a relay holds one per node of the network.
 struct Client {
     public: [u8; 32],
-    addr: SocketAddr,
+    addr: Endpoint,
     // Boxed: most clients hold one session, so an empty slot costs a pointer.
     current: Option<Box<ClientSession>>,
     previous: Option<Box<ClientSession>>,
@@ -101,7 +128,7 @@ pub struct Relay {
     names: HashMap<Name, u64>,
     /// Handshake timestamps of keys that are no longer clients (kept MAX_HANDSHAKE_AGE).
     last_ts: BTreeMap<[u8; 32], (u64, Instant)>,
-    reasm: Reassembler<(SocketAddr, bool)>,
+    reasm: Reassembler<(Endpoint, bool)>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     counters: RelayCounters,
     /// The network CA's public key: nodes must present a certificate it signed.
@@ -110,6 +137,17 @@ pub struct Relay {
     policy: Option<crate::cert::Policy>,
     /// Handshakes answered per source address (each costs an X25519 and an ML-KEM).
     hs_limit: RateLimiter<std::net::IpAddr>,
+    /// The network's relay peering key, if this relay's token has one: relay links need it.
+    peering: Option<[u8; 32]>,
+    /// Links with other relays, by handle.
+    links: BTreeMap<u64, Link>,
+    link_by_public: HashMap<[u8; 32], u64>,
+    /// Receive connection ids of link sessions.
+    link_cids: HashMap<[u8; 8], u64>,
+    /// Guard side: the circuit each client opened, client handle → (link, circuit id)…
+    circuits: HashMap<u64, (u64, u64)>,
+    /// …and back.
+    circuit_clients: HashMap<(u64, u64), u64>,
 }
 
 impl Relay {
@@ -146,6 +184,12 @@ impl Relay {
             ca: token.ca,
             policy: None,
             hs_limit: RateLimiter::new(HS_PER_SEC, HS_BURST, HS_KEYS),
+            peering: token.peering,
+            links: BTreeMap::new(),
+            link_by_public: HashMap::new(),
+            link_cids: HashMap::new(),
+            circuits: HashMap::new(),
+            circuit_clients: HashMap::new(),
         }
     }
 
@@ -209,6 +253,15 @@ impl Relay {
         Some((f, true))
     }
 
+    /// The epoch links are opened in: the previous one while its overlap lasts (every
+    /// relay has it then), else the current one.
+    fn out_epoch(&self, now: Instant) -> &RelayEpoch {
+        match &self.previous {
+            Some((e, until)) if self.unix(now).as_secs() < *until => e,
+            _ => &self.epoch,
+        }
+    }
+
     fn epoch_at(&self, previous: bool) -> &RelayEpoch {
         match &self.previous {
             Some((e, _)) if previous => e,
@@ -227,17 +280,47 @@ impl Relay {
         self.counters.rx_datagrams += 1;
         if let Some((cid, counter)) = wire::unmask_header(&self.hp, buf) {
             if let Some(&handle) = self.cids.get(&cid) {
-                return self.handle_transport(now, from, handle, cid, counter, buf);
+                return self.handle_transport(now, Endpoint::Udp(from), handle, cid, counter, buf);
+            }
+            if let Some(&link) = self.link_cids.get(&cid) {
+                self.link_transport(now, from, link, cid, counter, buf);
+                return None;
             }
         }
-        self.handle_handshake(now, from, buf);
+        self.handle_handshake(now, Endpoint::Udp(from), buf);
         None
+    }
+
+    /// A datagram a link delivered on circuit `id`, for this relay: the client behind the
+    /// circuit is one of ours (we are its home relay).
+    fn circuit_datagram(&mut self, now: Instant, link: u64, id: u64, dg: &mut [u8]) {
+        let from = Endpoint::Circuit { link, id };
+        if let Some((cid, counter)) = wire::unmask_header(&self.hp, dg) {
+            if let Some(&handle) = self.cids.get(&cid) {
+                if let Some(t) = self.handle_transport(now, from, handle, cid, counter, dg) {
+                    self.transmits.push_back((t.dst, dg[..t.len].to_vec()));
+                }
+                return;
+            }
+        }
+        self.handle_handshake(now, from, dg);
+    }
+
+    /// Sends a datagram to a client wherever it is.
+    fn emit(&mut self, now: Instant, to: Endpoint, dg: Vec<u8>) {
+        match to {
+            Endpoint::Udp(a) => {
+                self.counters.tx_datagrams += 1;
+                self.transmits.push_back((a, dg));
+            }
+            Endpoint::Circuit { link, id } => self.send_on_circuit(now, link, id, &dg),
+        }
     }
 
     fn handle_transport(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Endpoint,
         handle: u64,
         cid: [u8; 8],
         counter: u64,
@@ -274,7 +357,7 @@ impl Relay {
                     // The echo carries the address the node is seen from, so a node
                     // notices a NAT rebinding or a new underlay address.
                     let mut echo = vec![0u8];
-                    wire::put_addr(&mut echo, from);
+                    wire::put_addr(&mut echo, from.seen_as());
                     self.send_frame(now, handle, Frame::Keepalive, &echo);
                 }
                 None
@@ -296,6 +379,16 @@ impl Relay {
             Frame::Policy => {
                 let b = buf[body].to_vec();
                 self.on_policy(now, &b);
+                None
+            }
+            Frame::Extend => {
+                let b = buf[body].to_vec();
+                self.on_extend(now, handle, &b);
+                None
+            }
+            Frame::Circuit => {
+                let b = buf[body].to_vec();
+                self.on_client_circuit(now, handle, &b);
                 None
             }
             _ => {
@@ -335,11 +428,17 @@ impl Relay {
         buf[body.start..body.start + 8].copy_from_slice(&src.to_be_bytes());
         let len = session.reseal(now, buf, pt_len);
         self.counters.forwarded += 1;
-        self.counters.tx_datagrams += 1;
-        Some(Transmit {
-            dst: target.addr,
-            len,
-        })
+        match target.addr {
+            Endpoint::Udp(dst) => {
+                self.counters.tx_datagrams += 1;
+                Some(Transmit { dst, len })
+            }
+            Endpoint::Circuit { link, id } => {
+                let dg = buf[..len].to_vec();
+                self.send_on_circuit(now, link, id, &dg);
+                None
+            }
+        }
     }
 
     fn register(&mut self, now: Instant, handle: u64, body: &[u8]) {
@@ -389,7 +488,7 @@ impl Relay {
         client.record = record.into();
         client.names = names.into();
         self.counters.registrations += 1;
-        let observed = client.addr;
+        let observed = client.addr.seen_as();
         let mut reply = req.to_be_bytes().to_vec();
         reply.push(0);
         reply.extend_from_slice(&handle.to_be_bytes());
@@ -446,19 +545,24 @@ impl Relay {
         dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
         if let Some(n) = session.seal(now, &mut dg, kind, body.len(), self.cfg.pad_bucket) {
             dg.truncate(n);
-            self.counters.tx_datagrams += 1;
-            self.transmits.push_back((client.addr, dg));
+            let to = client.addr;
+            self.emit(now, to, dg);
         }
     }
 
-    fn handle_handshake(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+    fn handle_handshake(&mut self, now: Instant, from: Endpoint, buf: &mut [u8]) {
         let Some((frag, previous)) = self.open_handshake(now, buf) else {
             self.counters.dropped_unauthenticated += 1;
             return;
         };
         self.counters.handshakes_previous_key += u64::from(previous);
         if frag.kind != HsKind::Init {
-            self.counters.dropped_malformed += 1;
+            // The answer of a relay we open a link to.
+            if let Endpoint::Udp(a) = from {
+                self.link_response(now, a, frag, previous, buf);
+            } else {
+                self.counters.dropped_malformed += 1;
+            }
             return;
         }
         let (whole, evicted) = self.reasm.add(
@@ -471,7 +575,15 @@ impl Relay {
         );
         self.counters.reassembly_timeouts += evicted;
         let Some(msg) = whole else { return };
-        if !self.hs_limit.allow(now, &from.ip()) {
+        let source_ip = match from {
+            Endpoint::Udp(a) => a.ip(),
+            // Circuits share the allowance of the relay that carries them.
+            Endpoint::Circuit { link, .. } => match self.links.get(&link) {
+                Some(l) => l.addr.ip(),
+                None => return,
+            },
+        };
+        if !self.hs_limit.allow(now, &source_ip) {
             self.counters.dropped_rate_limited += 1;
             return;
         }
@@ -488,7 +600,18 @@ impl Relay {
             return;
         };
         let remote = responder.remote_static;
-        if let Some(ca) = self.ca {
+        if let Some(proof) = init.link {
+            if let Endpoint::Udp(a) = from {
+                self.link_request(now, a, responder, &init, proof, previous, frag.msg_id);
+            } else {
+                self.counters.dropped_malformed += 1;
+            }
+            return;
+        }
+        let via_circuit = matches!(from, Endpoint::Circuit { .. });
+        if let Some(ca) = self.ca.filter(|_| !via_circuit) {
+            // (A circuit client was admitted by its guard relay, which checked its
+            // certificate; here it presents a key made for this circuit.)
             // Access control: a node without a valid certificate gets no answer at all, so
             // it cannot register.
             let unix = self.unix(now).as_secs();
@@ -564,8 +687,7 @@ impl Relay {
         }
         let seal = self.epoch_at(previous).keys.hs_seal(&remote);
         for dg in handshake::datagrams(&seal, &mut self.rng, HsKind::Response, frag.msg_id, &msg2) {
-            self.counters.tx_datagrams += 1;
-            self.transmits.push_back((from, dg));
+            self.emit(now, from, dg);
         }
         self.counters.handshakes_answered += 1;
     }
@@ -618,6 +740,9 @@ impl Relay {
     }
 
     fn remove_client(&mut self, handle: u64) {
+        if let Some(key) = self.circuits.remove(&handle) {
+            self.circuit_clients.remove(&key);
+        }
         if let Some(c) = self.clients.remove(&handle) {
             self.by_public.remove(&c.public);
             // Replay protection outlives the client.
@@ -658,6 +783,7 @@ impl Relay {
         self.last_ts
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < MAX_HANDSHAKE_AGE);
         self.counters.reassembly_timeouts += self.reasm.expire(now);
+        self.link_timers(now);
     }
 
     /// Next queued datagram, copied into `buf`.
@@ -681,7 +807,10 @@ impl Relay {
                     .map(|s| s.created + self.cfg.reject_after_time)
             })
             .min();
-        [clients, reasm, prev].into_iter().flatten().min()
+        [clients, reasm, prev, self.link_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Snapshot for `veil relay status`.
@@ -690,8 +819,35 @@ impl Relay {
             id: node_id(self.identity.public()),
             clients: self.clients.len(),
             names: self.names.len(),
+            links: self.links.values().filter(|l| l.is_up()).count(),
+            circuits: self.circuits.len(),
+            circuit_clients: self
+                .clients
+                .values()
+                .filter(|c| matches!(c.addr, Endpoint::Circuit { .. }))
+                .count(),
             counters: self.counters.list(),
         }
+    }
+
+    /// Every underlay address and static key this relay holds (of clients and of other
+    /// relays): what its state could tell about who talks to whom. Circuit clients have no
+    /// address here, and show the key they chose for the circuit.
+    pub fn held_identities(&self) -> (Vec<SocketAddr>, Vec<[u8; 32]>) {
+        let mut addrs = Vec::new();
+        let mut keys = Vec::new();
+        for c in self.clients.values() {
+            if let Endpoint::Udp(a) = c.addr {
+                addrs.push(a);
+            }
+            keys.push(c.public);
+        }
+        for l in self.links.values() {
+            addrs.push(l.addr);
+            keys.push(l.public);
+        }
+        keys.extend(self.last_ts.keys().copied());
+        (addrs, keys)
     }
 
     /// The counters.

@@ -1,0 +1,174 @@
+//! Private mode in the simulator: `private = 1` keeps a node's addresses from its peers
+//! (relays only), `private = 2` routes it through a guard relay to its home relay so that
+//! neither relay holds both ends of a conversation.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use veil_proto::{NodeConfig, Privacy};
+use veil_sim::{udp4, Sim};
+
+fn ping_both_ways(sim: &mut Sim, a: usize, b: usize, count: usize) -> (usize, usize) {
+    let (ia, ib) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
+    let (ra, rb) = (sim.nodes[a].tun.len(), sim.nodes[b].tun.len());
+    for k in 0..count {
+        sim.tun_send(a, &udp4(ia, ib, format!("a to b {k}").as_bytes()));
+        sim.tun_send(b, &udp4(ib, ia, format!("b to a {k}").as_bytes()));
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.run_for(Duration::from_secs(2));
+    (sim.nodes[b].tun.len() - rb, sim.nodes[a].tun.len() - ra)
+}
+
+fn addrs_of(sim: &Sim, i: usize) -> SocketAddr {
+    sim.nodes[i].addr
+}
+
+#[test]
+fn private_one_hop_hides_the_node_from_its_peers() {
+    let mut sim = Sim::new(61, 0, NodeConfig::default(), Default::default());
+    let private = NodeConfig {
+        private: Privacy::Relay,
+        ..NodeConfig::default()
+    };
+    let a = sim.add_node(private);
+    let b = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(5));
+    sim.capture = true;
+    let (ab, ba) = ping_both_ways(&mut sim, a, b, 50);
+    assert_eq!((ab, ba), (50, 50), "every packet arrives both ways");
+    // Long enough for hole punching and its retries to have happened were they allowed.
+    let (ab, ba) = ping_both_ways(&mut sim, a, b, 100);
+    assert_eq!((ab, ba), (100, 100));
+    let pa = &sim.nodes[a].node.peers(sim.now)[0];
+    assert_eq!(pa.path, "private", "{pa:?}");
+    let pb = &sim.nodes[b].node.peers(sim.now)[0];
+    assert_eq!(pb.path, "relayed", "{pb:?}");
+    assert_eq!(
+        pb.relay_reason.as_deref(),
+        Some("the peer announced no direct candidates"),
+    );
+    // On a's link: only the relay.
+    let a_addr = addrs_of(&sim, a);
+    let relay = sim.relay_addr;
+    let mut on_link = 0;
+    for d in &sim.captured {
+        if d.from == a_addr || d.to == a_addr {
+            on_link += 1;
+            let other = if d.from == a_addr { d.to } else { d.from };
+            assert_eq!(other, relay, "a exchanged a datagram with {other}");
+        }
+        // b never sends to a's address (it was never told it).
+        assert!(!(d.from == addrs_of(&sim, b) && d.to == a_addr));
+    }
+    assert!(on_link > 400, "{on_link} datagrams on a's link");
+    // A datagram straight from b's address to a is dropped unread.
+    let before = sim.nodes[a].node.counters().dropped_private;
+    sim.inject(addrs_of(&sim, b), a_addr, vec![7u8; 200]);
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.nodes[a].node.counters().dropped_private, before + 1);
+}
+
+#[test]
+fn private_peers_list_makes_one_peer_relay_only() {
+    let mut sim = Sim::new(62, 0, NodeConfig::default(), Default::default());
+    let a = sim.add_node(NodeConfig::default());
+    let b = sim.add_node(NodeConfig::default());
+    let c = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(5));
+    // a keeps c (by its overlay IPv4) on relays only; b may go direct.
+    let c4 = sim.ipv4(c).unwrap();
+    let cfg = NodeConfig {
+        private_peers: vec![c4.into()],
+        ..NodeConfig::default()
+    };
+    sim.remove_node(a);
+    let a = sim.add_node(cfg);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(ping_both_ways(&mut sim, a, b, 30), (30, 30));
+    assert_eq!(ping_both_ways(&mut sim, a, c, 30), (30, 30));
+    let peers = sim.nodes[a].node.peers(sim.now);
+    let path_to = |ip| {
+        peers
+            .iter()
+            .find(|p| p.overlay_ipv4 == Some(ip))
+            .map(|p| p.path)
+            .unwrap()
+    };
+    assert_eq!(path_to(sim.ipv4(b).unwrap()), "direct");
+    assert_eq!(path_to(c4), "private");
+}
+
+#[test]
+fn two_hops_split_what_each_relay_knows() {
+    let two = NodeConfig {
+        private: Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    // Relay 0 (198.18.0.1) is every node's home; a (two-hop) reaches it through relay 1.
+    let mut sim = Sim::with_relays(63, 2, 0, NodeConfig::default());
+    let a = sim.add_node(two);
+    let b = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.ipv4(a).is_some(), "the two-hop node registered");
+    sim.capture = true;
+    assert_eq!(ping_both_ways(&mut sim, a, b, 100), (100, 100));
+    // Re-keys of every layer (node-relay, relay-relay, end to end) keep it going.
+    for _ in 0..6 {
+        sim.run_for(Duration::from_secs(50));
+        assert_eq!(ping_both_ways(&mut sim, a, b, 5), (5, 5));
+    }
+    let home = sim.relay_addr;
+    let guard = sim.more_relays[0].0;
+    let (a_addr, b_addr) = (addrs_of(&sim, a), addrs_of(&sim, b));
+    let (a_key, b_key) = (
+        sim.nodes[a].node.public_key(),
+        sim.nodes[b].node.public_key(),
+    );
+    // An observer on a's link sees the guard only.
+    for d in &sim.captured {
+        if d.from == a_addr || d.to == a_addr {
+            let other = if d.from == a_addr { d.to } else { d.from };
+            assert_eq!(other, guard, "a exchanged a datagram with {other}");
+        }
+    }
+    // The guard holds a (sender) but nothing of b; the home holds b but nothing of a.
+    let (g_addrs, g_keys) = sim.more_relays[0].1.held_identities();
+    assert!(g_addrs.contains(&a_addr) && g_keys.contains(&a_key));
+    assert!(
+        !g_addrs.contains(&b_addr) && !g_keys.contains(&b_key),
+        "guard knows b"
+    );
+    let (h_addrs, h_keys) = sim.relay.held_identities();
+    assert!(h_addrs.contains(&b_addr) && h_keys.contains(&b_key));
+    assert!(!h_addrs.contains(&a_addr), "home relay knows a's address");
+    assert!(!h_keys.contains(&a_key), "home relay knows a's key");
+    let gs = sim.more_relays[0].1.status(sim.now);
+    let hs = sim.relay.status(sim.now);
+    assert_eq!((gs.circuits, gs.links), (1, 1), "{gs:?}");
+    assert_eq!((hs.circuit_clients, hs.links), (1, 1), "{hs:?}");
+    // b sees a through its home relay, and a calls its path private.
+    let pb = &sim.nodes[b].node.peers(sim.now)[0];
+    assert_eq!(pb.endpoint.as_deref(), Some(home.to_string().as_str()));
+    let pa = &sim.nodes[a].node.peers(sim.now)[0];
+    assert_eq!(pa.path, "private");
+    assert_eq!(pa.endpoint.as_deref(), Some(guard.to_string().as_str()));
+}
+
+#[test]
+fn two_hop_node_survives_a_guard_restart() {
+    let two = NodeConfig {
+        private: Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(64, 2, 0, NodeConfig::default());
+    let a = sim.add_node(two);
+    let b = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(ping_both_ways(&mut sim, a, b, 10), (10, 10));
+    sim.restart_more_relay(0);
+    // Keepalive (25 s) + probe timeout (5 s) + a new guard session and circuit.
+    sim.run_for(Duration::from_secs(40));
+    assert!(sim.nodes[a].node.counters().guard_losses >= 1);
+    assert_eq!(ping_both_ways(&mut sim, a, b, 10), (10, 10));
+}
