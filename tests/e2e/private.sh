@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end private mode, in namespaces: a network with two relays, h (home: first in the
 # token, where every node registers) and g (guard).
-#  - c runs `--private`: relays only. A capture of c's link holds datagrams with h only;
-#    b, which could reach c directly, is told no address of c's and stays relayed.
+#  - c runs `--private --cover 10`: relays only, with cover traffic. A capture of c's link holds datagrams with h only;
+#    b, which could reach c directly, is told no address of c's and stays relayed. Idle,
+#    c's link carries 10 datagrams a second each way, all of one size.
 #  - a runs `--private=2`: its socket talks to g only, which carries a circuit to h. A
 #    capture of a's link holds datagrams with g only; g reports one circuit and h one
 #    circuit client (with no address); a ping both ways and an 8 MiB transfer a -> b
@@ -46,7 +47,7 @@ sleep 1
 
 veil_node b
 veil_node a --private=2
-veil_node c --private
+veil_node c --private --cover 10
 A4=$(veil_ipv4 a)
 B4=$(veil_ipv4 b)
 C4=$(veil_ipv4 c)
@@ -116,6 +117,26 @@ check_link() { # NAME PCAP OWN_IP ONLY_PEER
 }
 check_link a "$NETNS_DIR/a.pcap" "${NETNS_IP[a]}" "$G"
 check_link c "$NETNS_DIR/c.pcap" "${NETNS_IP[c]}" "$H"
+
+# Cover traffic: c has been quiet (no data, so no path checks either) for a while; its
+# link still carries 10 datagrams a second each way, every one of the same size.
+sleep 11
+netns_exec c timeout 6 tcpdump -i eth0 -n -U -s 96 -w "$NETNS_DIR/c-idle.pcap" \
+  "udp and host ${NETNS_IP[c]}" >/dev/null 2>&1 || true
+# Datagrams per second each way, over the span between the first and the last captured.
+rate() {
+  tcpdump -r "$NETNS_DIR/c-idle.pcap" -n -tt "$1 host ${NETNS_IP[c]}" 2>/dev/null \
+    | awk 'NR == 1 { t0 = $1 } { t1 = $1; n++ } END { if (n > 1) printf "%.1f", (n - 1) / (t1 - t0); else print 0 }'
+}
+r_up=$(rate src)
+r_down=$(rate dst)
+# (IP total lengths, from -v: tcpdump decodes port 7000 as AFS and prints no UDP length.)
+sizes=$(tcpdump -r "$NETNS_DIR/c-idle.pcap" -n -v 2>/dev/null | grep -o 'proto UDP (17), length [0-9]*' \
+  | awk '{ print $NF }' | sort | uniq -c | awk '{ printf "%s of %s bytes\n", $1, $2 }')
+awk -v u="$r_up" -v d="$r_down" 'BEGIN { exit !(u >= 9 && u <= 11 && d >= 9 && d <= 11) }' \
+  || netns_fail "cover: idle c sends $r_up and receives $r_down datagrams a second (want 10)"
+[ "$(wc -l <<<"$sizes")" = 1 ] || netns_fail "cover: several sizes on c's link: $sizes"
+ok "cover traffic: idle c sends $r_up and receives $r_down datagrams a second, one size ($sizes)"
 
 # Two hops need two relays: a clear refusal otherwise.
 "$VEIL_BIN" network create --relay "$H:7000" --out "$NETNS_DIR/net1" >/dev/null

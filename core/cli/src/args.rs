@@ -280,6 +280,11 @@ pub struct UpArgs {
     /// (config key private_peers).
     #[arg(long = "private-peer", value_name = "ADDR")]
     pub private_peer: Vec<String>,
+    /// Cover traffic: keep PPS datagrams a second flowing each way between this node and
+    /// its relay, idle or not, padded to the path MTU (config key cover_pps; sets padding =
+    /// "mtu"). Costs about PPS x 1.5 KB/s each way.
+    #[arg(long, value_name = "PPS")]
+    pub cover: Option<u64>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -21,6 +21,7 @@ pub const KEYS: [&str; 13] = [
     "direct_paths",
     "private",
     "private_peers",
+    "cover_pps",
     "port_rotation_secs",
     "ipv4_pool",
     "log",
@@ -87,6 +88,7 @@ fn expected(key: &str) -> &'static str {
         "pad_bucket" => "a whole number of bytes from 0 to 1024 (0 or 1 = no padding)",
         "direct_paths" => "true or false",
         "private" => "0 (off), 1 (relays only) or 2 (two relays: a guard and the home relay)",
+        "cover_pps" => "a whole number of datagrams per second from 0 (off) to 1000; needs padding = \"mtu\" (the default when cover_pps is set)",
         "private_peers" => "a list of overlay addresses (IPv4 or IPv6) of peers to reach through relays only",
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
@@ -119,6 +121,8 @@ pub struct Layer {
     pub private: Option<u8>,
     /// Overlay addresses of peers reached through relays only.
     pub private_peers: Option<Vec<String>>,
+    /// Cover traffic rate.
+    pub cover_pps: Option<u64>,
     /// Period of moving to a fresh ephemeral socket.
     pub port_rotation_secs: Option<u64>,
     /// IPv4 pool, `a.b.c.d/len`.
@@ -228,6 +232,7 @@ impl Source {
                     .filter(|a| !a.is_empty())
                     .collect()
             }),
+            cover_pps: num("cover_pps")?,
             port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
@@ -321,6 +326,8 @@ pub struct Settings {
     pub private: veil_proto::Privacy,
     /// Peers reached through relays only (overlay addresses).
     pub private_peers: Vec<IpAddr>,
+    /// Cover traffic, datagrams per second each way (0 = off).
+    pub cover_pps: u32,
     /// Move to a fresh ephemeral socket this often (0 = never; ignored with a fixed port).
     pub port_rotation_secs: u64,
     /// IPv4 pool: network address and prefix length.
@@ -343,6 +350,7 @@ impl Default for Settings {
             direct_paths: proto.direct,
             private: proto.private,
             private_peers: Vec::new(),
+            cover_pps: 0,
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
             log: "info".into(),
@@ -415,6 +423,27 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some((v, o)) = pick(sources, |l| l.cover_pps.as_ref()) {
+            s.cover_pps = u32::try_from(*v)
+                .ok()
+                .filter(|p| *p <= 1000)
+                .ok_or_else(|| invalid(o, "cover_pps", &v.to_string()))?;
+        }
+        if s.cover_pps > 0 {
+            // Dummies are padded to the path MTU: data must be too, or sizes tell them apart.
+            match pick(sources, |l| l.padding.as_ref()) {
+                None => s.padding = PaddingMode::Mtu,
+                Some((v, o)) if s.padding != PaddingMode::Mtu => {
+                    return Err(ConfigError::Invalid {
+                        origin: o.describe("padding"),
+                        key: "padding",
+                        expected: "`mtu` when cover_pps is set (dummies are padded to the path MTU, so data must be too)",
+                        got: format!("`{v}`"),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         if let Some((v, _)) = pick(sources, |l| l.port_rotation_secs.as_ref()) {
             s.port_rotation_secs = *v;
         }
@@ -450,6 +479,7 @@ impl Settings {
             direct: self.direct_paths,
             private: self.private,
             private_peers: self.private_peers.clone(),
+            cover_pps: self.cover_pps,
             ..NodeConfig::default()
         }
     }
@@ -604,5 +634,37 @@ mod tests {
         let c = s.node_config(vec![], Some(Ipv4Addr::new(10, 8, 3, 4)));
         assert_eq!(c.ipv4_hint, Some(Ipv4Addr::new(10, 8, 3, 4)));
         assert_eq!(c.ipv4_pool, (Ipv4Addr::new(10, 8, 0, 0), 16));
+    }
+
+    #[test]
+    fn private_mode_and_cover_traffic() {
+        let s = Settings::resolve(&[file(
+            "private = 2\nprivate_peers = [\"100.64.0.7\", \"fd00::1\"]\ncover_pps = 20\n",
+        )
+        .unwrap()])
+        .unwrap();
+        let c = s.node_config(vec![], None);
+        assert_eq!(c.private, veil_proto::Privacy::TwoHop);
+        assert_eq!(c.private_peers.len(), 2);
+        assert_eq!(c.cover_pps, 20);
+        assert_eq!(
+            c.pad_bucket,
+            veil_proto::wire::PAD_TO_MTU,
+            "cover implies mtu padding"
+        );
+        for (text, key) in [
+            ("private = 3\n", "private"),
+            ("private_peers = [\"node-b\"]\n", "private_peers"),
+            ("cover_pps = 5000\n", "cover_pps"),
+            ("cover_pps = 10\npadding = \"buckets\"\n", "padding"),
+        ] {
+            let e = Settings::resolve(&[file(text).unwrap()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = env(&[("VEIL_PRIVATE_PEERS", "100.64.0.1, fd00::2")]);
+        let s = Settings::resolve(&[e]).unwrap();
+        assert_eq!(s.private_peers.len(), 2);
     }
 }

@@ -185,6 +185,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         port: args.port,
         direct_paths: args.no_direct.then_some(false),
         private: args.private,
+        cover_pps: args.cover,
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
         ..Layer::default()
     });

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub direct: bool,
     /// Private mode: which relays carry this node's traffic and what its peers learn.
     pub private: Privacy,
+    /// Cover traffic: datagrams per second kept flowing between the node and its relay
+    /// whether or not it has anything to send (0 = off). See `node/cover.rs`.
+    pub cover_pps: u32,
     /// Peers (by overlay address) this node talks to in private mode even when `private`
     /// is off: relays only, no candidates announced to them, nothing accepted from them
     /// straight from an underlay address.
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             direct: true,
             private: Privacy::Off,
             private_peers: Vec::new(),
+            cover_pps: 0,
             cert: None,
         }
     }
@@ -324,6 +328,8 @@ counters!(
         dropped_private,
         /// Private two-hop mode: the guard relay stopped answering.
         guard_losses,
+        /// Cover traffic: dummy datagrams sent to the relay.
+        cover_sent,
     }
 );
 
@@ -384,6 +390,8 @@ counters!(
         circuit_datagrams,
         /// Circuit datagrams dropped: no such circuit, or its link is down.
         dropped_circuit,
+        /// Cover traffic: dummies sent back to nodes that asked for one.
+        cover_echoes,
     }
 );
 

@@ -126,6 +126,8 @@ struct InFlight {
 
 /// Every datagram that went over the simulated wire, for analysis.
 pub struct Captured {
+    /// When it was sent, since the simulation started.
+    pub at: Duration,
     /// Sender.
     pub from: SocketAddr,
     /// Receiver.
@@ -378,6 +380,11 @@ impl Sim {
         self.drain_node(i);
     }
 
+    /// Simulated time since the start.
+    pub fn elapsed_now(&self) -> Duration {
+        self.elapsed()
+    }
+
     fn elapsed(&self) -> Duration {
         self.now - self.start
     }
@@ -400,6 +407,15 @@ impl Sim {
         {
             return;
         }
+        // Captured on the sender's link: before a hop further on drops it as too big.
+        if self.capture {
+            self.captured.push(Captured {
+                at: self.now - self.start,
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
         if self
             .mtu_limits
             .iter()
@@ -407,13 +423,6 @@ impl Sim {
         {
             self.dropped_too_big += 1;
             return;
-        }
-        if self.capture {
-            self.captured.push(Captured {
-                from,
-                to,
-                bytes: bytes.clone(),
-            });
         }
         if self.chance(self.impair.loss) {
             return;

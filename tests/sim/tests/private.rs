@@ -172,3 +172,88 @@ fn two_hop_node_survives_a_guard_restart() {
     assert!(sim.nodes[a].node.counters().guard_losses >= 1);
     assert_eq!(ping_both_ways(&mut sim, a, b, 10), (10, 10));
 }
+
+/// Datagrams per whole second sent by and to `addr` in `[from, to)`, and their sizes.
+fn per_second(
+    sim: &Sim,
+    addr: SocketAddr,
+    from: Duration,
+    to: Duration,
+) -> (
+    Vec<usize>,
+    Vec<usize>,
+    std::collections::BTreeMap<usize, usize>,
+) {
+    let secs = (to - from).as_secs() as usize;
+    let (mut up, mut down) = (vec![0; secs], vec![0; secs]);
+    let mut sizes = std::collections::BTreeMap::new();
+    for d in sim.captured.iter().filter(|d| d.at >= from && d.at < to) {
+        let k = ((d.at - from).as_secs() as usize).min(secs - 1);
+        if d.from == addr {
+            up[k] += 1;
+        } else if d.to == addr {
+            down[k] += 1;
+        } else {
+            continue;
+        }
+        *sizes.entry(d.bytes.len()).or_insert(0) += 1;
+    }
+    (up, down, sizes)
+}
+
+#[test]
+fn cover_traffic_hides_when_a_node_is_active() {
+    let mtu_padded = NodeConfig {
+        pad_bucket: veil_proto::wire::PAD_TO_MTU,
+        rekey_after_time: Duration::from_secs(600),
+        ..NodeConfig::default()
+    };
+    let covered = NodeConfig {
+        private: Privacy::Relay,
+        cover_pps: 10,
+        ..mtu_padded.clone()
+    };
+    let mut sim = Sim::new(65, 0, NodeConfig::default(), Default::default());
+    let a = sim.add_node(covered);
+    let b = sim.add_node(mtu_padded);
+    // A 1500-byte IPv4 link, as on most networks: datagrams up to 1472 bytes.
+    sim.mtu_limits.push((addrs_of(&sim, a).ip(), 1472));
+    sim.run_for(Duration::from_secs(5));
+    // A session, and path MTU discovery on it, before the observation starts.
+    assert_eq!(ping_both_ways(&mut sim, a, b, 30), (30, 30));
+    // Path checks (MTU confirmations) stop 10 s after the last data: idle from then on.
+    sim.run_for(Duration::from_secs(12));
+    sim.capture = true;
+    let t0 = sim.elapsed_now();
+    sim.run_for(Duration::from_secs(10));
+    let t1 = sim.elapsed_now();
+    let (ia, ib) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
+    for k in 0..20 {
+        sim.tun_send(b, &udp4(ib, ia, format!("b to a {k}").as_bytes()));
+        sim.tun_send(a, &udp4(ia, ib, format!("a to b {k}").as_bytes()));
+        sim.run_for(Duration::from_millis(500));
+    }
+    let t2 = sim.elapsed_now();
+    let addr = addrs_of(&sim, a);
+    let (idle_up, idle_down, idle_sizes) = per_second(&sim, addr, t0, t1);
+    let (busy_up, busy_down, busy_sizes) = per_second(&sim, addr, t1, t2);
+    println!("idle up {idle_up:?} down {idle_down:?} sizes {idle_sizes:?}");
+    println!("busy up {busy_up:?} down {busy_down:?} sizes {busy_sizes:?}");
+    // Idle, the link carries the cover rate each way; busy (two pings a second each way,
+    // plus path MTU confirmations and their acknowledgements), real datagrams take the
+    // place of dummies and only slots holding two real datagrams add to the count.
+    for n in idle_up.iter().chain(&idle_down) {
+        assert!((9..=11).contains(n), "idle: {n} datagrams in a second");
+    }
+    for n in busy_up.iter().chain(&busy_down) {
+        assert!((9..=15).contains(n), "busy: {n} datagrams in a second");
+    }
+    assert_eq!(idle_sizes.len(), 1, "one size: {idle_sizes:?}");
+    assert_eq!(
+        idle_sizes.keys().collect::<Vec<_>>(),
+        busy_sizes.keys().collect::<Vec<_>>()
+    );
+    let bytes: usize = idle_sizes.iter().map(|(s, n)| s * n).sum();
+    println!("cover overhead idle: {} bytes/s", bytes / 10);
+    assert!(sim.nodes[a].node.counters().cover_sent > 100);
+}

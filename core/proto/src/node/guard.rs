@@ -54,7 +54,7 @@ impl Node {
     /// Sends a datagram to the home relay: straight, or through the guard's circuit.
     pub(super) fn send_home(&mut self, now: Instant, dg: Vec<u8>) {
         if self.guard.is_none() {
-            self.transmits.push_back((self.relay.addr, dg));
+            self.push_tx(self.relay.addr, dg);
             return;
         }
         let mut buf = vec![0u8; BODY_OFFSET + dg.len() + TAG_LEN + wire::PAD_CAP];
@@ -62,7 +62,7 @@ impl Node {
         match self.guard_seal(now, Frame::Circuit, &mut buf, dg.len()) {
             Some((addr, n)) => {
                 buf.truncate(n);
-                self.transmits.push_back((addr, buf));
+                self.push_tx(addr, buf);
             }
             None => self.counters.dropped_no_route += 1,
         }
@@ -108,7 +108,7 @@ impl Node {
             Some((addr, n)) => {
                 buf.truncate(n);
                 self.counters.tx_datagrams += 1;
-                self.transmits.push_back((addr, buf));
+                self.push_tx(addr, buf);
                 true
             }
             None => false,

@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+mod cover;
 mod guard;
 mod mtu;
 
@@ -348,6 +349,8 @@ pub struct Node {
     guard: Option<guard::Guard>,
     /// …and the key this node shows the home relay instead of its own.
     home_identity: Option<Identity>,
+    /// Cover traffic, when `cover_pps` is set.
+    cover: Option<cover::Cover>,
     peers: BTreeMap<[u8; 32], Peer>,
     route4: HashMap<Ipv4Addr, [u8; 32]>,
     route6: HashMap<Ipv6Addr, [u8; 32]>,
@@ -449,6 +452,7 @@ impl Node {
             relay_index: 0,
             guard,
             home_identity,
+            cover: cover::Cover::new(cfg.cover_pps, now),
             peers: BTreeMap::new(),
             route4: HashMap::new(),
             route6: HashMap::new(),
@@ -668,6 +672,13 @@ impl Node {
             }
         };
         self.relay.probe_sent = None;
+        let dummy = kind == Frame::Keepalive
+            && buf[body.clone()]
+                .first()
+                .is_some_and(|f| f & cover::KEEPALIVE_COVER != 0);
+        if !dummy {
+            self.note_relay_rx();
+        }
         match kind {
             Frame::Keepalive => {
                 let mut c = Cursor(&buf[body]);
@@ -1222,7 +1233,7 @@ impl Node {
             Path::Relayed(h) => self.send_via_relay(now, h, &dg),
             Path::Direct(a) => {
                 self.counters.tx_datagrams += 1;
-                self.transmits.push_back((a, dg));
+                self.push_tx(a, dg);
                 true
             }
         }
@@ -1284,6 +1295,12 @@ impl Node {
         packet: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
+        let t = self.tun_packet(now, packet, out)?;
+        self.note_tx(t.dst);
+        Some(t)
+    }
+
+    fn tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> Option<Transmit> {
         let Some(dst) = ip_destination(packet) else {
             self.counters.dropped_malformed += 1;
             return None;
@@ -2156,7 +2173,7 @@ impl Node {
         for dg in dgs {
             self.counters.tx_datagrams += 1;
             if which == CidOwner::Guard {
-                self.transmits.push_back((addr, dg));
+                self.push_tx(addr, dg);
             } else {
                 self.send_home(now, dg);
             }
@@ -2348,6 +2365,7 @@ impl Node {
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.relay_timers(now);
+        self.cover_timers(now);
         self.peer_timers(now);
         self.lookup_timers(now);
         self.negative.retain(|_, until| *until > now);
@@ -2652,6 +2670,7 @@ impl Node {
         let rekey = self.cfg.rekey_after_time;
         let reject = rekey + REJECT_AFTER_EXTRA;
         self.guard_deadlines(&mut t);
+        t.extend(self.cover_deadline());
         let home_reachable = self.guard.as_ref().is_none_or(|g| g.extended);
         match &self.relay.sessions.current {
             _ if !home_reachable => {}

@@ -353,7 +353,20 @@ impl Relay {
                 self.forward(now, handle, body, pt_len, buf)
             }
             Frame::Keepalive => {
-                if buf[body].first().is_some_and(|f| f & 1 == 1) {
+                let flags = buf[body].first().copied().unwrap_or(0);
+                if flags & 4 != 0 {
+                    // Cover traffic: a dummy of the same size goes back.
+                    let size = buf.len();
+                    self.counters.cover_echoes += 1;
+                    self.send_frame_padded(
+                        now,
+                        handle,
+                        Frame::Keepalive,
+                        &[2],
+                        wire::Padding::new(wire::PAD_TO_MTU, size),
+                    );
+                }
+                if flags & 1 == 1 {
                     // The echo carries the address the node is seen from, so a node
                     // notices a NAT rebinding or a new underlay address.
                     let mut echo = vec![0u8];
@@ -531,19 +544,28 @@ impl Relay {
     }
 
     fn send_frame(&mut self, now: Instant, handle: u64, kind: Frame, body: &[u8]) {
+        let pad = wire::Padding::from(self.cfg.pad_bucket);
+        self.send_frame_padded(now, handle, kind, body, pad);
+    }
+
+    fn send_frame_padded(
+        &mut self,
+        now: Instant,
+        handle: u64,
+        kind: Frame,
+        body: &[u8],
+        pad: wire::Padding,
+    ) {
         let Some(client) = self.clients.get_mut(&handle) else {
             return;
         };
         let Some(session) = client.current.as_mut() else {
             return;
         };
-        let mut dg = vec![
-            0u8;
-            wire::padded_len(body.len(), self.cfg.pad_bucket)
-                .max(BODY_OFFSET + body.len() + 16)
-        ];
+        let mut dg =
+            vec![0u8; wire::padded_len(body.len(), pad).max(BODY_OFFSET + body.len() + 16)];
         dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        if let Some(n) = session.seal(now, &mut dg, kind, body.len(), self.cfg.pad_bucket) {
+        if let Some(n) = session.seal(now, &mut dg, kind, body.len(), pad) {
             dg.truncate(n);
             let to = client.addr;
             self.emit(now, to, dg);
