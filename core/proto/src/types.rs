@@ -330,6 +330,9 @@ counters!(
         guard_losses,
         /// Cover traffic: dummy datagrams sent to the relay.
         cover_sent,
+        /// Private two-hop mode: the guard refused the circuit (it could not reach the
+        /// home relay, or has no peering key).
+        circuits_refused,
     }
 );
 

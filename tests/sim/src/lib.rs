@@ -684,6 +684,13 @@ impl Sim {
         );
     }
 
+    /// Restarts further relay `k` with a token that has no peering key (one made before
+    /// peering keys existed): it neither opens nor accepts relay links.
+    pub fn restart_more_relay_without_peering(&mut self, k: usize) {
+        self.more_tokens[k].peering = None;
+        self.restart_more_relay(k);
+    }
+
     /// Overlay IPv4 of node `i`.
     pub fn ipv4(&self, i: usize) -> Option<Ipv4Addr> {
         self.nodes[i].node.overlay_ipv4()

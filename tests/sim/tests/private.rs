@@ -257,3 +257,33 @@ fn cover_traffic_hides_when_a_node_is_active() {
     println!("cover overhead idle: {} bytes/s", bytes / 10);
     assert!(sim.nodes[a].node.counters().cover_sent > 100);
 }
+
+#[test]
+fn two_hop_never_falls_back_to_one_hop() {
+    let two = NodeConfig {
+        private: Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(66, 2, 0, NodeConfig::default());
+    // The guard's token predates peering keys: it refuses every circuit.
+    sim.restart_more_relay_without_peering(0);
+    sim.capture = true;
+    let a = sim.add_node(two);
+    sim.run_for(Duration::from_secs(60));
+    let c = sim.nodes[a].node.counters();
+    assert!(c.circuits_refused >= 2, "refusals: {}", c.circuits_refused);
+    assert!(sim.ipv4(a).is_none(), "a registered without two hops");
+    let st = sim.nodes[a].node.status(sim.now);
+    assert!(
+        !st.relay_connected && st.guard.as_ref().is_some_and(|g| !g.1),
+        "{st:?}"
+    );
+    // It tried each relay as its guard in turn, and registered at neither: no relay holds
+    // a name of it, nor a circuit client.
+    for st in [
+        sim.relay.status(sim.now),
+        sim.more_relays[0].1.status(sim.now),
+    ] {
+        assert_eq!((st.names, st.circuit_clients), (0, 0), "{st:?}");
+    }
+}

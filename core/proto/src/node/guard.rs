@@ -13,6 +13,10 @@ use super::*;
 
 /// Extend is sent again this often until the guard confirms the circuit.
 const EXTEND_RETRY: Duration = Duration::from_secs(1);
+/// Refusals in a row (the guard cannot reach the home relay: it gives up on a link after
+/// about 15 s of unanswered handshakes) after which the home relay is taken for dead and
+/// the node fails over to the next one, as every node does.
+const EXTEND_REFUSALS: u32 = 2;
 /// Bytes a guard circuit adds to a datagram for the home relay: a transport header and tag.
 pub(super) const GUARD_OVERHEAD: usize = TRANSPORT_OVERHEAD;
 
@@ -22,6 +26,8 @@ pub(super) struct Guard {
     pub(super) extended: bool,
     /// When Extend goes out (again).
     extend_next: Instant,
+    /// Refusals of the current home relay in a row.
+    refusals: u32,
 }
 
 impl Guard {
@@ -30,6 +36,7 @@ impl Guard {
             link,
             extended: false,
             extend_next: now,
+            refusals: 0,
         }
     }
 }
@@ -157,6 +164,7 @@ impl Node {
                 let ok = buf[body].first() == Some(&0);
                 if ok && !g.extended {
                     g.extended = true;
+                    g.refusals = 0;
                     // The home relay is reachable now: handshake with it at once.
                     self.relay.pending = None;
                     self.relay.next_attempt = now;
@@ -165,6 +173,12 @@ impl Node {
                 } else if !ok {
                     g.extended = false;
                     g.extend_next = now + EXTEND_RETRY;
+                    g.refusals += 1;
+                    self.counters.circuits_refused += 1;
+                    if g.refusals >= EXTEND_REFUSALS {
+                        g.refusals = 0;
+                        self.relay_lost(now);
+                    }
                 }
                 None
             }
