@@ -85,7 +85,8 @@ impl Node {
             // Far behind (the process was stopped): start afresh rather than catch up.
             c.next = now + c.interval;
         }
-        if sent || !self.relay.registered {
+        let circuit_down = self.guard.as_ref().is_some_and(|g| !g.extended);
+        if sent || !self.relay.registered || circuit_down {
             return;
         }
         let flags = KEEPALIVE_COVER | if received { 0 } else { KEEPALIVE_COVER_ECHO };

@@ -98,7 +98,13 @@ impl Node {
         buf: &mut [u8],
         body_len: usize,
     ) -> Option<(SocketAddr, usize)> {
-        let pad = Padding::from(self.cfg.pad_bucket);
+        // A circuit frame carries a datagram for the home relay that is padded already and
+        // sized by path MTU discovery: padding it again could only push it past the path.
+        let pad = if kind == Frame::Circuit {
+            Padding::from(0)
+        } else {
+            Padding::from(self.cfg.pad_bucket)
+        };
         let g = self.guard.as_mut()?;
         if kind == Frame::Circuit && !g.extended {
             return None;
@@ -221,6 +227,20 @@ impl Node {
             .current
             .as_ref()
             .map(|s| now.saturating_duration_since(s.created));
+        if age.is_none()
+            && self.cfg.relays.len() > 2
+            && g.link
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.attempts >= RELAY_FAILOVER_ATTEMPTS)
+        {
+            // This guard does not answer at all: the next relay that is not the home.
+            self.guard_lost(now);
+            return;
+        }
+        let Some(g) = self.guard.as_mut() else {
+            return;
+        };
         let due = match &g.link.pending {
             None => now >= g.link.next_attempt,
             Some(p) => {

@@ -424,8 +424,10 @@ impl Node {
         let relay = RelayLink::new(raddr, rpub, &mut rng, now);
         // Private two-hop: the next relay of the token is the guard, and the home relay
         // gets a key made for it.
-        let (guard, home_identity) = if cfg.private == Privacy::TwoHop && cfg.relays.len() >= 2 {
-            let (gaddr, gpub) = cfg.relays[1];
+        // (With one relay, the guard is the home relay itself, which refuses to extend to
+        // itself: the node never connects rather than run on one hop.)
+        let (guard, home_identity) = if cfg.private == Privacy::TwoHop {
+            let (gaddr, gpub) = cfg.relays[1 % cfg.relays.len()];
             let link = RelayLink::new(gaddr, gpub, &mut rng, now);
             let mut k = [0u8; 32];
             rng.fill_bytes(&mut k);
@@ -914,7 +916,8 @@ impl Node {
         }
         self.peers.get(pk).is_some_and(|p| {
             self.cfg.private_peers.iter().any(|a| match a {
-                IpAddr::V4(v4) => p.ipv4 == Some(*v4),
+                // The claim counts too: nothing is announced to it while it is checked.
+                IpAddr::V4(v4) => p.ipv4 == Some(*v4) || p.ipv4_claim == Some(*v4),
                 IpAddr::V6(v6) => p.ipv6 == *v6,
             })
         })
@@ -1600,7 +1603,7 @@ impl Node {
                 let mut out = vec![0u8; wire::PAD_CAP * 4];
                 for pkt in queue {
                     if let Some(t) = self.send_data(now, pk, &pkt, &mut out) {
-                        self.transmits.push_back((t.dst, out[..t.len].to_vec()));
+                        self.push_tx(t.dst, out[..t.len].to_vec());
                     } else if let Some(p) = self.peers.get_mut(&pk) {
                         if p.queue.len() < QUEUE_MAX {
                             p.queue.push_back(pkt);
@@ -1975,7 +1978,7 @@ impl Node {
         let mut out = vec![0u8; wire::PAD_CAP * 4];
         for pkt in queued {
             if let Some(t) = self.send_inner(now, pk, &pkt, &mut out) {
-                self.transmits.push_back((t.dst, out[..t.len].to_vec()));
+                self.push_tx(t.dst, out[..t.len].to_vec());
             }
         }
         if announce {

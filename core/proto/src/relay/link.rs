@@ -108,6 +108,10 @@ impl Relay {
             return;
         };
         self.link_by_public.remove(&l.public);
+        // Replay protection outlives the link, as it does a client.
+        if l.last_ts > 0 {
+            self.last_ts.insert(l.public, (l.last_ts, now));
+        }
         for s in [l.current, l.previous].into_iter().flatten() {
             self.link_cids.remove(&s.recv_cid);
         }
@@ -144,10 +148,14 @@ impl Relay {
             return;
         };
         let known = self.link_by_public.get(&public).copied();
+        // A new link sends handshakes to an address the client chose: at most one new link
+        // a second per client (bursts of two), so a member cannot aim a relay at third
+        // parties.
         if self.peering.is_none()
             || public == self.public_key()
             || addr.port() == 0
-            || (known.is_none() && self.links.len() >= MAX_LINKS)
+            || (known.is_none()
+                && (self.links.len() >= MAX_LINKS || !self.extend_limit.allow(now, &handle)))
         {
             self.counters.circuits_refused += 1;
             self.send_frame(now, handle, Frame::Extended, &[1]);
@@ -181,9 +189,6 @@ impl Relay {
         }
         if l.pending.is_none() {
             l.initiator = true;
-            if !l.is_up() {
-                l.addr = addr;
-            }
             self.start_link_handshake(now, link);
         }
     }
@@ -219,7 +224,13 @@ impl Relay {
     }
 
     fn send_link_frame(&mut self, now: Instant, link: u64, kind: Frame, body: &[u8]) {
-        let pad = Padding::from(self.cfg.pad_bucket);
+        // Circuit datagrams are padded by the node already (their size is what its path
+        // MTU discovery measured); other link frames in buckets.
+        let pad = if kind == Frame::Circuit {
+            Padding::from(0)
+        } else {
+            Padding::from(self.cfg.pad_bucket)
+        };
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -276,9 +287,10 @@ impl Relay {
                 let inner = body.start + 8..body.end;
                 self.counters.circuit_datagrams += 1;
                 if let Some(&client) = self.circuit_clients.get(&(link, id)) {
-                    // We are this circuit's guard: back to the node.
+                    // We are this circuit's guard: back to the node (padded by the home
+                    // relay already).
                     let dg = buf[inner].to_vec();
-                    self.send_frame(now, client, Frame::Circuit, &dg);
+                    self.send_frame_padded(now, client, Frame::Circuit, &dg, Padding::from(0));
                 } else {
                     // We are the home relay of the client behind it.
                     self.circuit_datagram(now, link, id, &mut buf[inner]);
@@ -370,7 +382,10 @@ impl Relay {
             return;
         }
         let known = self.link_by_public.get(&remote).copied();
-        let last = known.and_then(|l| self.links.get(&l)).map(|l| l.last_ts);
+        let last = known
+            .and_then(|l| self.links.get(&l))
+            .map(|l| l.last_ts)
+            .or_else(|| self.last_ts.get(&remote).map(|x| x.0));
         if !handshake::timestamp_ok(init.timestamp, last, self.unix(now)) {
             self.counters.dropped_handshake_replay += 1;
             return;
@@ -445,7 +460,6 @@ impl Relay {
             return;
         };
         let recv_cid = pending.recv_cid;
-        let attempts = pending.attempts;
         let Ok((keys, payload)) = pending.init.finish(&msg) else {
             self.counters.dropped_unauthenticated += 1;
             return;
@@ -454,7 +468,6 @@ impl Relay {
             self.counters.dropped_malformed += 1;
             return;
         };
-        let _ = attempts;
         let session: ClientSession = Session::new(
             &keys,
             recv_cid,
@@ -477,9 +490,11 @@ impl Relay {
         if let Some(old) = l.previous.take() {
             self.link_cids.remove(&old.recv_cid);
         }
+        if l.current.is_none() {
+            self.counters.links_established += 1;
+        }
         l.previous = l.current.replace(session);
         l.last_rx = now;
-        self.counters.links_established += 1;
         let waiting: Vec<Vec<u8>> = l.waiting.drain(..).collect();
         let awaiting = std::mem::take(&mut l.awaiting);
         for body in waiting {

@@ -148,6 +148,8 @@ pub struct Relay {
     circuits: HashMap<u64, (u64, u64)>,
     /// …and back.
     circuit_clients: HashMap<(u64, u64), u64>,
+    /// New links a client may cause (each sends handshakes to an address it chose).
+    extend_limit: RateLimiter<u64>,
 }
 
 impl Relay {
@@ -190,6 +192,7 @@ impl Relay {
             link_cids: HashMap::new(),
             circuits: HashMap::new(),
             circuit_clients: HashMap::new(),
+            extend_limit: RateLimiter::new(1, 2, 4096),
         }
     }
 
