@@ -7,10 +7,11 @@ use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use veil_io::RelayTransport;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -21,6 +22,7 @@ pub const KEYS: [&str; 11] = [
     "direct_paths",
     "port_rotation_secs",
     "ipv4_pool",
+    "relay_transport",
     "log",
 ];
 
@@ -86,6 +88,7 @@ fn expected(key: &str) -> &'static str {
         "direct_paths" => "true or false",
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
+        "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
     }
@@ -115,6 +118,8 @@ pub struct Layer {
     pub port_rotation_secs: Option<u64>,
     /// IPv4 pool, `a.b.c.d/len`.
     pub ipv4_pool: Option<String>,
+    /// How the relay is reached: `auto`, `udp` or `tcp`.
+    pub relay_transport: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -211,6 +216,7 @@ impl Source {
                 .transpose()?,
             port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
+            relay_transport: get("relay_transport"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -302,6 +308,8 @@ pub struct Settings {
     pub port_rotation_secs: u64,
     /// IPv4 pool: network address and prefix length.
     pub ipv4_pool: (Ipv4Addr, u8),
+    /// How the relay is reached.
+    pub relay_transport: RelayTransport,
     /// Log filter.
     pub log: String,
 }
@@ -320,6 +328,7 @@ impl Default for Settings {
             direct_paths: proto.direct,
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
+            relay_transport: RelayTransport::Auto,
             log: "info".into(),
         }
     }
@@ -377,6 +386,14 @@ impl Settings {
         }
         if let Some((v, o)) = pick(sources, |l| l.ipv4_pool.as_ref()) {
             s.ipv4_pool = parse_pool(v).ok_or_else(|| invalid(o, "ipv4_pool", v))?;
+        }
+        if let Some((v, o)) = pick(sources, |l| l.relay_transport.as_ref()) {
+            s.relay_transport = match v.trim() {
+                "auto" => RelayTransport::Auto,
+                "udp" => RelayTransport::Udp,
+                "tcp" => RelayTransport::Tcp,
+                _ => return Err(invalid(o, "relay_transport", v)),
+            };
         }
         if let Some((v, o)) = pick(sources, |l| l.log.as_ref()) {
             tracing_subscriber::EnvFilter::try_new(v).map_err(|_| invalid(o, "log", v))?;
@@ -470,6 +487,29 @@ mod tests {
         assert_eq!(s.port, 0);
         assert_eq!(s.log, "info");
         assert_eq!(s.tun_name, "veil0");
+        assert_eq!(s.relay_transport, RelayTransport::Auto);
+    }
+
+    #[test]
+    fn relay_transport_from_every_source() {
+        let f = file("relay_transport = \"udp\"\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f))
+                .unwrap()
+                .relay_transport,
+            RelayTransport::Udp
+        );
+        let e = env(&[("VEIL_RELAY_TRANSPORT", "tcp")]);
+        assert_eq!(
+            Settings::resolve(&[e, f]).unwrap().relay_transport,
+            RelayTransport::Tcp
+        );
+        let flags = Source::flags(Layer {
+            relay_transport: Some("quic".into()),
+            ..Layer::default()
+        });
+        let e = Settings::resolve(&[flags]).unwrap_err().to_string();
+        assert!(e.contains("`relay_transport` must be `auto`"), "{e}");
     }
 
     #[test]
