@@ -7,8 +7,10 @@
 #     must hold no reply at all; every datagram must reach the engine (its rx counter, plus
 #     the kernel's receive-buffer drops) and every invalid one must be counted as dropped;
 #     the transfer must arrive intact.
-#   * nmap from another namespace: a TCP scan of every port of a and of the relay finds
-#     nothing open, and a UDP scan of Veil's own ports gets no reply.
+#   * nmap from another namespace: a TCP scan of every port of a finds nothing open, of the
+#     relay only its TCP fallback port (443, where nodes behind UDP-blocking networks connect),
+#     and a UDP scan of Veil's own ports gets no reply; connections to the relay's TCP port
+#     that send garbage get zero bytes back and are closed.
 # Node a runs with port_rotation_secs = 0 so that its port stays put for the prober.
 #
 # Needs root. Env: VEIL_BIN, PROBE_BIN (default target/release/veil-probe), PROBE_COUNT.
@@ -93,18 +95,56 @@ probe() {
 probe "node a" a "$SD/a" node "$A_EP" "$NETNS_DIR/seeds-a.pcap"
 probe "relay" relay "$SD/relay" relay "$R_EP" "$NETNS_DIR/seeds-r.pcap"
 
-# nmap: TCP, every port, of a and the relay; UDP of Veil's own ports.
+# nmap: TCP, every port, of a and the relay; UDP of Veil's own ports. The relay's one open
+# TCP port is its fallback listener, which answers nothing that does not authenticate.
+RELAY_TCP=443
 for h in a relay; do
   out=$(netns_exec p nmap -n -Pn -sT -p- --max-retries 1 -T5 "${NETNS_IP[$h]}" 2>&1)
-  if grep -Eq '^[0-9]+/tcp +open' <<<"$out"; then netns_fail "nmap finds an open TCP port on $h: $out"; fi
+  open=$(grep -Eo '^[0-9]+/tcp +open' <<<"$out" | cut -d/ -f1 | paste -sd, - || true)
+  want=""
+  [ "$h" = relay ] && want=$RELAY_TCP
+  [ "$open" = "$want" ] || netns_fail "nmap finds TCP port(s) '${open}' open on $h, expected '${want:-none}': $out"
 done
+GARBAGE=$(netns_exec p python3 - "${NETNS_IP[relay]}" "$RELAY_TCP" <<'PY'
+import os, socket, sys, threading, time
+results = []
+def one(size):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    s.settimeout(30)
+    t0, got = time.time(), 0
+    try:
+        # The relay may close before it has read everything (malformed framing).
+        s.sendall(os.urandom(size))
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += len(b)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except socket.timeout:
+        got = -1
+    results.append((got, time.time() - t0))
+    s.close()
+threads = [threading.Thread(target=one, args=(n,)) for n in (1, 17, 100, 4096, 70000)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+bad = [g for g, _ in results if g != 0] + [-2] * (len(threads) - len(results))
+print(bad[0] if bad else 0, round(max([t for _, t in results] + [0]), 1))
+PY
+) || netns_fail "the garbage client failed"
+read -r G_BYTES G_SECS <<<"$GARBAGE"
+[ "$G_BYTES" = 0 ] || netns_fail "the relay's TCP port answered garbage ($G_BYTES bytes; -1: kept open 30 s, -2: a client failed)"
+ok "garbage to the relay's TCP port $RELAY_TCP (5 connections, 1 to 70000 bytes): 0 bytes back, each closed within ${G_SECS}s"
 udp=""
 for target in "${NETNS_IP[a]}:$A_PORT" "${NETNS_IP[relay]}:7000"; do
   out=$(netns_exec p nmap -n -Pn -sU -p "${target##*:}" "${target%:*}" 2>&1)
   if grep -Eq '^[0-9]+/udp +open ' <<<"$out"; then netns_fail "nmap finds an open UDP port: $out"; fi
   udp+=" ${target}: $(grep -Eo '^[0-9]+/udp +[a-z|]+' <<<"$out" | awk '{print $2}')"
 done
-ok "nmap -sT -p- of a and the relay: nothing open; -sU of their Veil ports:$udp (no answer)"
+ok "nmap -sT -p-: nothing open on a, only $RELAY_TCP (the TCP fallback) on the relay; -sU of their Veil ports:$udp (no answer)"
 
 sleep 1
 netns_stop cap-p 3

@@ -180,6 +180,11 @@ pub struct CreateArgs {
     /// then need a certificate signed with it (veil cert sign) to join.
     #[arg(long)]
     pub with_ca: bool,
+    /// TCP port of the relays' stream listener (the fallback where UDP is blocked), on the
+    /// host of each --relay; once for every relay, or once per --relay in order; 0 = that
+    /// relay has none. Default 443 (then the token needs no trailer).
+    #[arg(long = "relay-tcp-port", value_name = "PORT")]
+    pub relay_tcp_ports: Vec<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +222,10 @@ pub struct RelayRunArgs {
     /// Address to listen on, HOST:PORT (e.g. 0.0.0.0:7000).
     #[arg(long, value_name = "HOST:PORT", required = true)]
     pub listen: Option<String>,
+    /// Also listen on TCP here, HOST:PORT, for nodes whose network blocks UDP (`off`: do
+    /// not). Default: the host of --listen, port 443.
+    #[arg(long, value_name = "HOST:PORT|off", env = "VEIL_RELAY_TCP_LISTEN")]
+    pub tcp_listen: Option<String>,
     /// File holding this relay's token (relay-N.token).
     #[arg(long, value_name = "FILE", required = true)]
     pub token_file: Option<PathBuf>,
@@ -285,6 +294,10 @@ pub struct UpArgs {
     /// "mtu"). Costs about PPS x 1.5 KB/s each way.
     #[arg(long, value_name = "PPS")]
     pub cover: Option<u64>,
+    /// How to reach the relay: `auto` (UDP, and TCP if UDP gets no answer within 3 s),
+    /// `udp` or `tcp` (config key relay_transport).
+    #[arg(long, value_name = "auto|udp|tcp")]
+    pub relay_transport: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

@@ -7,10 +7,11 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use veil_io::RelayTransport;
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -24,6 +25,7 @@ pub const KEYS: [&str; 14] = [
     "cover_pps",
     "port_rotation_secs",
     "ipv4_pool",
+    "relay_transport",
     "log",
 ];
 
@@ -92,6 +94,7 @@ fn expected(key: &str) -> &'static str {
         "private_peers" => "a list of overlay addresses (IPv4 or IPv6) of peers to reach through relays only",
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
+        "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
     }
@@ -127,6 +130,8 @@ pub struct Layer {
     pub port_rotation_secs: Option<u64>,
     /// IPv4 pool, `a.b.c.d/len`.
     pub ipv4_pool: Option<String>,
+    /// How the relay is reached: `auto`, `udp` or `tcp`.
+    pub relay_transport: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -235,6 +240,7 @@ impl Source {
             cover_pps: num("cover_pps")?,
             port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
+            relay_transport: get("relay_transport"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -332,6 +338,8 @@ pub struct Settings {
     pub port_rotation_secs: u64,
     /// IPv4 pool: network address and prefix length.
     pub ipv4_pool: (Ipv4Addr, u8),
+    /// How the relay is reached.
+    pub relay_transport: RelayTransport,
     /// Log filter.
     pub log: String,
 }
@@ -353,6 +361,7 @@ impl Default for Settings {
             cover_pps: 0,
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
+            relay_transport: RelayTransport::Auto,
             log: "info".into(),
         }
     }
@@ -450,6 +459,14 @@ impl Settings {
         if let Some((v, o)) = pick(sources, |l| l.ipv4_pool.as_ref()) {
             s.ipv4_pool = parse_pool(v).ok_or_else(|| invalid(o, "ipv4_pool", v))?;
         }
+        if let Some((v, o)) = pick(sources, |l| l.relay_transport.as_ref()) {
+            s.relay_transport = match v.trim() {
+                "auto" => RelayTransport::Auto,
+                "udp" => RelayTransport::Udp,
+                "tcp" => RelayTransport::Tcp,
+                _ => return Err(invalid(o, "relay_transport", v)),
+            };
+        }
         if let Some((v, o)) = pick(sources, |l| l.log.as_ref()) {
             tracing_subscriber::EnvFilter::try_new(v).map_err(|_| invalid(o, "log", v))?;
             s.log = v.clone();
@@ -545,6 +562,29 @@ mod tests {
         assert_eq!(s.port, 0);
         assert_eq!(s.log, "info");
         assert_eq!(s.tun_name, "veil0");
+        assert_eq!(s.relay_transport, RelayTransport::Auto);
+    }
+
+    #[test]
+    fn relay_transport_from_every_source() {
+        let f = file("relay_transport = \"udp\"\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f))
+                .unwrap()
+                .relay_transport,
+            RelayTransport::Udp
+        );
+        let e = env(&[("VEIL_RELAY_TRANSPORT", "tcp")]);
+        assert_eq!(
+            Settings::resolve(&[e, f]).unwrap().relay_transport,
+            RelayTransport::Tcp
+        );
+        let flags = Source::flags(Layer {
+            relay_transport: Some("quic".into()),
+            ..Layer::default()
+        });
+        let e = Settings::resolve(&[flags]).unwrap_err().to_string();
+        assert!(e.contains("`relay_transport` must be `auto`"), "{e}");
     }
 
     #[test]

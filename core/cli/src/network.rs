@@ -21,9 +21,20 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
             reason: "a network has at most 255 relays",
         });
     }
+    let tcp_ports: Vec<u16> = match args.relay_tcp_ports.len() {
+        0 => vec![veil_proto::stream::DEFAULT_TCP_PORT; args.relays.len()],
+        1 => vec![args.relay_tcp_ports[0]; args.relays.len()],
+        n if n == args.relays.len() => args.relay_tcp_ports.clone(),
+        _ => return Err(CliError::Usage(
+            "give --relay-tcp-port once (for every relay) or once per --relay, in the same order",
+        )),
+    };
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| CliError::Random(e.to_string()))?;
     let (mut join, mut relay_tokens) = veil_proto::create_network(seed, &args.relays);
+    for (relay, port) in join.relays.iter_mut().zip(tcp_ports) {
+        relay.tcp_port = port;
+    }
     let ca = if args.with_ca {
         let mut ca_seed = [0u8; 32];
         getrandom::getrandom(&mut ca_seed).map_err(|e| CliError::Random(e.to_string()))?;
@@ -77,9 +88,19 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
         "  join token:  {} (give it to every node: veil up --token-file …)",
         join_path.display()
     );
-    for ((path, relay), n) in relay_paths.iter().zip(&args.relays).zip(1..) {
+    for (((path, relay), info), n) in relay_paths
+        .iter()
+        .zip(&args.relays)
+        .zip(&join.relays)
+        .zip(1..)
+    {
+        let tcp = match info.tcp_port {
+            0 => " --tcp-listen off".to_owned(),
+            veil_proto::stream::DEFAULT_TCP_PORT => String::new(),
+            p => format!(" --tcp-listen HOST:{p}"),
+        };
         eprintln!(
-            "  relay {n}:     {} for {relay} (veil relay --listen … --token-file {})",
+            "  relay {n}:     {} for {relay} (veil relay --listen …{tcp} --token-file {})",
             path.display(),
             path.display()
         );

@@ -63,9 +63,13 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let s: NodeStatusReport = decode(v)?;
+    let over = s
+        .relay_transport
+        .as_deref()
+        .map_or_else(String::new, |t| format!(", over {}", t.to_uppercase()));
     let relay = match (&s.relay, s.relay_connected) {
-        (Some(r), true) => format!("{r} (connected)"),
-        (Some(r), false) => format!("{r} (not connected)"),
+        (Some(r), true) => format!("{r} (connected{over})"),
+        (Some(r), false) => format!("{r} (not connected{over})"),
         (None, _) => "-".into(),
     };
     let rows = [
@@ -264,6 +268,10 @@ pub fn relay_status(args: &RelayStatusArgs) -> Result<(), CliError> {
     let rows = [
         ("id", s.id.clone()),
         ("listen", s.listen.clone()),
+        (
+            "tcp listen",
+            s.tcp_listen.clone().unwrap_or_else(|| "off".into()),
+        ),
         ("uptime", human_duration(s.uptime_s)),
         ("clients", s.clients.to_string()),
         ("names", s.names.to_string()),

@@ -18,6 +18,15 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         ));
     };
     check_host_port("--listen", listen)?;
+    let tcp_listen = match args.tcp_listen.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(v) => {
+            check_host_port("--tcp-listen", v)?;
+            Some(v.to_owned())
+        }
+        None => None,
+    };
+    let tcp_default = args.tcp_listen.is_none();
     if !(30..=86_400).contains(&args.lease_secs) {
         return Err(CliError::Usage(
             "--lease-secs must be from 30 to 86400: nodes send a keepalive every 25 s by default, so a shorter lease would expire live nodes",
@@ -34,6 +43,14 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
     logging::init(&logging::env_filter().unwrap_or_else(|| "info".into()));
     state::ensure_dir(&args.state_dir)?;
     let listen = resolve("listen address", listen)?;
+    let tcp_listen = match (tcp_listen, tcp_default) {
+        (Some(v), _) => Some(resolve("TCP listen address", &v)?),
+        (None, true) => Some(std::net::SocketAddr::new(
+            listen.ip(),
+            veil_proto::stream::DEFAULT_TCP_PORT,
+        )),
+        (None, false) => None,
+    };
     runtime()?.block_on(async {
         let signal = shutdown_signal()?;
         let sock_path = args.state_dir.join(RELAY_SOCKET);
@@ -48,7 +65,22 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         };
         let mut runner = RelayRunner::new(&token, cfg, listen, &DefaultSocketFactory)?;
         runner.set_state_dir(args.state_dir.clone());
-        tracing::info!(id = %runner.id(), listen = %runner.local_addr(), "veil relay running");
+        if let Some(addr) = tcp_listen {
+            match runner.listen_tcp(addr, &DefaultSocketFactory) {
+                Ok(_) => {}
+                // The default port needs privileges a relay may not have: without an explicit
+                // --tcp-listen, run on UDP alone and say how to get the fallback.
+                Err(e) if tcp_default => tracing::warn!(
+                    error = %e,
+                    "no TCP fallback: could not listen on {addr} (the default); nodes behind networks that block UDP cannot reach this relay. Run as root or with CAP_NET_BIND_SERVICE, pick a port with --tcp-listen HOST:PORT (and `veil network create --relay-tcp-port`), or pass --tcp-listen off to silence this"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let tcp = runner
+            .tcp_local_addr()
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(id = %runner.id(), listen = %runner.local_addr(), %tcp, "veil relay running");
         let serve = tokio::spawn(control.serve(runner.handle()));
         let result = tokio::select! {
             r = runner.run() => r.map_err(CliError::from),

@@ -36,6 +36,18 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         .iter()
         .map(|r| Ok((resolve("relay address", &r.addr)?, r.public_key)))
         .collect::<Result<Vec<_>, CliError>>()?;
+    // Each relay's TCP listener is on the host of its UDP address.
+    let relay_tcp: Vec<_> = relays
+        .iter()
+        .zip(&token.relays)
+        .filter(|(_, info)| info.tcp_port != 0)
+        .map(|((addr, _), info)| (*addr, std::net::SocketAddr::new(addr.ip(), info.tcp_port)))
+        .collect();
+    if settings.relay_transport == veil_io::RelayTransport::Tcp && relay_tcp.is_empty() {
+        return Err(CliError::Usage(
+            "relay_transport = tcp, but the join token gives no relay a TCP port (the network was created with --relay-tcp-port 0)",
+        ));
+    }
     let mut cfg = settings.node_config(relays, hint);
     cfg.cert = load_cert(args, &token, &key)?;
     let opts = NodeOptions {
@@ -47,6 +59,8 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         rotate_every: (settings.port_rotation_secs > 0)
             .then(|| std::time::Duration::from_secs(settings.port_rotation_secs)),
         state_dir: Some(args.state_dir.clone()),
+        relay_transport: settings.relay_transport,
+        relay_tcp,
     };
     runtime()?.block_on(run(
         &token,
@@ -187,6 +201,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         private: args.private,
         cover_pps: args.cover,
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
+        relay_transport: args.relay_transport.clone(),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

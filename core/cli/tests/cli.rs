@@ -332,3 +332,67 @@ fn cert_revoke_adds_to_the_policy_in_force() {
     assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn relay_tcp_ports_go_into_the_token_and_survive_rotation() {
+    let d = scratch("tcpport");
+    let (old, new) = (d.join("old"), d.join("new"));
+    let out = veil(&[
+        "network",
+        "create",
+        "--out",
+        old.to_str().unwrap(),
+        "--relay",
+        "198.18.0.1:7000",
+        "--relay",
+        "198.18.0.2:7000",
+        "--relay-tcp-port",
+        "8443",
+        "--relay-tcp-port",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tcp-listen HOST:8443"),
+        "{}",
+        stderr(&out)
+    );
+    let j0 = JoinToken::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let ports: Vec<u16> = j0.relays.iter().map(|r| r.tcp_port).collect();
+    assert_eq!(ports, [8443, 0]);
+    let o = veil(&[
+        "network",
+        "rotate",
+        "--from",
+        old.to_str().unwrap(),
+        "--out",
+        new.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j1 = JoinToken::decode(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(j1.relays, j0.relays, "rotation keeps the TCP ports");
+    // Without the flag: 443 everywhere, and no trailer (the token is as long as before).
+    let plain = create(&d.join("plain"), &["198.18.0.1:7000", "198.18.0.2:7000"]);
+    let jp = JoinToken::decode(String::from_utf8_lossy(&plain.stdout).trim()).unwrap();
+    assert!(jp.relays.iter().all(|r| r.tcp_port == 443));
+    // Neither once nor once per relay: an error naming the flag.
+    let bad = veil(&[
+        "network",
+        "create",
+        "--out",
+        d.join("bad").to_str().unwrap(),
+        "--relay",
+        "198.18.0.1:7000",
+        "--relay-tcp-port",
+        "1",
+        "--relay-tcp-port",
+        "2",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--relay-tcp-port"),
+        "{}",
+        stderr(&bad)
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -10,6 +10,8 @@
 //! - [`tun`]: where the TUN device comes from (created by name, or a platform file descriptor).
 //! - [`node`]: [`NodeRunner`], the node's event loop, and its [`NodeHandle`].
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
+//! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
+//! - [`link`]: a node's TCP stream to its relay, and when to use it ([`RelayTransport`]).
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
 //! - [`ifaddrs`]: the host's interface addresses, offered to peers as direct-path candidates.
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
@@ -17,14 +19,17 @@
 
 pub mod control;
 pub mod ifaddrs;
+pub mod link;
 pub mod node;
 pub mod relay;
+pub mod relay_tcp;
 pub mod report;
 pub mod socket;
 pub mod state;
 pub mod tun;
 
 pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};
+pub use link::RelayTransport;
 pub use node::{NodeError, NodeHandle, NodeOptions, NodeRunner, IPV4_WAIT};
 pub use relay::{RelayError, RelayHandle, RelayRunner};
 pub use report::{Counters, NodeStatusReport, PeerReport, RelayStatusReport};

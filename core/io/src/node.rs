@@ -7,8 +7,12 @@
 //! the device is created at once (and moved if the rendezvous assigns another address);
 //! without one the loop runs on the socket and timers alone until `Ipv4Assigned`, and gives up
 //! after [`IPV4_WAIT`].
+//!
+//! The relay's datagrams go over UDP, or over a TCP stream to the relay where UDP is blocked
+//! ([`crate::link`]: `relay_transport`, and in `auto` the switch between the two).
 
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunSource};
@@ -43,6 +47,12 @@ pub struct NodeOptions {
     pub rotate_every: Option<Duration>,
     /// Where the overlay IPv4 is remembered (`ipv4`); `None` keeps nothing.
     pub state_dir: Option<PathBuf>,
+    /// How the relay is reached: UDP, a TCP stream, or UDP first and TCP if UDP gets no
+    /// answer.
+    pub relay_transport: RelayTransport,
+    /// Each relay's TCP listener, by the relay's address as in the engine's configuration
+    /// (relays without one are not listed).
+    pub relay_tcp: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// Why the node stopped or could not start.
@@ -165,10 +175,12 @@ struct IoCounters {
     tun_read_errors: u64,
     tun_write_errors: u64,
     socket_rotations: u64,
+    /// Switches between UDP and TCP for the relay (auto mode).
+    transport_switches: u64,
 }
 
 impl IoCounters {
-    fn list(&self) -> [(&'static str, u64); 6] {
+    fn list(&self, tcp: &LinkCounters) -> [(&'static str, u64); 14] {
         [
             ("io_send_errors", self.send_errors),
             ("io_send_too_big", self.send_too_big),
@@ -176,6 +188,14 @@ impl IoCounters {
             ("io_tun_read_errors", self.tun_read_errors),
             ("io_tun_write_errors", self.tun_write_errors),
             ("io_socket_rotations", self.socket_rotations),
+            ("io_relay_transport_switches", self.transport_switches),
+            ("io_tcp_connects", tcp.connects),
+            ("io_tcp_connect_failures", tcp.connect_failures),
+            ("io_tcp_stream_ends", tcp.stream_ends),
+            ("io_tcp_malformed", tcp.malformed),
+            ("io_tcp_dropped", tcp.dropped),
+            ("io_tcp_datagrams_out", tcp.datagrams_out),
+            ("io_tcp_datagrams_in", tcp.datagrams_in),
         ]
     }
 }
@@ -211,6 +231,14 @@ pub struct NodeRunner {
     seen_rekeys: u64,
     /// The socket before the last rotation, still read until the deadline.
     old_socket: Option<(UdpSocket, tokio::time::Instant)>,
+    /// Which transport carries the relay's datagrams.
+    chooser: Chooser,
+    /// The TCP stream to the relay, while the chooser says TCP and the relay has a listener.
+    link: Option<TcpLink>,
+    /// Counters of links closed before (the current link's are added in status).
+    old_link_counters: LinkCounters,
+    /// Each relay's address in the engine, public key and TCP listener.
+    relay_targets: Vec<(SocketAddr, [u8; 32], Option<SocketAddr>)>,
     rx_buf: Box<[u8]>,
     tun_buf: Box<[u8]>,
     out_buf: Box<[u8]>,
@@ -227,6 +255,14 @@ impl NodeRunner {
         factory: Arc<dyn SocketFactory>,
     ) -> Result<NodeRunner, NodeError> {
         let relay_addrs: Vec<SocketAddr> = cfg.relays.iter().map(|(a, _)| *a).collect();
+        let relay_targets = cfg
+            .relays
+            .iter()
+            .map(|(a, pk)| {
+                let tcp = opts.relay_tcp.iter().find(|(r, _)| r == a).map(|(_, t)| *t);
+                (*a, *pk, tcp)
+            })
+            .collect();
         let bind = socket::wildcard_for(&relay_addrs, opts.port);
         let sock_err = |source| NodeError::Socket { addr: bind, source };
         let std_socket = factory.bind_udp(bind).map_err(sock_err)?;
@@ -276,6 +312,10 @@ impl NodeRunner {
             last_rotation: tokio::time::Instant::now(),
             seen_rekeys: 0,
             old_socket: None,
+            chooser: Chooser::new(opts.relay_transport, tokio::time::Instant::now()),
+            link: None,
+            old_link_counters: LinkCounters::default(),
+            relay_targets,
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             tun_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -303,9 +343,11 @@ impl NodeRunner {
         let mut rescan = tokio::time::interval(CANDIDATE_RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
+        self.sync_link();
         loop {
             let timer = self.node.poll_timeout().map(tokio::time::Instant::from_std);
             let waiting = self.tun.is_none();
+            let switch_at = self.chooser.deadline();
             tokio::select! {
                 cmd = self.commands.recv() => {
                     if self.on_command(cmd) {
@@ -339,6 +381,20 @@ impl NodeRunner {
                 }
                 () = tokio::time::sleep_until(give_up), if waiting => {
                     return Err(NodeError::RelayUnreachable { relay: self.relays.clone() });
+                }
+                r = link_ready(self.link.as_mut()) => self.on_link(r)?,
+                () = sleep_until(switch_at) => {
+                    if self.chooser.poll(tokio::time::Instant::now()) {
+                        self.counters.transport_switches += 1;
+                        let to = if self.chooser.tcp() { "TCP" } else { "UDP" };
+                        tracing::info!("relay unanswered; trying it over {to}");
+                        self.sync_link();
+                        if !self.chooser.tcp() {
+                            // Back on UDP: start over there at once.
+                            self.node.relay_transport_changed(Instant::now());
+                            self.node.handle_timeout(Instant::now());
+                        }
+                    }
                 }
             }
             self.drain()?;
@@ -538,10 +594,123 @@ impl NodeRunner {
             guard: s.guard.map(|g| g.0),
             previous_key_until: s.previous_key_until,
             uptime_s: now.duration_since(self.started).as_secs(),
+            relay_transport: Some(if self.link.is_some() { "tcp" } else { "udp" }.into()),
             tun: self.tun.as_ref().map(|t| t.name().to_owned()),
             local_port: Some(self.local.port()),
-            counters: Counters::from_lists(&s.counters, &self.counters.list()),
+            counters: Counters::from_lists(&s.counters, &self.counters.list(&self.link_counters())),
         }
+    }
+
+    /// Counters of every link so far.
+    fn link_counters(&self) -> LinkCounters {
+        let mut c = self.old_link_counters;
+        if let Some(l) = &self.link {
+            c.add(&l.counters);
+        }
+        c
+    }
+
+    /// Makes the TCP link match the chooser and the engine's current relay: none on UDP, a
+    /// link to the current relay's listener on TCP (a new one after a failover). A relay
+    /// without a listener is reached over UDP whatever the chooser says.
+    fn sync_link(&mut self) {
+        let want = if self.chooser.tcp() {
+            let relay = self.node.relay_addr();
+            self.relay_targets
+                .iter()
+                .find(|(a, _, _)| *a == relay)
+                .and_then(|(a, pk, tcp)| tcp.map(|t| (*a, *pk, t)))
+        } else {
+            None
+        };
+        let current = self.link.as_ref().map(TcpLink::relay);
+        if current == want.map(|(a, _, _)| a) {
+            return;
+        }
+        if let Some(old) = self.link.take() {
+            self.old_link_counters.add(&old.counters);
+        }
+        if let Some((relay, pk, target)) = want {
+            tracing::info!("connecting to the relay over TCP");
+            tracing::debug!(%target, "relay TCP listener");
+            self.link = Some(TcpLink::new(relay, pk, target, LinkCounters::default()));
+        } else if self.chooser.tcp() {
+            tracing::warn!("the relay has no TCP port in the join token; using UDP");
+        }
+    }
+
+    fn on_link(&mut self, ready: Ready) -> Result<(), NodeError> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        match ready {
+            Ready::Retry => link.connect(self.factory.as_ref()),
+            Ready::Connected(r) => {
+                if link.on_connected(r) {
+                    tracing::info!("TCP stream to the relay up");
+                    // Whatever was sent the other way is lost: start over on this one.
+                    let now = Instant::now();
+                    self.node.relay_transport_changed(now);
+                    self.node.handle_timeout(now);
+                }
+            }
+            Ready::Writable => {
+                if let Err(e) = link.flush() {
+                    tracing::debug!(error = %e, "TCP stream to the relay failed");
+                    link.on_ended(false);
+                }
+            }
+            Ready::Failed(e) => {
+                tracing::debug!(error = %e, "TCP stream to the relay failed");
+                link.on_ended(false);
+            }
+            Ready::Readable => return self.on_link_readable(),
+        }
+        self.drain()
+    }
+
+    /// Datagrams from the relay's stream go to the engine as if they came from its address.
+    fn on_link_readable(&mut self) -> Result<(), NodeError> {
+        for _ in 0..MAX_BATCH {
+            let Some(link) = self.link.as_mut() else {
+                return Ok(());
+            };
+            let relay = link.relay();
+            match link.read() {
+                Ok(Read::Data) => {}
+                Ok(Read::Blocked) => return Ok(()),
+                Ok(Read::Ended) | Err(_) => {
+                    tracing::info!("TCP stream to the relay ended; connecting again");
+                    link.on_ended(false);
+                    return Ok(());
+                }
+            }
+            loop {
+                let Some(link) = self.link.as_mut() else {
+                    return Ok(());
+                };
+                let len = match link.next_datagram(&mut self.rx_buf) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(()) => {
+                        tracing::info!("malformed TCP stream from the relay; connecting again");
+                        link.on_ended(true);
+                        return Ok(());
+                    }
+                };
+                let now = Instant::now();
+                if let Some(range) = self
+                    .node
+                    .handle_datagram(now, relay, &mut self.rx_buf[..len])
+                {
+                    if let Some(packet) = self.rx_buf.get(range) {
+                        write_tun(self.tun.as_ref(), packet, &mut self.counters);
+                    }
+                }
+                self.drain()?;
+            }
+        }
+        Ok(())
     }
 
     fn on_socket_readable(&mut self) -> Result<(), NodeError> {
@@ -588,9 +757,11 @@ impl NodeRunner {
             let now = Instant::now();
             let packet = &self.tun_buf[..len];
             if let Some(t) = self.node.handle_tun_packet(now, packet, &mut self.out_buf) {
+                let link = self.link.as_mut().filter(|_| self.chooser.tcp());
                 send(
                     &self.socket,
                     self.local,
+                    link,
                     &self.out_buf,
                     t,
                     &mut self.counters,
@@ -603,10 +774,13 @@ impl NodeRunner {
 
     /// Empties every output queue of the engine. Fails only when the TUN cannot be created.
     fn drain(&mut self) -> Result<(), NodeError> {
+        self.sync_link();
         while let Some(t) = self.node.poll_transmit(&mut self.out_buf) {
+            let link = self.link.as_mut().filter(|_| self.chooser.tcp());
             send(
                 &self.socket,
                 self.local,
+                link,
                 &self.out_buf,
                 t,
                 &mut self.counters,
@@ -637,12 +811,15 @@ impl NodeRunner {
                 self.on_ipv4(*addr)?;
             }
             NodeEvent::RelayUp(addr) => {
-                tracing::info!("relay session up");
+                let over = if self.link.is_some() { "TCP" } else { "UDP" };
+                tracing::info!("relay session up over {over}");
                 tracing::debug!(%addr, "relay up");
+                self.chooser.relay_up();
             }
             NodeEvent::RelayDown(addr) => {
                 tracing::info!("relay stopped answering; retrying");
                 tracing::debug!(%addr, "relay down");
+                self.chooser.relay_down(tokio::time::Instant::now());
             }
             NodeEvent::PeerUp { id } => tracing::info!(peer = %id, "peer session up"),
             NodeEvent::PeerDown { id } => tracing::info!(peer = %id, "peer session closed"),
@@ -695,13 +872,25 @@ impl NodeRunner {
     }
 }
 
-/// Sends `buf[..t.len]`; failures are counted and logged at debug, never fatal.
-fn send(socket: &UdpSocket, local: SocketAddr, buf: &[u8], t: Transmit, c: &mut IoCounters) {
+/// Sends `buf[..t.len]`: on the TCP link when there is one and the datagram is for its
+/// relay, else over UDP; failures are counted and logged at debug, never fatal.
+fn send(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    link: Option<&mut TcpLink>,
+    buf: &[u8],
+    t: Transmit,
+    c: &mut IoCounters,
+) {
     let Some(data) = buf.get(..t.len) else {
         c.send_errors += 1;
         tracing::debug!(len = t.len, "engine asked to send more than its buffer");
         return;
     };
+    if let Some(link) = link.filter(|l| l.relay() == t.dst) {
+        link.send(data);
+        return;
+    }
     match socket.try_send_to(data, socket::to_family(t.dst, local)) {
         Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
@@ -726,6 +915,14 @@ fn write_tun(tun: Option<&Tun>, packet: &[u8], c: &mut IoCounters) {
     if let Err(e) = tun.device().try_send(packet) {
         c.tun_write_errors += 1;
         tracing::debug!(error = %e, "TUN write failed");
+    }
+}
+
+/// What the TCP link waits for; never while there is none.
+async fn link_ready(link: Option<&mut TcpLink>) -> Ready {
+    match link {
+        Some(l) => l.ready().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The relay's event loop. [`RelayRunner`] owns the `veil_proto::Relay`, its UDP socket bound
-//! to the listen address and a command channel. Like the node loop it only moves bytes and
+//! to the listen address, optionally a TCP listener for nodes whose network blocks UDP
+//! ([`crate::relay_tcp`]), and a command channel. Like the node loop it only moves bytes and
 //! reads the clock; answering, forwarding and expiring are the engine's decisions.
 
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
 use crate::socket::{self, SocketFactory};
 use crate::{os_seed, unix_now, BUF_SIZE, MAX_BATCH};
@@ -21,6 +23,15 @@ pub enum RelayError {
     #[error("could not listen on {addr}: {source}")]
     Socket {
         /// The listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The TCP listener could not be opened.
+    #[error("could not listen on TCP {addr}: {source} (choose another --tcp-listen, or `--tcp-listen off`)")]
+    TcpListen {
+        /// The TCP listen address.
         addr: SocketAddr,
         /// The OS error.
         #[source]
@@ -106,6 +117,8 @@ pub struct RelayRunner {
     send_errors: u64,
     recv_errors: u64,
     state_dir: Option<PathBuf>,
+    tcp: Option<TcpSide>,
+    client_timeout: std::time::Duration,
     buf: Box<[u8]>,
     out: Box<[u8]>,
 }
@@ -128,6 +141,7 @@ impl RelayRunner {
         let socket = UdpSocket::from_std(std_socket).map_err(sock_err)?;
         let local = socket.local_addr().map_err(sock_err)?;
         let seed = os_seed().map_err(RelayError::Random)?;
+        let client_timeout = cfg.client_timeout;
         let relay = Relay::new(token, cfg, seed, Instant::now(), unix_now());
         let (tx, commands) = mpsc::channel(16);
         Ok(RelayRunner {
@@ -140,9 +154,30 @@ impl RelayRunner {
             send_errors: 0,
             recv_errors: 0,
             state_dir: None,
+            tcp: None,
+            client_timeout,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out: vec![0u8; BUF_SIZE].into_boxed_slice(),
         })
+    }
+
+    /// Also listens on TCP at `addr` (through `factory`), for nodes whose network blocks UDP.
+    /// Must be called inside a tokio runtime.
+    pub fn listen_tcp(
+        &mut self,
+        addr: SocketAddr,
+        factory: &dyn SocketFactory,
+    ) -> Result<SocketAddr, RelayError> {
+        let side = TcpSide::bind(addr, factory, self.relay.public_key(), self.client_timeout)
+            .map_err(|source| RelayError::TcpListen { addr, source })?;
+        let local = side.local_addr();
+        self.tcp = Some(side);
+        Ok(local)
+    }
+
+    /// The address of the TCP listener, if there is one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(TcpSide::local_addr)
     }
 
     /// Keeps tokens adopted after a rotation in `dir` (as `relay.token`).
@@ -180,6 +215,8 @@ impl RelayRunner {
 
     /// Runs until a shutdown request.
     pub async fn run(mut self) -> Result<(), RelayError> {
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self
                 .relay
@@ -201,6 +238,16 @@ impl RelayRunner {
                     self.on_readable();
                 }
                 () = sleep_until(timer) => self.relay.handle_timeout(Instant::now()),
+                ev = tcp_event(self.tcp.as_mut()) => {
+                    if let Some(ev) = ev {
+                        self.on_tcp_event(ev);
+                    }
+                }
+                _ = sweep.tick(), if self.tcp.is_some() => {
+                    if let Some(t) = self.tcp.as_mut() {
+                        t.sweep();
+                    }
+                }
             }
             self.drain();
         }
@@ -220,28 +267,55 @@ impl RelayRunner {
             let from = socket::normalize(from);
             let now = Instant::now();
             if let Some(t) = self.relay.handle_datagram(now, from, &mut self.buf[..len]) {
-                self.send_errors += send(&self.socket, self.local, &self.buf, t);
+                self.send_errors += send(&self.socket, self.local, self.tcp.as_mut(), &self.buf, t);
             }
             self.drain();
         }
     }
 
+    /// A datagram read from a TCP connection goes to the engine as if it came from the
+    /// connection's peer address; answers to that address go back on the connection.
+    fn on_tcp_event(&mut self, ev: ConnEvent) {
+        let Some(tcp) = self.tcp.as_mut() else { return };
+        match ev {
+            ConnEvent::Ended(peer, id, reason) => tcp.on_ended(peer, id, reason),
+            ConnEvent::Datagram(peer, id, dg) => {
+                if !tcp.on_datagram(peer, id) {
+                    return;
+                }
+                let Some(buf) = self.buf.get_mut(..dg.len()) else {
+                    return;
+                };
+                buf.copy_from_slice(&dg);
+                let now = Instant::now();
+                if let Some(t) = self.relay.handle_datagram(now, peer, buf) {
+                    self.send_errors +=
+                        send(&self.socket, self.local, self.tcp.as_mut(), &self.buf, t);
+                }
+            }
+        }
+    }
+
     fn drain(&mut self) {
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {
-            self.send_errors += send(&self.socket, self.local, &self.out, t);
+            self.send_errors += send(&self.socket, self.local, self.tcp.as_mut(), &self.out, t);
         }
     }
 
     fn status(&self) -> RelayStatusReport {
         let now = Instant::now();
         let s = self.relay.status(now);
-        let io = [
+        let mut io = vec![
             ("io_send_errors", self.send_errors),
             ("io_recv_errors", self.recv_errors),
         ];
+        if let Some(t) = &self.tcp {
+            io.extend(t.counters());
+        }
         RelayStatusReport {
             id: if s.id.is_empty() { self.id() } else { s.id },
             listen: self.local.to_string(),
+            tcp_listen: self.tcp_local_addr().map(|a| a.to_string()),
             uptime_s: now.duration_since(self.started).as_secs(),
             clients: s.clients,
             names: s.names,
@@ -253,17 +327,36 @@ impl RelayRunner {
     }
 }
 
-/// Sends `buf[..t.len]`; returns 1 on failure (counted by the caller), never fails the loop.
-fn send(socket: &UdpSocket, local: SocketAddr, buf: &[u8], t: Transmit) -> u64 {
+/// Sends `buf[..t.len]`, on the TCP connection whose peer is the destination if there is
+/// one, else over UDP; returns 1 on failure (counted by the caller), never fails the loop.
+fn send(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    tcp: Option<&mut TcpSide>,
+    buf: &[u8],
+    t: Transmit,
+) -> u64 {
     let Some(data) = buf.get(..t.len) else {
         return 1;
     };
+    if tcp.is_some_and(|tcp| tcp.route(t.dst, data)) {
+        return 0;
+    }
     match socket.try_send_to(data, socket::to_family(t.dst, local)) {
         Ok(_) => 0,
         Err(e) => {
             tracing::debug!(error = %e, "UDP send failed");
             1
         }
+    }
+}
+
+/// The next event of the TCP side; never while there is none. `None`: a connection was
+/// accepted (nothing for the loop to do).
+async fn tcp_event(tcp: Option<&mut TcpSide>) -> Option<ConnEvent> {
+    match tcp {
+        Some(t) => t.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

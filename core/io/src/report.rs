@@ -87,6 +87,10 @@ pub struct NodeStatusReport {
     /// During a secret rotation: Unix time until which the previous secret is used.
     #[serde(default)]
     pub previous_key_until: Option<u64>,
+    /// How the relay's datagrams travel now: `udp`, or `tcp` (the fallback where UDP is
+    /// blocked).
+    #[serde(default)]
+    pub relay_transport: Option<String>,
     /// Seconds since the node started.
     pub uptime_s: u64,
     /// The TUN interface, once it exists.
@@ -160,6 +164,9 @@ pub struct RelayStatusReport {
     pub id: String,
     /// The address the relay listens on.
     pub listen: String,
+    /// The address of its TCP listener (the fallback where UDP is blocked), if any.
+    #[serde(default)]
+    pub tcp_listen: Option<String>,
     /// Seconds since the relay started.
     pub uptime_s: u64,
     /// Nodes with a live session.
@@ -196,6 +203,7 @@ mod tests {
             guard: None,
             guard_circuit: false,
             previous_key_until: None,
+            relay_transport: Some("tcp".into()),
             uptime_s: 3,
             tun: None,
             local_port: Some(4000),

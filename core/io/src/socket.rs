@@ -1,19 +1,55 @@
-//! UDP sockets. Every socket Veil opens is made by a [`SocketFactory`], so that a platform can
-//! adjust it before use (Android's `VpnService.protect()` keeps it out of the tunnel). This
-//! module also owns the address-family plumbing of a dual-stack socket.
+//! Sockets. Every socket Veil opens (UDP, and the TCP streams of the relay fallback) is made
+//! by a [`SocketFactory`], so that a platform can adjust it before use (Android's
+//! `VpnService.protect()` keeps it out of the tunnel). This module also owns the
+//! address-family plumbing of a dual-stack socket.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 /// Socket buffer size asked for on every UDP socket; the kernel may grant less.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Makes the UDP sockets of a runner.
+/// Makes the sockets of a runner.
 pub trait SocketFactory: Send + Sync {
     /// Returns a bound, non-blocking UDP socket. `addr` is `0.0.0.0:port` or `[::]:port`;
     /// port 0 asks for an ephemeral port.
     fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket>;
+
+    /// Returns a new TCP socket, not connected yet and non-blocking, for a stream to `peer`
+    /// (a node's stream to its relay, where UDP is blocked); the caller connects it. A
+    /// platform that must `protect()` sockets overrides this and calls [`tcp_socket`].
+    fn tcp_socket(&self, peer: SocketAddr) -> io::Result<TcpStream> {
+        tcp_socket(peer)
+    }
+
+    /// Returns a bound, listening, non-blocking TCP socket (a relay's stream listener).
+    fn listen_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        listen_tcp(addr)
+    }
+}
+
+/// A non-blocking TCP socket of `peer`'s family, not connected, with Nagle off (each write is
+/// a datagram someone waits for). Wrapped as a `TcpStream` so that it can travel as a std
+/// type; `tokio::net::TcpSocket::from_std_stream` connects it.
+pub fn tcp_socket(peer: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking TCP listener on `addr` (an IPv6 wildcard is dual-stack).
+pub fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// The factory used on desktop and server platforms: [`bind_udp`] as is.
@@ -180,6 +216,17 @@ mod tests {
             get(&s6, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
             libc::IP_PMTUDISC_PROBE
         );
+        Ok(())
+    }
+
+    #[test]
+    fn tcp_sockets_from_the_default_factory() -> io::Result<()> {
+        let l = DefaultSocketFactory.listen_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = l.local_addr()?;
+        assert_ne!(addr.port(), 0);
+        let s = DefaultSocketFactory.tcp_socket(addr)?;
+        assert!(s.nodelay()?);
+        assert!(s.peer_addr().is_err(), "not connected yet");
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod replay;
 pub mod session;
+pub mod stream;
 pub mod token;
 pub mod types;
 pub mod wire;

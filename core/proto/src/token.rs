@@ -4,6 +4,7 @@
 
 use crate::crypto::sha256;
 use crate::keys::{NetworkKeys, RelayKeys};
+use crate::stream::DEFAULT_TCP_PORT;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand_core::{RngCore, SeedableRng};
@@ -21,6 +22,8 @@ const NAMES_TAG: u8 = 0x4e;
 const PREVIOUS_TAG: u8 = 0x70;
 /// Marks the relay peering key (relay tokens only).
 const PEERING_TAG: u8 = 0x72;
+/// Marks the relays' TCP ports (join tokens), when one of them is not the default 443.
+const TCP_PORTS_TAG: u8 = 0x74;
 
 /// Why a token could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +57,9 @@ pub struct RelayInfo {
     pub addr: String,
     /// The relay's static public key.
     pub public_key: [u8; 32],
+    /// The TCP port of the relay's stream listener, on the host of `addr` (the fallback
+    /// for networks that block UDP); 0 = the relay has none.
+    pub tcp_port: u16,
 }
 
 /// Everything a node needs to join a network.
@@ -154,6 +160,14 @@ impl JoinToken {
             b.extend_from_slice(&a[..a.len().min(255)]);
         }
         put_trailers(&mut b, self.ca, self.names, self.previous.as_ref());
+        // Only when needed: a token without it means 443 for every relay, and older builds
+        // read it.
+        if self.relays.iter().any(|r| r.tcp_port != DEFAULT_TCP_PORT) {
+            b.push(TCP_PORTS_TAG);
+            for r in &self.relays {
+                b.extend_from_slice(&r.tcp_port.to_be_bytes());
+            }
+        }
         wrap(JOIN_PREFIX, b)
     }
 
@@ -170,11 +184,20 @@ impl JoinToken {
             let len = r.u8().ok_or(TokenError::Malformed(K))?;
             let addr = r.bytes(usize::from(len)).ok_or(TokenError::Malformed(K))?;
             let addr = String::from_utf8(addr.to_vec()).map_err(|_| TokenError::Malformed(K))?;
-            relays.push(RelayInfo { addr, public_key });
+            relays.push(RelayInfo {
+                addr,
+                public_key,
+                tcp_port: DEFAULT_TCP_PORT,
+            });
         }
-        let t = take_trailers(&mut r).ok_or(TokenError::Malformed(K))?;
+        let t = take_trailers(&mut r, relays.len()).ok_or(TokenError::Malformed(K))?;
         if relays.is_empty() || t.peering.is_some() {
             return Err(TokenError::Malformed(K));
+        }
+        if let Some(ports) = t.tcp_ports {
+            for (relay, port) in relays.iter_mut().zip(ports) {
+                relay.tcp_port = port;
+            }
         }
         Ok(JoinToken {
             secret,
@@ -257,8 +280,8 @@ impl RelayToken {
         let mut r = Reader(&raw[1..]);
         let private_key = r.array::<32>().ok_or(TokenError::Malformed(K))?;
         let relay_base = r.array::<32>().ok_or(TokenError::Malformed(K))?;
-        let t = take_trailers(&mut r).ok_or(TokenError::Malformed(K))?;
-        if t.names.is_some() {
+        let t = take_trailers(&mut r, 0).ok_or(TokenError::Malformed(K))?;
+        if t.names.is_some() || t.tcp_ports.is_some() {
             return Err(TokenError::Malformed(K));
         }
         Ok(RelayToken {
@@ -333,6 +356,7 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
         relays.push(RelayInfo {
             addr: addr.clone(),
             public_key: *id.public(),
+            tcp_port: DEFAULT_TCP_PORT,
         });
         relay_tokens.push(RelayToken {
             private_key: id.secret_bytes(),
@@ -355,7 +379,8 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
 }
 
 /// Appends the optional trailers, each `[tag][value]`, in this order: CA public key
-/// `[0xca][32]`, names base `[0x4e][32]`, previous key `[0x70][32][until u64 LE]`.
+/// `[0xca][32]`, names base `[0x4e][32]`, previous key `[0x70][32][until u64 LE]` (the
+/// join token's TCP ports, `[0x74][n x u16 BE]`, follow them, written by the caller).
 fn put_trailers(
     b: &mut Vec<u8>,
     ca: Option<[u8; 32]>,
@@ -383,11 +408,13 @@ struct Trailers {
     names: Option<[u8; 32]>,
     previous: Option<Previous>,
     peering: Option<[u8; 32]>,
+    tcp_ports: Option<Vec<u16>>,
 }
 
 /// Reads the trailers up to the end of the body; None if one is malformed, unknown,
-/// repeated or out of order.
-fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
+/// repeated or out of order. `relays` is the number of relays (the TCP-port trailer holds
+/// one port per relay; 0 refuses that trailer's contents unless empty).
+fn take_trailers(r: &mut Reader<'_>, relays: usize) -> Option<Trailers> {
     let mut t = Trailers::default();
     let mut last = 0u8;
     while !r.0.is_empty() {
@@ -397,6 +424,7 @@ fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
             NAMES_TAG => 2,
             PREVIOUS_TAG => 3,
             PEERING_TAG => 5,
+            TCP_PORTS_TAG => 4,
             _ => return None,
         };
         if rank <= last {
@@ -407,6 +435,13 @@ fn take_trailers(r: &mut Reader<'_>) -> Option<Trailers> {
             CA_TAG => t.ca = Some(r.array::<32>()?),
             NAMES_TAG => t.names = Some(r.array::<32>()?),
             PEERING_TAG => t.peering = Some(r.array::<32>()?),
+            TCP_PORTS_TAG => {
+                let mut ports = Vec::with_capacity(relays);
+                for _ in 0..relays {
+                    ports.push(u16::from_be_bytes(r.array::<2>()?));
+                }
+                t.tcp_ports = Some(ports);
+            }
             _ => {
                 let key = r.array::<32>()?;
                 let until = u64::from_le_bytes(r.array::<8>()?);
@@ -541,6 +576,48 @@ mod tests {
         b.extend_from_slice(&[2u8; 32]);
         let t = wrap(JOIN_PREFIX, b);
         assert_eq!(JoinToken::decode(&t), Err(TokenError::Malformed("join")));
+    }
+
+    #[test]
+    fn tcp_ports_trailer() {
+        let (mut j, r) = create_network(
+            [6u8; 32],
+            &["198.18.0.1:7000".into(), "relay.example:7000".into()],
+        );
+        // Absent: 443 for every relay, and the token is byte-for-byte what older builds read.
+        assert!(j.relays.iter().all(|r| r.tcp_port == 443));
+        let plain = unwrap(&j.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        assert_eq!(plain.len(), 1 + 32 + 1 + (32 + 1 + 15) + (32 + 1 + 18));
+        assert_eq!(JoinToken::decode(&j.encode()), Ok(j.clone()));
+        // One relay on 8443, the other without TCP.
+        j.relays[0].tcp_port = 8443;
+        j.relays[1].tcp_port = 0;
+        let raw = unwrap(&j.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        assert_eq!(raw[raw.len() - 5..], [TCP_PORTS_TAG, 0x20, 0xfb, 0, 0]);
+        assert_eq!(raw.len(), plain.len() + 5);
+        assert_eq!(JoinToken::decode(&j.encode()), Ok(j.clone()));
+        // After the other trailers, and carried by a rotation.
+        j.ca = Some([0xab; 32]);
+        let n = j.rotated([7u8; 32], 1_900_000_000);
+        assert_eq!(n.relays, j.relays);
+        let back = JoinToken::decode(&n.encode());
+        assert_eq!(back.as_ref().map(|t| t.relays[0].tcp_port), Ok(8443));
+        assert_eq!(back, Ok(n.clone()));
+        // Wrong length, before another trailer, twice, or in a relay token: malformed.
+        let body = unwrap(&j.encode(), JOIN_PREFIX, "join").unwrap_or_default();
+        for bad in [
+            [&body[..body.len() - 2]].concat(),
+            [&body[..], &[1, 2]].concat(),
+            [&body[..], &[TCP_PORTS_TAG, 0, 1, 0, 2]].concat(),
+            [&body[..], &[NAMES_TAG], &[0u8; 32]].concat(),
+        ] {
+            let t = wrap(JOIN_PREFIX, bad);
+            assert_eq!(JoinToken::decode(&t), Err(TokenError::Malformed("join")));
+        }
+        let mut rb = unwrap(&r[0].encode(), RELAY_PREFIX, "relay").unwrap_or_default();
+        rb.push(TCP_PORTS_TAG);
+        let t = wrap(RELAY_PREFIX, rb);
+        assert_eq!(RelayToken::decode(&t), Err(TokenError::Malformed("relay")));
     }
 
     #[test]

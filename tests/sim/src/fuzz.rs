@@ -109,8 +109,22 @@ pub fn control_request(data: &[u8]) {
     let _ = veil_io::control::parse_request(&line);
 }
 
-/// Every text decoder a user or the wire feeds: tokens, CA keys, certificates, policies.
+/// Every text decoder a user or the wire feeds: tokens, CA keys, certificates, policies;
+/// and the TCP stream framing, as a relay reads a stranger's stream and a node its relay's.
 pub fn decoders(data: &[u8]) {
+    let mut relay_side = veil_proto::stream::Decoder::relay(&[7u8; 32]);
+    let (_, mut node_side) = veil_proto::stream::client(&[7u8; 32], [0u8; 16]);
+    for dec in [&mut relay_side, &mut node_side] {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = dec.feed(rest);
+            if n == 0 {
+                break;
+            }
+            rest = &rest[n..];
+            while let Ok(Some(_)) = dec.next() {}
+        }
+    }
     let text = String::from_utf8_lossy(data);
     let _ = veil_proto::JoinToken::decode(&text);
     let _ = veil_proto::RelayToken::decode(&text);

@@ -2334,6 +2334,30 @@ impl Node {
         }
     }
 
+    /// The caller now carries the relay's datagrams another way (UDP, or a TCP stream to
+    /// the relay): whatever was in flight on the old way is taken as lost. Without a relay
+    /// session the handshake starts over at the next timer with the shortest backoff (the
+    /// attempts made the old way do not count towards failover); a registration or a
+    /// keepalive probe in flight is sent again at once. Call `handle_timeout` after it.
+    pub fn relay_transport_changed(&mut self, now: Instant) {
+        if self.relay.sessions.current.is_none() {
+            self.relay.pending = None;
+            self.relay.backoff = RELAY_BACKOFF_MIN;
+            self.relay.next_attempt = now;
+        } else if self.relay.registering.is_some() {
+            // The relay timers register again when a session has no registration.
+            self.relay.registering = None;
+        }
+        if self.relay.probe_sent.is_some() {
+            self.relay.probe_next = now;
+        }
+    }
+
+    /// The underlay address of the relay the node talks to now (it changes on failover).
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay.addr
+    }
+
     fn open_record(&self, sealed: &[u8]) -> Option<Record> {
         if sealed.len() < 24 + 16 {
             return None;
