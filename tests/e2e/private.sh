@@ -8,6 +8,8 @@
 #    capture of a's link holds datagrams with g only; g reports one circuit and h one
 #    circuit client (with no address); a ping both ways and an 8 MiB transfer a -> b
 #    arrive intact.
+#  - d runs `--private=2` behind a network that drops all its UDP: it reaches its guard over
+#    TCP (the fallback) and still talks to b through the circuit.
 #  - `--private=2` with a one-relay token is refused with a message naming the fix.
 #
 # Needs root. Env: VEIL_BIN.
@@ -26,7 +28,7 @@ done
 
 netns_init
 netns_hub_create
-for h in h g a b c; do netns_add_host "$h"; done
+for h in h g a b c d; do netns_add_host "$h"; done
 H=${NETNS_IP[h]}
 G=${NETNS_IP[g]}
 mkdir -p "$NETNS_DIR/net" "$NETNS_DIR/net1" "$NETNS_DIR/state"
@@ -137,6 +139,22 @@ awk -v u="$r_up" -v d="$r_down" 'BEGIN { exit !(u >= 9 && u <= 11 && d >= 9 && d
   || netns_fail "cover: idle c sends $r_up and receives $r_down datagrams a second (want 10)"
 [ "$(wc -l <<<"$sizes")" = 1 ] || netns_fail "cover: several sizes on c's link: $sizes"
 ok "cover traffic: idle c sends $r_up and receives $r_down datagrams a second, one size ($sizes)"
+
+# Two hops where UDP is blocked: the guard session goes over the TCP fallback.
+netns_exec d nft -f - <<'EOF'
+table inet noudp {
+  chain in { type filter hook input priority filter; iifname "eth0" meta l4proto udp drop; }
+  chain out { type filter hook output priority filter; oifname "eth0" meta l4proto udp drop; }
+}
+EOF
+veil_node d --private=2
+D4=$(veil_ipv4 d)
+st=$(status_json d)
+[ "$(jq -r .relay_transport <<<"$st")" = tcp ] && [ "$(jq -r .guard_circuit <<<"$st")" = true ] \
+  || netns_fail "d (two hops, UDP blocked) is not on TCP with its circuit open: $st"
+netns_exec d ping -c 5 -i 0.2 -W 2 "$B4" >/dev/null || netns_fail "pings d -> b lost"
+netns_exec b ping -c 5 -i 0.2 -W 2 "$D4" >/dev/null || netns_fail "pings b -> d lost"
+ok "d (two hops, all UDP dropped): guard over TCP $(jq -r .guard <<<"$st"), pings d <-> b 10/10"
 
 # Two hops need two relays: a clear refusal otherwise.
 "$VEIL_BIN" network create --relay "$H:7000" --out "$NETNS_DIR/net1" >/dev/null

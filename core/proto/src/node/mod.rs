@@ -2340,6 +2340,19 @@ impl Node {
     /// attempts made the old way do not count towards failover); a registration or a
     /// keepalive probe in flight is sent again at once. Call `handle_timeout` after it.
     pub fn relay_transport_changed(&mut self, now: Instant) {
+        if let Some(g) = self.guard.as_mut() {
+            // Two hops: the transport carries the guard session, inside which the home
+            // session travels unchanged.
+            if g.link.sessions.current.is_none() {
+                g.link.pending = None;
+                g.link.backoff = RELAY_BACKOFF_MIN;
+                g.link.next_attempt = now;
+            }
+            if g.link.probe_sent.is_some() {
+                g.link.probe_next = now;
+            }
+            return;
+        }
         if self.relay.sessions.current.is_none() {
             self.relay.pending = None;
             self.relay.backoff = RELAY_BACKOFF_MIN;
@@ -2355,7 +2368,7 @@ impl Node {
 
     /// The underlay address of the relay the node talks to now (it changes on failover).
     pub fn relay_addr(&self) -> SocketAddr {
-        self.relay.addr
+        self.relay_endpoint()
     }
 
     fn open_record(&self, sealed: &[u8]) -> Option<Record> {
