@@ -9,6 +9,7 @@ set -euo pipefail
 APT_PACKAGES=(
   iproute2      # ip netns, veth, bridge
   nftables      # NAT and firewall rules in the namespace tests
+  iptables      # NFQUEUE for veil-impair where the kernel lacks nft's `queue` (xt target via nft_compat)
   iperf3        # throughput measurements
   iputils-ping  # ping over the overlay
   procps        # pgrep, ps

@@ -3,6 +3,11 @@
 //! common value at each offset: a type byte or a zero field shows up as a share near 100%),
 //! the datagram sizes, and whether given byte strings (keys, addresses, a network id) occur
 //! anywhere in a payload. Used by `tests/e2e/capture.sh` on Veil and on boringtun.
+//!
+//! Also the model of the `veil-impair` test helper (module [`impair`]): loss, duplication,
+//! delay, jitter and reordering of the packets of an NFQUEUE, for `tests/e2e/impair.sh`.
+
+pub mod impair;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde::Serialize;
