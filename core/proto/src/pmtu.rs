@@ -78,6 +78,10 @@ pub struct Pmtud {
     max: u16,
     /// Largest size known to pass; what data may use.
     low: u16,
+    /// Sizes probed (after [`BASE`]) are multiples of this, or the ceiling itself: with
+    /// the padding bucket here, every datagram size on the wire is a bucket, [`BASE`] or
+    /// the ceiling, probes included (1 = any size).
+    step: u16,
     /// Smallest size known not to pass (or `max + 1`).
     high: u16,
     state: PmtuState,
@@ -109,6 +113,7 @@ impl Pmtud {
         let max = max.max(BASE);
         Pmtud {
             max,
+            step: 1,
             low: BASE,
             high: max.saturating_add(1),
             state: if max == BASE {
@@ -129,6 +134,55 @@ impl Pmtud {
             probes_acked: 0,
             black_holes: 0,
         }
+    }
+
+    /// Probes only multiples of `step` (and the ceiling): see the `step` field. A step of
+    /// 0 or 1 probes any size, and a search then ends within [`DONE_WITHIN`] bytes.
+    pub fn with_step(mut self, step: u16) -> Self {
+        self.step = step.max(1);
+        self
+    }
+
+    /// Whether the search has nothing left to try between `low` and `high`.
+    fn narrowed(&self) -> bool {
+        if self.step <= 1 {
+            self.high.saturating_sub(self.low) <= DONE_WITHIN
+        } else {
+            self.round_sizes().is_empty()
+        }
+    }
+
+    /// The sizes of the next search round, ascending: up to [`PROBES_PER_ROUND`] spread
+    /// between `low` and `high`, the largest candidate always among them (so a clean path
+    /// is confirmed in one round).
+    fn round_sizes(&self) -> Vec<u16> {
+        let (low, high) = (u32::from(self.low), u32::from(self.high));
+        if high <= low + 1 {
+            return Vec::new();
+        }
+        let top = high - 1;
+        if self.step <= 1 {
+            let n = u32::from(PROBES_PER_ROUND).min(top - low);
+            let mut v: Vec<u16> = (1..=n)
+                .map(|k| (low + (top - low) * k / n) as u16)
+                .collect();
+            v.dedup();
+            return v;
+        }
+        let step = u32::from(self.step);
+        let mut c: Vec<u32> = ((low / step + 1)..=(top / step))
+            .map(|k| k * step)
+            .collect();
+        let max = u32::from(self.max);
+        if max > low && max < high && max % step != 0 {
+            c.push(max);
+        }
+        let n = usize::from(PROBES_PER_ROUND);
+        if c.len() > n {
+            let len = c.len();
+            c = (1..=n).map(|k| c[len * k / n - 1]).collect();
+        }
+        c.into_iter().map(|s| s as u16).collect()
     }
 
     /// The largest datagram known to pass: what data may use now.
@@ -234,7 +288,7 @@ impl Pmtud {
         self.round.clear();
         self.round_deadline = None;
         self.search_due = now;
-        if self.high.saturating_sub(self.low) <= DONE_WITHIN {
+        if self.narrowed() {
             self.state = PmtuState::Confirmed;
             self.settled = true;
             self.confirm = None;
@@ -253,18 +307,11 @@ impl Pmtud {
         }
         match self.state {
             PmtuState::Searching | PmtuState::BlackHole => {
-                if self.round.is_empty() && self.high.saturating_sub(self.low) > DONE_WITHIN {
-                    let (low, top) = (u32::from(self.low), u32::from(self.high) - 1);
-                    let n = u32::from(PROBES_PER_ROUND).min(top - low);
-                    let mut last = 0;
-                    for k in 1..=n {
-                        let size = (low + (top - low) * k / n) as u16;
-                        if size > last {
-                            last = size;
-                            let p = self.fresh(size);
-                            self.round.push(p);
-                            out.push(p);
-                        }
+                if self.round.is_empty() && !self.narrowed() {
+                    for size in self.round_sizes() {
+                        let p = self.fresh(size);
+                        self.round.push(p);
+                        out.push(p);
                     }
                     self.round_deadline = Some(now + timeout);
                 }
@@ -321,7 +368,7 @@ impl Pmtud {
         };
         match self.state {
             PmtuState::Searching | PmtuState::BlackHole => {
-                if self.round.is_empty() && self.high.saturating_sub(self.low) > DONE_WITHIN {
+                if self.round.is_empty() && !self.narrowed() {
                     consider(Some(self.search_due));
                 }
             }
@@ -387,6 +434,46 @@ mod tests {
             );
             assert!(took <= Duration::from_millis(400), "{mtu}: {took:?}");
             assert!(p.mss_size() == p.size());
+        }
+    }
+
+    #[test]
+    fn stepped_search_probes_only_buckets_and_the_ceiling() {
+        for (ceiling, mtu, want) in [
+            (1435u16, 1472u16, 1435u16), // a clean direct path: the ceiling, in one round
+            (1478, 1472, 1472),          // relayed over 1500: 1472 is a bucket
+            (1435, 1422, 1408),          // VXLAN: the bucket below
+            (1435, 1252, 1216),          // a 1280-byte link
+            (1435, 1210, BASE),          // no bucket fits above the base
+        ] {
+            let mut now = Instant::now();
+            let mut p = Pmtud::new(ceiling, now, 3).with_step(64);
+            let mut sizes = Vec::new();
+            let start = now;
+            for _ in 0..200 {
+                let mut out = Vec::new();
+                p.poll(now, Some(Duration::from_millis(5)), &mut out);
+                for probe in out {
+                    sizes.push(probe.size);
+                    if probe.size <= mtu {
+                        p.on_ack(now, probe.id);
+                    }
+                }
+                if p.state() == PmtuState::Confirmed {
+                    break;
+                }
+                now = p.deadline().map_or(now, |d| d.max(now));
+            }
+            assert_eq!(p.state(), PmtuState::Confirmed, "{ceiling} over {mtu}");
+            assert_eq!(p.size(), want, "{ceiling} over {mtu}");
+            assert!(
+                sizes.iter().all(|s| s % 64 == 0 || *s == ceiling),
+                "{ceiling} over {mtu}: {sizes:?}"
+            );
+            assert!(
+                now - start <= Duration::from_millis(200),
+                "{ceiling} over {mtu}"
+            );
         }
     }
 

@@ -60,8 +60,15 @@ impl Node {
             return;
         };
         let ceiling = self.path_ceiling(direct);
+        // Probes at bucket sizes (or the ceiling), so that no probe has a size data never
+        // has; with padding off, any size. "mtu" padding probes in the default bucket.
+        let step = match self.cfg.pad_bucket {
+            0 | 1 => 1,
+            b if b > wire::PAD_CAP => 64,
+            b => u16::try_from(b).unwrap_or(64),
+        };
         if let Some(p) = self.peers.get_mut(&pk) {
-            p.pmtu = Pmtud::new(ceiling, now, first_id);
+            p.pmtu = Pmtud::new(ceiling, now, first_id).with_step(step);
         }
     }
 
