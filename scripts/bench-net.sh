@@ -7,7 +7,9 @@
 #   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss
 #   rtt    ping, 200 × 10 ms: average RTT in µs
 # Each iperf3 figure is the median of RUNS (default 3) runs of BENCH_SECS (default 10) s.
-# Also the CPU seconds the tunnel processes used during tcp1. Every section ends with a line
+# Also the CPU seconds the tunnel processes used during tcp1, and the memory (RSS) of one
+# tunnel process idle (10 s after its peer session is up) and at its peak after the run.
+# Every section ends with a line
 #   RESULT tcp1 raw_mbps=… veil_mbps=… boringtun_mbps=… veil_over_boringtun=… veil_over_raw=…
 # Needs root. Not a test: nothing fails on a number.
 set -euo pipefail
@@ -63,6 +65,16 @@ tree() { # PID: it and its descendants
   for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree "$p"; done
 }
 
+mem_kb() { # FIELD PID: VmRSS or VmHWM of a process and its descendants, in KiB (boringtun
+  # runs under a shell; the shell's own few hundred KiB count too)
+  local t=0 p v
+  for p in $(tree "$2"); do
+    v=$(awk -v f="$1:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
 cpu() { # PID...: CPU seconds used so far by these processes and their descendants
   local t=0 p
   for p in $(for r in "$@"; do tree "$r"; done); do
@@ -88,7 +100,7 @@ measure() {
   netns_stop "iperf-$dst" 3
 }
 
-declare -A RES RAW VEIL BT
+declare -A RES RAW VEIL BT BT_IDLE_KB
 measure "${NETNS_IP[wb]}"
 for k in "${!RES[@]}"; do RAW[$k]=${RES[$k]}; done
 
@@ -100,15 +112,20 @@ for _ in 1 2 3 4 5; do
   [ "$(netns_exec wa "$VEIL_BIN" peers --json --state-dir "$SD/wa" | jq -r '.[0].path')" = direct ] && break
   netns_exec wa ping -c 2 -i 0.2 "$B4" >/dev/null || true
 done
+sleep 10
+VEIL_IDLE_KB=$(mem_kb VmRSS "${NETNS_PID[node-wa]}")
 RES=()
 measure "$B4" "${NETNS_PID[node-wa]}" "${NETNS_PID[node-wb]}"
 for k in "${!RES[@]}"; do VEIL[$k]=${RES[$k]}; done
+VEIL_PEAK_KB=$(mem_kb VmHWM "${NETNS_PID[node-wa]}")
 netns_stop node-wa 5
 netns_stop node-wb 5
 
 BT_THREADS=1
 for threads in 1 4; do
   wg_up w "$threads" || continue
+  sleep 2
+  BT_IDLE_KB[$threads]=$(mem_kb VmRSS "${NETNS_PID[w-wg-a]}")
   RES=()
   measure 100.127.0.2 "${NETNS_PID[w-wg-a]}" "${NETNS_PID[w-wg-b]}"
   if [ -z "${BT[tcp1]:-}" ] || [ "${RES[tcp1]:-0}" -gt "${BT[tcp1]:-0}" ]; then
@@ -137,3 +154,4 @@ for s in "${SECTIONS[@]}"; do
   esac
 done
 [ -z "${VEIL[cpu]:-}" ] || echo "RESULT cpu_s_tcp1 veil=${VEIL[cpu]} boringtun=${BT[cpu]:-0}"
+echo "RESULT rss_kb veil_idle=$VEIL_IDLE_KB veil_peak=$VEIL_PEAK_KB boringtun_idle=${BT_IDLE_KB[$BT_THREADS]:-0}"

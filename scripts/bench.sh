@@ -11,6 +11,8 @@
 #   scripts/bench.sh net [tcp1|tcp4|udp|rtt...]  raw veth vs Veil vs boringtun (scripts/bench-net.sh)
 #   scripts/bench.sh private    direct vs private one/two hops vs TCP fallback, cover traffic
 #                               overhead (scripts/bench-private.sh)
+#   scripts/bench.sh crit [--save]  criterion medians vs the committed docs/perf-baseline.tsv
+#                               (scripts/bench-crit.sh)
 #
 # Needs root for the namespace part. SIZE_MIB (default 500) sets the transfer size.
 set -euo pipefail
@@ -24,12 +26,13 @@ case "${1:-}" in
   flood) shift; exec bash "$ROOT/scripts/bench-flood.sh" "$@" ;;
   net) shift; exec bash "$ROOT/scripts/bench-net.sh" "$@" ;;
   private) shift; exec bash "$ROOT/scripts/bench-private.sh" "$@" ;;
+  crit) shift; exec bash "$ROOT/scripts/bench-crit.sh" "$@" ;;
 esac
 for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --net) ONLY_NET=1 ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
