@@ -97,6 +97,11 @@ pub fn frame_byte(kind: Frame) -> u8 {
 }
 
 impl Frame {
+    /// The frame kind of a number (the low five bits of a frame byte), if it is one.
+    pub fn from_kind(v: u8) -> Option<Frame> {
+        Frame::from_u8(v)
+    }
+
     fn from_u8(v: u8) -> Option<Frame> {
         use Frame::*;
         Some(match v {

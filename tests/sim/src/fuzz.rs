@@ -50,6 +50,59 @@ fn source(sim: &Sim, b: u8) -> SocketAddr {
     }
 }
 
+/// A network of two relays, a private two-hop node (0: guard relay 1, home relay 0, so both
+/// relays hold a link and a circuit) and a plain node (1), with a session between them.
+pub fn prepared_relays() -> Sim {
+    let two = NodeConfig {
+        private: veil_proto::Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(98, 2, 0, NodeConfig::default());
+    sim.add_node(two);
+    sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(5));
+    if let (Some(a), Some(b)) = (sim.ipv4(0), sim.ipv4(1)) {
+        sim.tun_send(0, &udp4(a, b, b"hello"));
+        sim.run_for(Duration::from_secs(1));
+    }
+    sim
+}
+
+fn relays_network() -> &'static Mutex<Sim> {
+    static NET: std::sync::OnceLock<Mutex<Sim>> = std::sync::OnceLock::new();
+    NET.get_or_init(|| Mutex::new(prepared_relays()))
+}
+
+/// Authenticated frames of any kind and body, sealed in real sessions, into the relays (what
+/// a member can send, past the AEAD the datagram targets cannot forge): a script of
+/// `[who u8][kind u8][len u8][body…]`; `who` picks node 1 to its relay, node 0 to its home
+/// relay through the circuit, or node 0 to its guard. Reaches registration, lookups,
+/// policies, keepalive flags, Extend and Circuit handling, links and circuits at both ends.
+pub fn relay_frames(data: &[u8]) {
+    let mut guard = match relays_network().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let sim: &mut Sim = &mut guard;
+    let mut c = data;
+    while c.len() >= 3 {
+        let (who, kind, len) = (c[0], c[1], usize::from(c[2]));
+        c = &c[3..];
+        let body = &c[..len.min(c.len())];
+        c = &c[body.len()..];
+        let (node, to_guard) = match who % 3 {
+            0 => (1, false),
+            1 => (0, false),
+            _ => (0, true),
+        };
+        sim.with_node(node, |n, now| {
+            n.send_raw_relay_frame(now, to_guard, kind & 0x1f, body)
+        });
+        sim.run_for(Duration::from_millis(5));
+    }
+    sim.run_for(Duration::from_millis(50));
+}
+
 /// One datagram from the wire into node 0: `[source selector][datagram…]`.
 pub fn node_datagram(data: &[u8]) {
     let Some((&sel, dg)) = data.split_first() else {

@@ -38,6 +38,11 @@ fn relay_datagram() {
 }
 
 #[test]
+fn relay_frames() {
+    replay("relay_frames", fuzz::relay_frames, usize::MAX);
+}
+
+#[test]
 fn reassembly() {
     replay("reassembly", fuzz::reassembly, usize::MAX);
 }

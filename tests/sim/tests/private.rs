@@ -287,3 +287,30 @@ fn two_hop_never_falls_back_to_one_hop() {
         assert_eq!((st.names, st.circuit_clients), (0, 0), "{st:?}");
     }
 }
+
+/// A refused circuit: the node asks again and carries traffic. While it has no circuit its
+/// home-relay timers wait; the `relay_frames` fuzzer found that a home deadline left
+/// scheduled meanwhile (a previous session's expiry, a registration or probe timeout) was a
+/// busy loop, which the simulator's detector would report here too if the window lasted.
+#[test]
+fn a_refused_circuit_is_asked_for_again() {
+    let two = NodeConfig {
+        private: Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(67, 2, 0, NodeConfig::default());
+    let a = sim.add_node(two);
+    let b = sim.add_node(NodeConfig::default());
+    // Past a re-key of the home session (120 s), so that a previous session exists.
+    sim.run_for(Duration::from_secs(130));
+    assert_eq!(ping_both_ways(&mut sim, a, b, 3), (3, 3));
+    // The node asks its guard for a circuit to a relay that does not exist: the guard gives
+    // up on that link after 15 s and refuses, and the node is without a circuit until it
+    // extends to its home again.
+    let mut body = vec![0x42u8; 32];
+    body.extend_from_slice(&[4, 198, 18, 0, 99, 0x1b, 0x58]);
+    sim.with_node(a, |n, now| n.send_raw_relay_frame(now, true, 18, &body));
+    sim.run_for(Duration::from_secs(120));
+    assert!(sim.nodes[a].node.counters().circuits_refused >= 1);
+    assert_eq!(ping_both_ways(&mut sim, a, b, 3), (3, 3));
+}

@@ -128,6 +128,27 @@ impl Node {
         }
     }
 
+    /// Fuzzing and tests only: sends `body` as a frame of kind `kind` on the session with the
+    /// home relay (`guard` false; through the circuit in two-hop mode) or the guard (`guard`
+    /// true), as any member could. False if there is no such session or kind.
+    #[doc(hidden)]
+    pub fn send_raw_relay_frame(
+        &mut self,
+        now: Instant,
+        guard: bool,
+        kind: u8,
+        body: &[u8],
+    ) -> bool {
+        let Some(kind) = Frame::from_kind(kind) else {
+            return false;
+        };
+        if guard {
+            self.send_guard_frame(now, kind, body)
+        } else {
+            self.send_relay_frame(now, kind, body)
+        }
+    }
+
     /// A datagram from the guard.
     pub(super) fn guard_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<Range<usize>> {
         let g = self.guard.as_ref()?;

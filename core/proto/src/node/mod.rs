@@ -2727,14 +2727,22 @@ impl Node {
                 }
             }
         }
-        if let Some(p) = self.relay.probe_sent {
+        // (Every home-relay timer waits while a two-hop node has no circuit: the relay
+        // timers do nothing then, so a deadline here would be a busy loop.)
+        if let Some(p) = self.relay.probe_sent.filter(|_| home_reachable) {
             t.push(p + RELAY_PROBE_TIMEOUT);
             t.push(self.relay.probe_next);
         }
-        if let Some((_, at)) = self.relay.registering {
+        if let Some((_, at)) = self.relay.registering.filter(|_| home_reachable) {
             t.push(at + REGISTER_TIMEOUT);
         }
-        if let Some(s) = &self.relay.sessions.previous {
+        if let Some(s) = self
+            .relay
+            .sessions
+            .previous
+            .as_ref()
+            .filter(|_| home_reachable)
+        {
             t.push(s.created + reject + Duration::from_millis(1));
         }
         for p in self.peers.values() {
