@@ -314,3 +314,42 @@ fn a_refused_circuit_is_asked_for_again() {
     assert!(sim.nodes[a].node.counters().circuits_refused >= 1);
     assert_eq!(ping_both_ways(&mut sim, a, b, 3), (3, 3));
 }
+
+#[test]
+fn cover_traffic_through_a_guard() {
+    let covered = NodeConfig {
+        private: Privacy::TwoHop,
+        cover_pps: 10,
+        pad_bucket: veil_proto::wire::PAD_TO_MTU,
+        rekey_after_time: Duration::from_secs(600),
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(68, 2, 0, NodeConfig::default());
+    let a = sim.add_node(covered);
+    let b = sim.add_node(NodeConfig {
+        pad_bucket: veil_proto::wire::PAD_TO_MTU,
+        ..NodeConfig::default()
+    });
+    sim.mtu_limits.push((addrs_of(&sim, a).ip(), 1472));
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(ping_both_ways(&mut sim, a, b, 20), (20, 20));
+    sim.run_for(Duration::from_secs(12));
+    sim.capture = true;
+    let t0 = sim.elapsed_now();
+    sim.run_for(Duration::from_secs(10));
+    let t1 = sim.elapsed_now();
+    let (up, down, sizes) = per_second(&sim, addrs_of(&sim, a), t0, t1);
+    println!("two-hop idle up {up:?} down {down:?} sizes {sizes:?}");
+    for n in up.iter().chain(&down) {
+        assert!((9..=11).contains(n), "{n} datagrams in a second");
+    }
+    assert_eq!(sizes.len(), 1, "one size on the guard link: {sizes:?}");
+    // All of it with the guard.
+    let guard = sim.more_relays[0].0;
+    let a_addr = addrs_of(&sim, a);
+    assert!(sim
+        .captured
+        .iter()
+        .filter(|d| d.from == a_addr || d.to == a_addr)
+        .all(|d| d.from == guard || d.to == guard));
+}

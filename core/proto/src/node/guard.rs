@@ -48,6 +48,16 @@ impl Node {
         self.guard.as_ref().map_or(self.relay.addr, |g| g.link.addr)
     }
 
+    /// Largest size padding grows a datagram for the home relay to: in two-hop mode the
+    /// circuit adds [`GUARD_OVERHEAD`], so what fits a 1500-byte path once wrapped.
+    pub(super) fn relay_pad_cap(&self) -> usize {
+        if self.guard.is_some() {
+            wire::PAD_CAP - GUARD_OVERHEAD
+        } else {
+            wire::PAD_CAP
+        }
+    }
+
     /// Whether a datagram of `size` bytes that failed to `dst` was on the relayed path, and
     /// the size it had at the home relay's layer.
     pub(super) fn via_relay_size(&self, dst: SocketAddr, size: usize) -> (bool, usize) {

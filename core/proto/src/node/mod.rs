@@ -1505,7 +1505,7 @@ impl Node {
 
     /// Seals a control frame on the relay session and queues it.
     fn send_relay_frame(&mut self, now: Instant, kind: Frame, body: &[u8]) -> bool {
-        let pad = Padding::from(self.cfg.pad_bucket);
+        let pad = Padding::new(self.cfg.pad_bucket, self.relay_pad_cap());
         self.send_relay_frame_padded(now, kind, body, pad)
     }
 
@@ -1543,7 +1543,7 @@ impl Node {
             .get(&handle)
             .and_then(|pk| self.peers.get(pk))
             .filter(|p| p.direct.is_none())
-            .map_or(wire::PAD_CAP, |p| usize::from(p.pmtu.size()));
+            .map_or(self.relay_pad_cap(), |p| usize::from(p.pmtu.size()));
         let pad = Padding::new(self.cfg.pad_bucket, cap);
         self.send_relay_frame_padded(now, Frame::Forward, &body, pad)
     }
