@@ -83,6 +83,24 @@ impl<const W: usize> Session<W> {
         Some(self.reseal(now, buf, pt_len))
     }
 
+    /// Seals `body` as a frame of `kind` into a new datagram (for frames off the fast path,
+    /// which seals in the caller's buffer).
+    pub fn seal_frame(
+        &mut self,
+        now: Instant,
+        kind: Frame,
+        body: &[u8],
+        pad: wire::Padding,
+    ) -> Option<Vec<u8>> {
+        let at = wire::BODY_OFFSET;
+        let size = wire::padded_len(body.len(), pad).max(at + body.len() + crate::crypto::TAG_LEN);
+        let mut dg = vec![0u8; size];
+        dg[at..at + body.len()].copy_from_slice(body);
+        let n = self.seal(now, &mut dg, kind, body.len(), pad)?;
+        dg.truncate(n);
+        Some(dg)
+    }
+
     /// Opens a datagram whose unmasked header was (`recv_cid`, `counter`), in place; a
     /// session older than `max_age` opens nothing.
     pub fn open(

@@ -1519,11 +1519,8 @@ impl Node {
         let Some(s) = self.relay.sessions.current.as_mut() else {
             return false;
         };
-        let mut dg = vec![0u8; BODY_OFFSET + body.len() + TAG_LEN + wire::PAD_CAP];
-        dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        match s.seal(now, &mut dg, kind, body.len(), pad) {
-            Some(n) => {
-                dg.truncate(n);
+        match s.seal_frame(now, kind, body, pad) {
+            Some(dg) => {
                 self.counters.tx_datagrams += 1;
                 self.send_home(now, dg);
                 true

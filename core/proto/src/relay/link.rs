@@ -14,8 +14,8 @@ use super::{ClientSession, Endpoint, Relay};
 use crate::crypto::HeaderKey;
 use crate::handshake::{self, link_proof, InitPayload, RespPayload};
 use crate::noise::{Initiator, Responder};
-use crate::session::{OpenError, Session};
-use crate::wire::{self, Cursor, Frame, HsFragment, HsKind, Padding, BODY_OFFSET};
+use crate::session::Session;
+use crate::wire::{Cursor, Frame, HsFragment, HsKind, Padding};
 use rand_core::RngCore;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -237,11 +237,7 @@ impl Relay {
         let Some(session) = l.current.as_mut() else {
             return;
         };
-        let mut dg =
-            vec![0u8; wire::padded_len(body.len(), pad).max(BODY_OFFSET + body.len() + 16)];
-        dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        if let Some(n) = session.seal(now, &mut dg, kind, body.len(), pad) {
-            dg.truncate(n);
+        if let Some(dg) = session.seal_frame(now, kind, body, pad) {
             self.counters.tx_datagrams += 1;
             self.transmits.push_back((l.addr, dg));
         }
@@ -269,11 +265,7 @@ impl Relay {
         let (kind, body) = match session.open(now, counter, buf, reject) {
             Ok(x) => x,
             Err(e) => {
-                match e {
-                    OpenError::Replay => self.counters.dropped_replay += 1,
-                    OpenError::Aead | OpenError::Expired => self.counters.dropped_bad_aead += 1,
-                    OpenError::Malformed => self.counters.dropped_malformed += 1,
-                }
+                self.count_open_error(e);
                 return;
             }
         };

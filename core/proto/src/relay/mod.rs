@@ -13,7 +13,7 @@ use crate::replay::RELAY_WORDS;
 use crate::session::{OpenError, Session};
 use crate::token::{RelayToken, ROTATION_GRACE_SECS};
 use crate::types::*;
-use crate::wire::{self, Cursor, Frame, HsFragment, HsKind, BODY_OFFSET, HDR_LEN};
+use crate::wire::{self, Cursor, Frame, HsFragment, HsKind, HDR_LEN};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -339,11 +339,7 @@ impl Relay {
         let (kind, body) = match session.open(now, counter, buf, self.cfg.reject_after_time) {
             Ok(x) => x,
             Err(e) => {
-                match e {
-                    OpenError::Replay => self.counters.dropped_replay += 1,
-                    OpenError::Aead | OpenError::Expired => self.counters.dropped_bad_aead += 1,
-                    OpenError::Malformed => self.counters.dropped_malformed += 1,
-                }
+                self.count_open_error(e);
                 return None;
             }
         };
@@ -565,13 +561,17 @@ impl Relay {
         let Some(session) = client.current.as_mut() else {
             return;
         };
-        let mut dg =
-            vec![0u8; wire::padded_len(body.len(), pad).max(BODY_OFFSET + body.len() + 16)];
-        dg[BODY_OFFSET..BODY_OFFSET + body.len()].copy_from_slice(body);
-        if let Some(n) = session.seal(now, &mut dg, kind, body.len(), pad) {
-            dg.truncate(n);
+        if let Some(dg) = session.seal_frame(now, kind, body, pad) {
             let to = client.addr;
             self.emit(now, to, dg);
+        }
+    }
+
+    fn count_open_error(&mut self, e: OpenError) {
+        match e {
+            OpenError::Replay => self.counters.dropped_replay += 1,
+            OpenError::Aead | OpenError::Expired => self.counters.dropped_bad_aead += 1,
+            OpenError::Malformed => self.counters.dropped_malformed += 1,
         }
     }
 
