@@ -299,13 +299,7 @@ impl Relay {
             return;
         };
         let me = self.public_key();
-        let mut recv_cid = [0u8; 8];
-        loop {
-            self.rng.fill_bytes(&mut recv_cid);
-            if !self.cids.contains_key(&recv_cid) && !self.link_cids.contains_key(&recv_cid) {
-                break;
-            }
-        }
+        let recv_cid = self.fresh_cid();
         let unix = self.unix(now);
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -386,13 +380,7 @@ impl Relay {
             self.counters.dropped_link_unauthorized += 1;
             return;
         }
-        let mut cid = [0u8; 8];
-        loop {
-            self.rng.fill_bytes(&mut cid);
-            if !self.cids.contains_key(&cid) && !self.link_cids.contains_key(&cid) {
-                break;
-            }
-        }
+        let cid = self.fresh_cid();
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,

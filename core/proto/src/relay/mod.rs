@@ -717,11 +717,12 @@ impl Relay {
         self.counters.handshakes_answered += 1;
     }
 
+    /// A receive connection id no client or link session uses.
     fn fresh_cid(&mut self) -> [u8; 8] {
         loop {
             let mut c = [0u8; 8];
             self.rng.fill_bytes(&mut c);
-            if !self.cids.contains_key(&c) {
+            if !self.cids.contains_key(&c) && !self.link_cids.contains_key(&c) {
                 return c;
             }
         }
