@@ -171,6 +171,17 @@ netns_add_host() {
   NETNS_IP[$name]=$addr
 }
 
+# netns_wire_segments NAME...: the kernel cuts segmentation-offloaded datagrams (Veil sends
+# runs of equal-sized datagrams with UDP_SEGMENT) before each NAME's eth0, as it does for a
+# NIC without UDP segmentation offload. A veth passes such a run to its peer whole, so a
+# capture would otherwise see one 64 KB "datagram" where the wire carries 44.
+netns_wire_segments() {
+  local name
+  for name in "$@"; do
+    ip -n "$(netns_name "$name")" link set dev eth0 gso_max_segs 1
+  done
+}
+
 # netns_spawn NAME LABEL CMD...: background CMD in NAME, stdin from /dev/null, output to a log.
 # `ip netns exec` execs the command, so the recorded pid is the command's own.
 netns_spawn() {

@@ -38,6 +38,8 @@ done
 netns_init
 SD=$NETNS_DIR/state
 veil_network a b c
+# Captures see the datagrams a wire carries, not the kernel's 64 KB runs of them.
+netns_wire_segments relay a b c
 A_IP=${NETNS_IP[a]}
 
 # capture LABEL FILE: tcpdump of every UDP datagram on a's link.

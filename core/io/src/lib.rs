@@ -27,6 +27,7 @@ pub mod report;
 pub mod socket;
 pub mod state;
 pub mod tun;
+pub mod udp;
 
 pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};
 pub use link::RelayTransport;

@@ -15,14 +15,14 @@ use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
-use crate::tun::{Tun, TunAddrs, TunError, TunSource};
+use crate::tun::{Tun, TunAddrs, TunError, TunReader, TunSource, TunWriter};
+use crate::udp::{RxBatch, SendFailure, TxRun, Udp};
 use crate::{ifaddrs, os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
@@ -180,6 +180,15 @@ struct IoCounters {
 }
 
 impl IoCounters {
+    /// A send refused as larger than the interface allows: counted, and kept (up to 64)
+    /// for the engine's path MTU discovery.
+    fn note_too_big(&mut self, dst: SocketAddr, len: usize) {
+        self.send_too_big += 1;
+        if self.too_big.len() < 64 {
+            self.too_big.push((dst, len));
+        }
+    }
+
     fn list(&self, tcp: &LinkCounters) -> [(&'static str, u64); 14] {
         [
             ("io_send_errors", self.send_errors),
@@ -203,9 +212,18 @@ impl IoCounters {
 /// The node's event loop; see the module docs.
 pub struct NodeRunner {
     node: Node,
-    socket: UdpSocket,
+    socket: Udp,
     local: SocketAddr,
     tun: Option<Tun>,
+    /// Buffers of the TUN's reads and writes (made with the device).
+    tun_rx: Option<TunReader>,
+    tun_tx: Option<TunWriter>,
+    /// Receive buffers of the UDP socket.
+    udp_rx: RxBatch,
+    /// Sealed datagrams waiting to leave in one segmented send.
+    udp_tx: TxRun,
+    /// Sends that failed since the last look.
+    failures: Vec<SendFailure>,
     /// The source of the TUN while it is not open yet.
     tun_source: Option<TunSource>,
     pool_len: u8,
@@ -230,7 +248,7 @@ pub struct NodeRunner {
     /// The engine's re-key count when last looked at.
     seen_rekeys: u64,
     /// The socket before the last rotation, still read until the deadline.
-    old_socket: Option<(UdpSocket, tokio::time::Instant)>,
+    old_socket: Option<(Udp, tokio::time::Instant)>,
     /// Which transport carries the relay's datagrams.
     chooser: Chooser,
     /// The TCP stream to the relay, while the chooser says TCP and the relay has a listener.
@@ -240,7 +258,6 @@ pub struct NodeRunner {
     /// Each relay's address in the engine, public key and TCP listener.
     relay_targets: Vec<(SocketAddr, [u8; 32], Option<SocketAddr>)>,
     rx_buf: Box<[u8]>,
-    tun_buf: Box<[u8]>,
     out_buf: Box<[u8]>,
 }
 
@@ -266,9 +283,8 @@ impl NodeRunner {
         let bind = socket::wildcard_for(&relay_addrs, opts.port);
         let sock_err = |source| NodeError::Socket { addr: bind, source };
         let std_socket = factory.bind_udp(bind).map_err(sock_err)?;
-        std_socket.set_nonblocking(true).map_err(sock_err)?;
-        let socket = UdpSocket::from_std(std_socket).map_err(sock_err)?;
-        let local = socket.local_addr().map_err(sock_err)?;
+        let socket = Udp::new(std_socket).map_err(sock_err)?;
+        let local = socket.local_addr();
 
         let derived_ipv6 = token.keys().overlay_ipv6(identity.public());
         let (pool, ipv4) = (cfg.ipv4_pool, cfg.ipv4_hint);
@@ -290,6 +306,11 @@ impl NodeRunner {
             socket,
             local,
             tun: None,
+            tun_rx: None,
+            tun_tx: None,
+            udp_rx: RxBatch::default(),
+            udp_tx: TxRun::default(),
+            failures: Vec::new(),
             tun_source: Some(opts.tun),
             pool_len,
             pool,
@@ -317,7 +338,6 @@ impl NodeRunner {
             old_link_counters: LinkCounters::default(),
             relay_targets,
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
-            tun_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
         })
     }
@@ -426,11 +446,8 @@ impl NodeRunner {
         let fresh = self
             .factory
             .bind_udp(self.bind)
-            .and_then(|s| {
-                s.set_nonblocking(true)?;
-                UdpSocket::from_std(s)
-            })
-            .and_then(|s| Ok((s.local_addr()?, s)));
+            .and_then(Udp::new)
+            .map(|s| (s.local_addr(), s));
         let (local, socket) = match fresh {
             Ok(x) => x,
             Err(e) => {
@@ -439,6 +456,7 @@ impl NodeRunner {
             }
         };
         self.last_rotation = tokio::time::Instant::now();
+        self.udp_tx.flush(&self.socket, &mut self.failures);
         let old = std::mem::replace(&mut self.socket, socket);
         self.old_socket = Some((old, tokio::time::Instant::now() + OLD_SOCKET_GRACE));
         tracing::info!(port = local.port(), "moved to a fresh UDP socket");
@@ -455,25 +473,17 @@ impl NodeRunner {
             let Some((old, _)) = self.old_socket.as_ref() else {
                 return;
             };
-            let (len, from) = match old.try_recv_from(&mut self.rx_buf) {
-                Ok(r) => r,
+            let n = match old.recv(&mut self.udp_rx) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
                     self.counters.recv_errors += 1;
                     continue;
                 }
             };
-            let from = socket::normalize(from);
-            if let Some(range) =
-                self.node
-                    .handle_datagram(Instant::now(), from, &mut self.rx_buf[..len])
-            {
-                if let Some(packet) = self.rx_buf.get(range) {
-                    write_tun(self.tun.as_ref(), packet, &mut self.counters);
-                }
-            }
+            self.on_datagrams(n);
             if let Err(e) = self.drain() {
-                tracing::debug!(error = %e, "drain");
+                tracing::debug!(error = %e, "drain after old socket");
             }
         }
     }
@@ -704,7 +714,12 @@ impl NodeRunner {
                     .handle_datagram(now, relay, &mut self.rx_buf[..len])
                 {
                     if let Some(packet) = self.rx_buf.get(range) {
-                        write_tun(self.tun.as_ref(), packet, &mut self.counters);
+                        write_tun(
+                            self.tun.as_ref(),
+                            self.tun_tx.as_mut(),
+                            packet,
+                            &mut self.counters,
+                        );
                     }
                 }
                 self.drain()?;
@@ -715,9 +730,9 @@ impl NodeRunner {
 
     fn on_socket_readable(&mut self) -> Result<(), NodeError> {
         for _ in 0..MAX_BATCH {
-            let (len, from) = match self.socket.try_recv_from(&mut self.rx_buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            let n = match self.socket.recv(&mut self.udp_rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors of earlier sends surface here; they never stop the loop.
                     self.counters.recv_errors += 1;
@@ -725,70 +740,103 @@ impl NodeRunner {
                     continue;
                 }
             };
-            let from = socket::normalize(from);
-            let now = Instant::now();
-            if let Some(range) = self
-                .node
-                .handle_datagram(now, from, &mut self.rx_buf[..len])
-            {
-                if let Some(packet) = self.rx_buf.get(range) {
-                    write_tun(self.tun.as_ref(), packet, &mut self.counters);
-                }
-            }
+            self.on_datagrams(n);
             self.drain()?;
         }
-        Ok(())
+        self.drain()
+    }
+
+    /// Hands the datagrams of the last receive (`n` buffers, each one datagram or several
+    /// of one size) to the engine, and queues the inner packets for the TUN.
+    fn on_datagrams(&mut self, n: usize) {
+        let now = Instant::now();
+        for i in 0..n {
+            let Some((from, stride, buf)) = self.udp_rx.get_mut(i) else {
+                continue;
+            };
+            for datagram in buf.chunks_mut(stride) {
+                if let Some(range) = self.node.handle_datagram(now, from, datagram) {
+                    if let Some(packet) = datagram.get(range) {
+                        write_tun(
+                            self.tun.as_ref(),
+                            self.tun_tx.as_mut(),
+                            packet,
+                            &mut self.counters,
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn on_tun_readable(&mut self) -> Result<(), NodeError> {
         for _ in 0..MAX_BATCH {
-            let Some(tun) = self.tun.as_ref() else {
+            let (Some(tun), Some(rx)) = (self.tun.as_ref(), self.tun_rx.as_mut()) else {
                 return Ok(());
             };
-            let len = match tun.device().try_recv(&mut self.tun_buf) {
+            let n = match tun.recv(rx) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     self.counters.tun_read_errors += 1;
                     tracing::debug!(error = %e, "TUN read failed");
-                    return Ok(());
+                    break;
                 }
             };
             let now = Instant::now();
-            let packet = &self.tun_buf[..len];
-            if let Some(t) = self.node.handle_tun_packet(now, packet, &mut self.out_buf) {
-                let link = self.link.as_mut().filter(|_| self.chooser.tcp());
-                send(
-                    &self.socket,
-                    self.local,
-                    link,
-                    &self.out_buf,
-                    t,
-                    &mut self.counters,
-                );
+            for i in 0..n {
+                let Some(packet) = rx.packet(i) else { continue };
+                let Some(t) = self.node.handle_tun_packet(now, packet, self.udp_tx.slot()) else {
+                    continue;
+                };
+                let link = self
+                    .link
+                    .as_mut()
+                    .filter(|l| self.chooser.tcp() && l.relay() == t.dst);
+                if let Some(link) = link {
+                    link.send(self.udp_tx.slot_datagram(t.len));
+                } else {
+                    self.udp_tx
+                        .commit(&self.socket, t.dst, t.len, &mut self.failures);
+                }
             }
+            if !self.node.has_transmits() {
+                continue;
+            }
+            // Something else to send (a handshake, a fragment): in order, after the run.
+            self.udp_tx.flush(&self.socket, &mut self.failures);
             self.drain()?;
         }
-        Ok(())
+        self.udp_tx.flush(&self.socket, &mut self.failures);
+        self.drain()
     }
 
-    /// Empties every output queue of the engine. Fails only when the TUN cannot be created.
+    /// Empties every output queue of the engine and writes what waits for the TUN. Fails
+    /// only when the TUN cannot be created.
     fn drain(&mut self) -> Result<(), NodeError> {
         self.sync_link();
         while let Some(t) = self.node.poll_transmit(&mut self.out_buf) {
             let link = self.link.as_mut().filter(|_| self.chooser.tcp());
-            send(
-                &self.socket,
-                self.local,
-                link,
-                &self.out_buf,
-                t,
-                &mut self.counters,
-            );
+            send(&self.socket, link, &self.out_buf, t, &mut self.counters);
         }
         while let Some(len) = self.node.poll_tun_packet(&mut self.rx_buf) {
             if let Some(packet) = self.rx_buf.get(..len) {
-                write_tun(self.tun.as_ref(), packet, &mut self.counters);
+                write_tun(
+                    self.tun.as_ref(),
+                    self.tun_tx.as_mut(),
+                    packet,
+                    &mut self.counters,
+                );
+            }
+        }
+        flush_tun(self.tun.as_ref(), self.tun_tx.as_mut(), &mut self.counters);
+        for failure in self.failures.drain(..) {
+            match failure {
+                SendFailure::TooBig(dst, len) => self.counters.note_too_big(dst, len),
+                SendFailure::Other(e, lost) => {
+                    self.counters.send_errors += lost as u64;
+                    tracing::debug!(error = %e, "UDP send failed");
+                }
             }
         }
         while let Some(event) = self.node.poll_event() {
@@ -866,7 +914,9 @@ impl NodeRunner {
             ipv6: self.overlay_ipv6,
         };
         let tun = Tun::open(source, addrs)?;
-        tracing::info!(tun = tun.name(), "TUN device up");
+        tracing::info!(tun = tun.name(), offload = tun.offload(), "TUN device up");
+        self.tun_rx = Some(tun.reader());
+        self.tun_tx = Some(tun.writer());
         self.tun = Some(tun);
         Ok(())
     }
@@ -874,14 +924,7 @@ impl NodeRunner {
 
 /// Sends `buf[..t.len]`: on the TCP link when there is one and the datagram is for its
 /// relay, else over UDP; failures are counted and logged at debug, never fatal.
-fn send(
-    socket: &UdpSocket,
-    local: SocketAddr,
-    link: Option<&mut TcpLink>,
-    buf: &[u8],
-    t: Transmit,
-    c: &mut IoCounters,
-) {
+fn send(socket: &Udp, link: Option<&mut TcpLink>, buf: &[u8], t: Transmit, c: &mut IoCounters) {
     let Some(data) = buf.get(..t.len) else {
         c.send_errors += 1;
         tracing::debug!(len = t.len, "engine asked to send more than its buffer");
@@ -891,14 +934,9 @@ fn send(
         link.send(data);
         return;
     }
-    match socket.try_send_to(data, socket::to_family(t.dst, local)) {
-        Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-            c.send_too_big += 1;
-            if c.too_big.len() < 64 {
-                c.too_big.push((t.dst, t.len));
-            }
-        }
+    match socket.send(t.dst, data, None) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => c.note_too_big(t.dst, t.len),
         Err(e) => {
             c.send_errors += 1;
             tracing::debug!(error = %e, "UDP send failed");
@@ -906,15 +944,25 @@ fn send(
     }
 }
 
-/// Writes one packet to the TUN; a full queue or an error drops it (counted).
-fn write_tun(tun: Option<&Tun>, packet: &[u8], c: &mut IoCounters) {
-    let Some(tun) = tun else {
+/// Queues one packet for the TUN, writing the batch first when it is full; without a
+/// device the packet is dropped (counted).
+fn write_tun(tun: Option<&Tun>, tx: Option<&mut TunWriter>, packet: &[u8], c: &mut IoCounters) {
+    let (Some(tun), Some(tx)) = (tun, tx) else {
         c.tun_write_errors += 1;
         return;
     };
-    if let Err(e) = tun.device().try_send(packet) {
-        c.tun_write_errors += 1;
-        tracing::debug!(error = %e, "TUN write failed");
+    if tx.is_full() {
+        c.tun_write_errors += tun.send(tx) as u64;
+    }
+    tx.push(packet);
+}
+
+/// Writes the packets queued for the TUN.
+fn flush_tun(tun: Option<&Tun>, tx: Option<&mut TunWriter>, c: &mut IoCounters) {
+    if let (Some(tun), Some(tx)) = (tun, tx) {
+        if !tx.is_empty() {
+            c.tun_write_errors += tun.send(tx) as u64;
+        }
     }
 }
 
@@ -935,7 +983,7 @@ async fn readable(tun: Option<&Tun>) -> io::Result<()> {
 
 /// Resolves with Ok(true) when the old socket has data, Ok(false) when its grace period is
 /// over; never while there is no old socket.
-async fn old_readable(old: Option<&(UdpSocket, tokio::time::Instant)>) -> io::Result<bool> {
+async fn old_readable(old: Option<&(Udp, tokio::time::Instant)>) -> io::Result<bool> {
     match old {
         Some((s, until)) => tokio::select! {
             r = s.readable() => r.map(|()| true),

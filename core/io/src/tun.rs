@@ -91,6 +91,12 @@ impl Tun {
             .ipv4(addrs.ipv4.0, addrs.ipv4.1, None)
             .ipv6(addrs.ipv6, IPV6_PREFIX_LEN)
             .packet_information(false);
+        #[cfg(target_os = "linux")]
+        {
+            // The kernel hands over (and takes) TCP segments of up to 64 KiB with a
+            // virtio-net header, instead of one MTU-sized packet per read and write.
+            builder = builder.offload(true);
+        }
         if let Some(name) = name {
             builder = builder.name(name);
         }
@@ -143,6 +149,194 @@ impl Tun {
     /// The device itself, for reading and writing packets.
     pub fn device(&self) -> &AsyncDevice {
         &self.dev
+    }
+
+    /// Whether the device exchanges segmentation-offloaded packets with the kernel.
+    pub fn offload(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.dev.tcp_gso()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Reads what the device has into `rx` (one read: one packet, or the segments of one
+    /// offloaded packet). Returns the number of packets (`WouldBlock` when there is none).
+    pub fn recv(&self, rx: &mut TunReader) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if self.offload() {
+            return self
+                .dev
+                .try_recv_multiple(&mut rx.raw, &mut rx.bufs, &mut rx.sizes, 0);
+        }
+        let buf = rx
+            .bufs
+            .first_mut()
+            .ok_or_else(|| io::Error::other("no buffer"))?;
+        let n = self.dev.try_recv(buf)?;
+        if let Some(size) = rx.sizes.first_mut() {
+            *size = n;
+        }
+        Ok(1)
+    }
+
+    /// Writes the packets queued in `tx` (merging the segments of one TCP flow into one
+    /// write where the device takes offloaded packets) and empties it. Returns the number
+    /// of writes that failed.
+    pub fn send(&self, tx: &mut TunWriter) -> usize {
+        let n = std::mem::take(&mut tx.len);
+        if n == 0 {
+            return 0;
+        }
+        #[cfg(target_os = "linux")]
+        if tx.offset > 0 {
+            let dev: &tun_rs::DeviceImpl = &self.dev;
+            return match dev.send_multiple(&mut tx.gro, &mut tx.bufs[..n], tx.offset) {
+                Ok(_) => 0,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TUN write failed");
+                    1
+                }
+            };
+        }
+        let mut failed = 0;
+        for buf in &tx.bufs[..n] {
+            if let Err(e) = self.dev.try_send(buf) {
+                tracing::debug!(error = %e, "TUN write failed");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// A writer sized for this device.
+    pub fn writer(&self) -> TunWriter {
+        TunWriter::new(self.offload())
+    }
+
+    /// A reader sized for this device.
+    pub fn reader(&self) -> TunReader {
+        TunReader::new(self.offload())
+    }
+}
+
+/// Packets queued for the TUN, each after the room the virtio-net header needs.
+pub struct TunWriter {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+    /// Room before each packet: the virtio-net header's length with offload, else 0.
+    offset: usize,
+    #[cfg(target_os = "linux")]
+    gro: tun_rs::GROTable,
+}
+
+/// Packets per TUN write batch.
+pub const TUN_BATCH: usize = 64;
+
+impl TunWriter {
+    fn new(offload: bool) -> TunWriter {
+        #[cfg(target_os = "linux")]
+        let offset = if offload {
+            tun_rs::VIRTIO_NET_HDR_LEN
+        } else {
+            0
+        };
+        #[cfg(not(target_os = "linux"))]
+        let offset = {
+            let _ = offload;
+            0
+        };
+        // Segments of one flow are merged into the first one's buffer, which tun-rs does
+        // only when that buffer can hold 64 KiB plus twice the header room: smaller buffers
+        // silently turn merging off. Untouched capacity costs no memory.
+        let capacity = if offset > 0 {
+            65_536 + 2 * offset + 64
+        } else {
+            0
+        };
+        TunWriter {
+            bufs: (0..TUN_BATCH)
+                .map(|_| Vec::with_capacity(capacity))
+                .collect(),
+            len: 0,
+            offset,
+            #[cfg(target_os = "linux")]
+            gro: tun_rs::GROTable::new(),
+        }
+    }
+
+    /// Queues a copy of `packet`; returns false when the batch is full (write it first).
+    pub fn push(&mut self, packet: &[u8]) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.len) else {
+            return false;
+        };
+        buf.clear();
+        buf.resize(self.offset, 0);
+        buf.extend_from_slice(packet);
+        self.len += 1;
+        true
+    }
+
+    /// Whether the batch is full.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.bufs.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for TunWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunWriter").field("len", &self.len).finish()
+    }
+}
+
+/// Buffers for one TUN read: with offload, the raw read and the segments it is split into.
+pub struct TunReader {
+    raw: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl TunReader {
+    fn new(offload: bool) -> TunReader {
+        let (raw, count) = if offload {
+            #[cfg(target_os = "linux")]
+            let raw = tun_rs::VIRTIO_NET_HDR_LEN + 65_535;
+            #[cfg(not(target_os = "linux"))]
+            let raw = 0;
+            (raw, TUN_READ_SEGMENTS)
+        } else {
+            (0, 1)
+        };
+        TunReader {
+            raw: vec![0u8; raw],
+            bufs: (0..count).map(|_| vec![0u8; 65_535]).collect(),
+            sizes: vec![0; count],
+        }
+    }
+
+    /// Packet `i` of the last read.
+    pub fn packet(&self, i: usize) -> Option<&[u8]> {
+        self.bufs.get(i)?.get(..*self.sizes.get(i)?)
+    }
+}
+
+/// Most segments one offloaded read may be split into (a 64 KiB segment of 576-byte
+/// packets is about 120).
+const TUN_READ_SEGMENTS: usize = 128;
+
+impl std::fmt::Debug for TunReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunReader")
+            .field("bufs", &self.bufs.len())
+            .finish()
     }
 }
 

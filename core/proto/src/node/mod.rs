@@ -2680,6 +2680,11 @@ impl Node {
 
     // ----------------------------------------------------------------- outputs
 
+    /// Whether datagrams wait in the queue of [`Node::poll_transmit`].
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// The next queued datagram, copied into `buf`.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let (dst, dg) = self.transmits.pop_front()?;

@@ -1,0 +1,374 @@
+//! The UDP fast path: a socket with segmentation offload on both sides (`quinn-udp`).
+//!
+//! - Receive: one `recvmmsg` fills several buffers, and with `UDP_GRO` each buffer holds up
+//!   to 64 datagrams of one sender, all of one size but the last (`RecvMeta::stride`).
+//! - Send: [`TxRun`] collects sealed datagrams for one destination back to back; with
+//!   `UDP_SEGMENT` the kernel cuts the run into datagrams, so up to 64 of them cost one
+//!   `sendmsg`. Padding (`padding = "buckets"`) makes the datagrams of a bulk transfer one
+//!   size, which is what segmentation needs: every segment but the last has the same length.
+//!
+//! Where the kernel has neither (other platforms, old kernels), the same code sends and
+//! receives one datagram per call.
+
+use crate::socket;
+use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Buffers filled by one receive call.
+pub const RX_BUFFERS: usize = 8;
+/// Size of one receive buffer: 64 coalesced datagrams of up to 1500 bytes (the kernel's
+/// `UDP_GRO_CNT_MAX`); less than that may truncate a coalesced batch.
+pub const RX_BUFFER: usize = 64 * 1500;
+/// Most bytes in one segmented send (a UDP datagram's payload limit, with room to spare).
+pub const MAX_RUN_BYTES: usize = 64_000;
+/// Room left after the run for the next datagram to be sealed into: the largest TUN packet
+/// plus two layers of overhead and padding.
+pub const SLOT: usize = 65_536 + 4_096;
+
+/// A UDP socket with its offload state.
+#[derive(Debug)]
+pub struct Udp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+impl Udp {
+    /// Takes over a bound, non-blocking socket; must be called inside a tokio runtime.
+    pub fn new(std_socket: std::net::UdpSocket) -> io::Result<Udp> {
+        std_socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&std_socket).into())?;
+        let socket = UdpSocket::from_std(std_socket)?;
+        let local = socket.local_addr()?;
+        Ok(Udp {
+            socket,
+            state,
+            local,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Waits until the socket may have datagrams.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Waits until the socket may take datagrams (a fresh socket is not known to until the
+    /// runtime has looked once).
+    pub async fn writable(&self) -> io::Result<()> {
+        self.socket.writable().await
+    }
+
+    /// How many datagrams one send may carry (1 without `UDP_SEGMENT`).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` to `dst`: one datagram, or with `segment` several of that size (the
+    /// last may be shorter). Never waits: a full socket buffer is `WouldBlock`.
+    pub fn send(&self, dst: SocketAddr, contents: &[u8], segment: Option<usize>) -> io::Result<()> {
+        let transmit = UdpTransmit {
+            destination: socket::to_family(dst, self.local),
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.socket).into(), &transmit)
+        })
+    }
+
+    /// Receives into `rx`'s buffers; returns how many were filled (`WouldBlock` when none).
+    pub fn recv(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        let RxBatch { bufs, meta } = rx;
+        let mut slices: [IoSliceMut<'_>; RX_BUFFERS] = {
+            let mut it = bufs.iter_mut();
+            std::array::from_fn(|_| IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..])))
+        };
+        self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut slices, &mut meta[..])
+        })
+    }
+}
+
+/// Receive buffers and what the kernel said about each.
+pub struct RxBatch {
+    bufs: Vec<Box<[u8]>>,
+    meta: [RecvMeta; RX_BUFFERS],
+}
+
+impl Default for RxBatch {
+    fn default() -> Self {
+        RxBatch {
+            bufs: (0..RX_BUFFERS)
+                .map(|_| vec![0u8; RX_BUFFER].into_boxed_slice())
+                .collect(),
+            meta: [RecvMeta::default(); RX_BUFFERS],
+        }
+    }
+}
+
+impl RxBatch {
+    /// Buffer `i` after a receive: its sender (as the engine knows addresses), the segment
+    /// size, and the bytes (one datagram per `stride`).
+    pub fn get_mut(&mut self, i: usize) -> Option<(SocketAddr, usize, &mut [u8])> {
+        let meta = self.meta.get(i)?;
+        let buf = self.bufs.get_mut(i)?.get_mut(..meta.len)?;
+        let stride = if meta.stride == 0 {
+            meta.len
+        } else {
+            meta.stride
+        };
+        Some((socket::normalize(meta.addr), stride.max(1), buf))
+    }
+}
+
+impl std::fmt::Debug for RxBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxBatch")
+            .field("bufs", &self.bufs.len())
+            .finish()
+    }
+}
+
+/// What a flush of a [`TxRun`] reports besides success.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// The datagrams were larger than the interface allows (DF): destination and size.
+    TooBig(SocketAddr, usize),
+    /// Any other error, with the number of datagrams lost.
+    Other(io::Error, usize),
+}
+
+/// Sealed datagrams for one destination, back to back, waiting to be sent in one call.
+///
+/// The engine seals the next datagram straight into [`TxRun::slot`]; [`TxRun::commit`] then
+/// either extends the run with it or sends the run and starts a new one with it.
+pub struct TxRun {
+    buf: Box<[u8]>,
+    /// Bytes in the run.
+    len: usize,
+    /// Length of the run's first datagram: every other one has it, but the last may be
+    /// shorter (and then ends the run).
+    segment: usize,
+    count: usize,
+    dst: Option<SocketAddr>,
+    /// Most datagrams per send.
+    max_segments: usize,
+}
+
+impl Default for TxRun {
+    fn default() -> Self {
+        TxRun {
+            buf: vec![0u8; MAX_RUN_BYTES + SLOT].into_boxed_slice(),
+            len: 0,
+            segment: 0,
+            count: 0,
+            dst: None,
+            max_segments: 1,
+        }
+    }
+}
+
+impl std::fmt::Debug for TxRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxRun")
+            .field("len", &self.len)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl TxRun {
+    /// Where the next datagram is sealed.
+    pub fn slot(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..self.len + SLOT]
+    }
+
+    /// The datagram sealed into the slot, `len` bytes, without committing it (for a
+    /// datagram that leaves another way, the TCP stream to the relay).
+    pub fn slot_datagram(&self, len: usize) -> &[u8] {
+        &self.buf[self.len..self.len + len.min(SLOT)]
+    }
+
+    /// Adds the `len`-byte datagram in the slot for `dst`. Sends the run first when the
+    /// datagram cannot join it, and sends the run when it is full or ended by a short
+    /// datagram. Failures are returned, never fatal.
+    pub fn commit(
+        &mut self,
+        udp: &Udp,
+        dst: SocketAddr,
+        len: usize,
+        failures: &mut Vec<SendFailure>,
+    ) {
+        let len = len.min(SLOT);
+        self.max_segments = udp.max_segments().max(1);
+        let joins = self.count > 0
+            && self.dst == Some(dst)
+            && len <= self.segment
+            && self.count < self.max_segments
+            && self.len + len <= MAX_RUN_BYTES;
+        if !joins && self.count > 0 {
+            // Send the run, then move the new datagram to the front.
+            let start = self.len;
+            self.flush(udp, failures);
+            self.buf.copy_within(start..start + len, 0);
+        }
+        if self.count == 0 {
+            self.dst = Some(dst);
+            self.segment = len;
+        }
+        self.len += len;
+        self.count += 1;
+        let ended = len < self.segment
+            || self.count >= self.max_segments
+            || self.len + self.segment > MAX_RUN_BYTES;
+        if ended {
+            self.flush(udp, failures);
+        }
+    }
+
+    /// Sends what the run holds.
+    pub fn flush(&mut self, udp: &Udp, failures: &mut Vec<SendFailure>) {
+        let (Some(dst), count) = (self.dst, self.count) else {
+            return;
+        };
+        if count > 0 {
+            let segment = (count > 1).then_some(self.segment);
+            match udp.send(dst, &self.buf[..self.len], segment) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    failures.push(SendFailure::TooBig(dst, self.segment));
+                }
+                Err(e) => failures.push(SendFailure::Other(e, count)),
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+        self.dst = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn pair() -> io::Result<(Udp, Udp)> {
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let a = Udp::new(socket::bind_udp(any)?)?;
+        let b = Udp::new(socket::bind_udp(any)?)?;
+        Ok((a, b))
+    }
+
+    async fn ready(a: &Udp) -> io::Result<()> {
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.writable())
+            .await
+            .map_err(|_| io::Error::other("never writable"))?
+    }
+
+    /// Everything that arrived at `b`, datagram by datagram, waiting up to a second.
+    async fn received(b: &Udp, want: usize) -> io::Result<Vec<Vec<u8>>> {
+        let mut rx = RxBatch::default();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while got.len() < want {
+            tokio::select! {
+                r = b.readable() => r?,
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+            let n = match b.recv(&mut rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            for i in 0..n {
+                if let Some((_, stride, buf)) = rx.get_mut(i) {
+                    got.extend(buf.chunks(stride).map(<[u8]>::to_vec));
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn seal(run: &mut TxRun, len: usize, tag: u8) {
+        run.slot()[..len].fill(tag);
+    }
+
+    #[tokio::test]
+    async fn runs_arrive_as_the_datagrams_they_were_made_of() -> io::Result<()> {
+        let (a, b) = pair()?;
+        ready(&a).await?;
+        let dst = b.local_addr();
+        let mut run = TxRun::default();
+        let mut failures = Vec::new();
+        // 100 full-size datagrams, then a short one that ends the run, then one more.
+        let mut sent = Vec::new();
+        for i in 0..100u8 {
+            seal(&mut run, 1280, i);
+            run.commit(&a, dst, 1280, &mut failures);
+            sent.push(vec![i; 1280]);
+        }
+        seal(&mut run, 640, 200);
+        run.commit(&a, dst, 640, &mut failures);
+        sent.push(vec![200; 640]);
+        // A longer datagram cannot join a run of shorter ones: it starts its own.
+        seal(&mut run, 64, 201);
+        run.commit(&a, dst, 64, &mut failures);
+        seal(&mut run, 128, 202);
+        run.commit(&a, dst, 128, &mut failures);
+        run.flush(&a, &mut failures);
+        sent.push(vec![201; 64]);
+        sent.push(vec![202; 128]);
+        assert!(failures.is_empty(), "{failures:?}");
+        let got = received(&b, sent.len()).await?;
+        assert_eq!(got, sent);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_run_for_another_destination_is_sent_first() -> io::Result<()> {
+        let (a, b) = pair()?;
+        let (_, c) = pair()?;
+        ready(&a).await?;
+        let mut run = TxRun::default();
+        let mut failures = Vec::new();
+        for (i, dst) in [
+            b.local_addr(),
+            b.local_addr(),
+            c.local_addr(),
+            b.local_addr(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            seal(&mut run, 300, i as u8);
+            run.commit(&a, dst, 300, &mut failures);
+        }
+        run.flush(&a, &mut failures);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(
+            received(&b, 3).await?,
+            vec![vec![0; 300], vec![1; 300], vec![3; 300]]
+        );
+        assert_eq!(received(&c, 1).await?, vec![vec![2; 300]]);
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_kernel_segments_runs_here() -> io::Result<()> {
+        let (a, _) = pair()?;
+        assert!(a.max_segments() > 1, "UDP_SEGMENT is expected on Linux");
+        Ok(())
+    }
+}
