@@ -298,6 +298,11 @@ pub struct UpArgs {
     /// `udp` or `tcp` (config key relay_transport).
     #[arg(long, value_name = "auto|udp|tcp")]
     pub relay_transport: Option<String>,
+    /// Offloads of the fast path: `all` (default: TUN segmentation offload and UDP
+    /// GSO/GRO where the kernel has them), `udp` (UDP GSO/GRO only) or `off` (config key
+    /// offload). For measuring and for drivers that mishandle an offload.
+    #[arg(long, value_name = "all|udp|off")]
+    pub offload: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

@@ -7,11 +7,11 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use veil_io::RelayTransport;
+use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -26,6 +26,7 @@ pub const KEYS: [&str; 15] = [
     "port_rotation_secs",
     "ipv4_pool",
     "relay_transport",
+    "offload",
     "log",
 ];
 
@@ -95,6 +96,7 @@ fn expected(key: &str) -> &'static str {
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
+        "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
     }
@@ -132,6 +134,8 @@ pub struct Layer {
     pub ipv4_pool: Option<String>,
     /// How the relay is reached: `auto`, `udp` or `tcp`.
     pub relay_transport: Option<String>,
+    /// Offloads of the fast path: `all`, `udp` or `off`.
+    pub offload: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -241,6 +245,7 @@ impl Source {
             port_rotation_secs: num("port_rotation_secs")?,
             ipv4_pool: get("ipv4_pool"),
             relay_transport: get("relay_transport"),
+            offload: get("offload"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -340,6 +345,8 @@ pub struct Settings {
     pub ipv4_pool: (Ipv4Addr, u8),
     /// How the relay is reached.
     pub relay_transport: RelayTransport,
+    /// Offloads of the fast path.
+    pub offload: Offload,
     /// Log filter.
     pub log: String,
 }
@@ -362,6 +369,7 @@ impl Default for Settings {
             port_rotation_secs: DEFAULT_PORT_ROTATION_SECS,
             ipv4_pool: proto.ipv4_pool,
             relay_transport: RelayTransport::Auto,
+            offload: Offload::All,
             log: "info".into(),
         }
     }
@@ -465,6 +473,14 @@ impl Settings {
                 "udp" => RelayTransport::Udp,
                 "tcp" => RelayTransport::Tcp,
                 _ => return Err(invalid(o, "relay_transport", v)),
+            };
+        }
+        if let Some((v, o)) = pick(sources, |l| l.offload.as_ref()) {
+            s.offload = match v.trim() {
+                "all" => Offload::All,
+                "udp" => Offload::Udp,
+                "off" => Offload::Off,
+                _ => return Err(invalid(o, "offload", v)),
             };
         }
         if let Some((v, o)) = pick(sources, |l| l.log.as_ref()) {
@@ -585,6 +601,24 @@ mod tests {
         });
         let e = Settings::resolve(&[flags]).unwrap_err().to_string();
         assert!(e.contains("`relay_transport` must be `auto`"), "{e}");
+    }
+
+    #[test]
+    fn offload_from_every_source() {
+        assert_eq!(Settings::default().offload, Offload::All);
+        let f = file("offload = \"udp\"\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f)).unwrap().offload,
+            Offload::Udp
+        );
+        let e = env(&[("VEIL_OFFLOAD", "off")]);
+        assert_eq!(Settings::resolve(&[e, f]).unwrap().offload, Offload::Off);
+        let flags = Source::flags(Layer {
+            offload: Some("fast".into()),
+            ..Layer::default()
+        });
+        let e = Settings::resolve(&[flags]).unwrap_err().to_string();
+        assert!(e.contains("`offload` must be `all`"), "{e}");
     }
 
     #[test]

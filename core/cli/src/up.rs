@@ -61,6 +61,7 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         state_dir: Some(args.state_dir.clone()),
         relay_transport: settings.relay_transport,
         relay_tcp,
+        offload: settings.offload,
     };
     runtime()?.block_on(run(
         &token,
@@ -202,6 +203,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         cover_pps: args.cover,
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
         relay_transport: args.relay_transport.clone(),
+        offload: args.offload.clone(),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

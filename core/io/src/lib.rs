@@ -36,6 +36,7 @@ pub use relay::{RelayError, RelayHandle, RelayRunner};
 pub use report::{Counters, NodeStatusReport, PeerReport, RelayStatusReport};
 pub use socket::{DefaultSocketFactory, SocketFactory};
 pub use tun::{TunError, TunSource};
+pub use udp::Offload;
 
 /// Size of every packet buffer a runner allocates (once, at start).
 pub const BUF_SIZE: usize = 65_536;

@@ -16,7 +16,7 @@ use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunReader, TunSource, TunWriter};
-use crate::udp::{RxBatch, SendFailure, TxRun, Udp};
+use crate::udp::{Offload, RxBatch, SendFailure, TxRun, Udp};
 use crate::{ifaddrs, os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -53,6 +53,8 @@ pub struct NodeOptions {
     /// Each relay's TCP listener, by the relay's address as in the engine's configuration
     /// (relays without one are not listed).
     pub relay_tcp: Vec<(SocketAddr, SocketAddr)>,
+    /// Which offloads the fast path uses.
+    pub offload: Offload,
 }
 
 /// Why the node stopped or could not start.
@@ -242,6 +244,7 @@ pub struct NodeRunner {
     /// The wildcard address sockets are bound to.
     bind: SocketAddr,
     rotate_every: Option<Duration>,
+    offload: Offload,
     /// A re-key moves the node to a fresh socket unless it moved this recently.
     rekey_rotation_gap: Duration,
     last_rotation: tokio::time::Instant,
@@ -283,7 +286,7 @@ impl NodeRunner {
         let bind = socket::wildcard_for(&relay_addrs, opts.port);
         let sock_err = |source| NodeError::Socket { addr: bind, source };
         let std_socket = factory.bind_udp(bind).map_err(sock_err)?;
-        let socket = Udp::new(std_socket).map_err(sock_err)?;
+        let socket = Udp::new(std_socket, opts.offload.udp()).map_err(sock_err)?;
         let local = socket.local_addr();
 
         let derived_ipv6 = token.keys().overlay_ipv6(identity.public());
@@ -329,6 +332,7 @@ impl NodeRunner {
             factory,
             bind,
             rotate_every,
+            offload: opts.offload,
             rekey_rotation_gap,
             last_rotation: tokio::time::Instant::now(),
             seen_rekeys: 0,
@@ -446,7 +450,7 @@ impl NodeRunner {
         let fresh = self
             .factory
             .bind_udp(self.bind)
-            .and_then(Udp::new)
+            .and_then(|s| Udp::new(s, self.offload.udp()))
             .map(|s| (s.local_addr(), s));
         let (local, socket) = match fresh {
             Ok(x) => x,
@@ -913,7 +917,7 @@ impl NodeRunner {
             ipv4: (ipv4, self.pool_len),
             ipv6: self.overlay_ipv6,
         };
-        let tun = Tun::open(source, addrs)?;
+        let tun = Tun::open(source, addrs, self.offload.tun())?;
         tracing::info!(tun = tun.name(), offload = tun.offload(), "TUN device up");
         self.tun_rx = Some(tun.reader());
         self.tun_tx = Some(tun.writer());

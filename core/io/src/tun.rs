@@ -77,14 +77,21 @@ pub struct Tun {
 
 impl Tun {
     /// Opens the device described by `source`; a created device gets `addrs`.
-    pub fn open(source: TunSource, addrs: TunAddrs) -> Result<Tun, TunError> {
+    /// With `offload`, a created device exchanges segmentation-offloaded packets with the
+    /// kernel where it can (Linux).
+    pub fn open(source: TunSource, addrs: TunAddrs, offload: bool) -> Result<Tun, TunError> {
         match source {
-            TunSource::Create { name, mtu } => Self::create(name, mtu, addrs),
+            TunSource::Create { name, mtu } => Self::create(name, mtu, addrs, offload),
             TunSource::Fd(fd) => Self::from_fd(fd),
         }
     }
 
-    fn create(name: Option<String>, mtu: u16, addrs: TunAddrs) -> Result<Tun, TunError> {
+    fn create(
+        name: Option<String>,
+        mtu: u16,
+        addrs: TunAddrs,
+        offload: bool,
+    ) -> Result<Tun, TunError> {
         let label = name.clone().unwrap_or_else(|| "(kernel-named)".into());
         let mut builder = DeviceBuilder::new()
             .mtu(mtu)
@@ -95,8 +102,10 @@ impl Tun {
         {
             // The kernel hands over (and takes) TCP segments of up to 64 KiB with a
             // virtio-net header, instead of one MTU-sized packet per read and write.
-            builder = builder.offload(true);
+            builder = builder.offload(offload);
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = offload;
         if let Some(name) = name {
             builder = builder.name(name);
         }
@@ -366,7 +375,7 @@ mod tests {
             name: Some("veiltest0".into()),
             mtu: 1280,
         };
-        let mut tun = Tun::open(source, addrs)?;
+        let mut tun = Tun::open(source, addrs, true)?;
         assert_eq!(tun.name(), "veiltest0");
         let routes = std::process::Command::new("ip").args(["route"]).output()?;
         let routes = String::from_utf8_lossy(&routes.stdout).to_string();

@@ -28,25 +28,80 @@ pub const MAX_RUN_BYTES: usize = 64_000;
 /// plus two layers of overhead and padding.
 pub const SLOT: usize = 65_536 + 4_096;
 
+/// Which offloads the fast path uses (config key `offload`): normally all the kernel has;
+/// fewer to find out what each is worth, or to work around a driver that mishandles one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Offload {
+    /// TUN segmentation offload and UDP GSO/GRO, where the kernel has them.
+    #[default]
+    All,
+    /// UDP GSO/GRO only: the TUN passes one MTU-sized packet per read and write.
+    Udp,
+    /// Neither: one packet per TUN read or write, one datagram per UDP send (receives are
+    /// still batched with `recvmmsg`).
+    Off,
+}
+
+impl Offload {
+    /// The config and flag spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offload::All => "all",
+            Offload::Udp => "udp",
+            Offload::Off => "off",
+        }
+    }
+
+    /// Whether the TUN device is opened with segmentation offload.
+    pub fn tun(self) -> bool {
+        self == Offload::All
+    }
+
+    /// Whether UDP sends are segmented and receives coalesced.
+    pub fn udp(self) -> bool {
+        self != Offload::Off
+    }
+}
+
 /// A UDP socket with its offload state.
 #[derive(Debug)]
 pub struct Udp {
     socket: UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// Whether sends may be segmented.
+    segment: bool,
 }
 
 impl Udp {
     /// Takes over a bound, non-blocking socket; must be called inside a tokio runtime.
-    pub fn new(std_socket: std::net::UdpSocket) -> io::Result<Udp> {
+    /// Without `offload`, sends are one datagram each and the kernel coalesces nothing.
+    pub fn new(std_socket: std::net::UdpSocket, offload: bool) -> io::Result<Udp> {
         std_socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&std_socket).into())?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if !offload {
+            use std::os::fd::AsRawFd;
+            let off: libc::c_int = 0;
+            // SAFETY: the fd is a live socket owned by `std_socket`; the option value is a
+            // c_int whose size is passed alongside. Failure leaves GRO on, which is harmless.
+            unsafe {
+                libc::setsockopt(
+                    std_socket.as_raw_fd(),
+                    libc::SOL_UDP,
+                    libc::UDP_GRO,
+                    std::ptr::from_ref(&off).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         let socket = UdpSocket::from_std(std_socket)?;
         let local = socket.local_addr()?;
         Ok(Udp {
             socket,
             state,
             local,
+            segment: offload,
         })
     }
 
@@ -68,6 +123,9 @@ impl Udp {
 
     /// How many datagrams one send may carry (1 without `UDP_SEGMENT`).
     pub fn max_segments(&self) -> usize {
+        if !self.segment {
+            return 1;
+        }
         self.state.max_gso_segments()
     }
 
@@ -265,8 +323,8 @@ mod tests {
 
     fn pair() -> io::Result<(Udp, Udp)> {
         let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let a = Udp::new(socket::bind_udp(any)?)?;
-        let b = Udp::new(socket::bind_udp(any)?)?;
+        let a = Udp::new(socket::bind_udp(any)?, true)?;
+        let b = Udp::new(socket::bind_udp(any)?, true)?;
         Ok((a, b))
     }
 
