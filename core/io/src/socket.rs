@@ -70,17 +70,46 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }
-    // Smaller buffers are not an error: the kernel caps them at net.core.{r,w}mem_max.
+    set_buffers(&socket);
+    set_dont_fragment(&socket, addr.is_ipv6())?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Asks for [`SOCKET_BUFFER`] each way. With CAP_NET_ADMIN (a node runs as root) the
+/// `*BUFFORCE` options get it past `net.core.{r,w}mem_max`, whose default (208 KiB) drops
+/// datagrams at a few hundred Mbit/s; otherwise the kernel's cap applies, which is not an
+/// error.
+fn set_buffers(socket: &Socket) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let force = |name: libc::c_int| -> bool {
+            let value = SOCKET_BUFFER as libc::c_int;
+            // SAFETY: the fd is a live socket owned by `socket`; the option value is a
+            // c_int whose size is passed alongside.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    name,
+                    std::ptr::from_ref(&value).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            rc == 0
+        };
+        if force(libc::SO_RCVBUFFORCE) && force(libc::SO_SNDBUFFORCE) {
+            return;
+        }
+    }
     if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
         tracing::debug!(error = %e, "could not set SO_RCVBUF");
     }
     if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
         tracing::debug!(error = %e, "could not set SO_SNDBUF");
     }
-    set_dont_fragment(&socket, addr.is_ipv6())?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 /// Veil's datagrams are never fragmented by IP: they leave with DF set and the kernel's own
@@ -216,6 +245,22 @@ mod tests {
             get(&s6, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
             libc::IP_PMTUDISC_PROBE
         );
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn buffers_get_past_the_sysctl_cap_as_root() -> io::Result<()> {
+        let s = DefaultSocketFactory.bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        let rcv = get(&s, libc::SOL_SOCKET, libc::SO_RCVBUF) as usize;
+        let snd = get(&s, libc::SOL_SOCKET, libc::SO_SNDBUF) as usize;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // The kernel doubles what it is given (bookkeeping overhead).
+            assert!(rcv >= SOCKET_BUFFER && snd >= SOCKET_BUFFER, "{rcv} {snd}");
+        } else {
+            assert!(rcv > 0 && snd > 0);
+        }
         Ok(())
     }
 

@@ -72,6 +72,8 @@ pub struct Tun {
     name: String,
     /// Whether veil-io configured the addresses (and so may change them).
     managed: bool,
+    /// The MTU it was created with (unknown for a platform's device).
+    mtu: Option<u16>,
     ipv4: Option<(Ipv4Addr, u8)>,
 }
 
@@ -117,6 +119,7 @@ impl Tun {
             dev,
             name,
             managed: true,
+            mtu: Some(mtu),
             ipv4: Some(addrs.ipv4),
         })
     }
@@ -133,6 +136,7 @@ impl Tun {
             dev,
             name,
             managed: false,
+            mtu: None,
             ipv4: None,
         })
     }
@@ -228,7 +232,7 @@ impl Tun {
 
     /// A reader sized for this device.
     pub fn reader(&self) -> TunReader {
-        TunReader::new(self.offload())
+        TunReader::new(self.offload(), self.mtu)
     }
 }
 
@@ -314,7 +318,7 @@ pub struct TunReader {
 }
 
 impl TunReader {
-    fn new(offload: bool) -> TunReader {
+    fn new(offload: bool, mtu: Option<u16>) -> TunReader {
         let (raw, count) = if offload {
             #[cfg(target_os = "linux")]
             let raw = tun_rs::VIRTIO_NET_HDR_LEN + 65_535;
@@ -326,7 +330,11 @@ impl TunReader {
         };
         TunReader {
             raw: vec![0u8; raw],
-            bufs: (0..count).map(|_| vec![0u8; 65_535]).collect(),
+            // A segment is at most the device's MTU; without offload (or knowing it) a packet
+            // may be as large as a TUN packet can be.
+            bufs: (0..count)
+                .map(|_| vec![0u8; mtu.filter(|_| offload).map_or(65_535, usize::from)])
+                .collect(),
             sizes: vec![0; count],
         }
     }
