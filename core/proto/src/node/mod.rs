@@ -8,7 +8,7 @@
 //! wait (for a lookup or a handshake) are queued, bounded, on the slow path.
 
 use crate::cert::{CertError, Certificate, Policy};
-use crate::crypto::{HeaderKey, HsSeal, TAG_LEN};
+use crate::crypto::{HeaderKey, HeaderKeySchedule, HsSeal, TAG_LEN};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
@@ -218,7 +218,7 @@ struct RelayLink {
     /// The header-protection key this link's datagrams to us are masked with: one per
     /// link, so that a relay cannot unmask the end-to-end datagrams it forwards (they use
     /// the node's own key, which only peers learn).
-    hp: HeaderKey,
+    hp: HeaderKeySchedule,
     sessions: Sessions,
     pending: Option<PendingHs>,
     next_attempt: Instant,
@@ -242,7 +242,7 @@ impl RelayLink {
         RelayLink {
             addr,
             public,
-            hp: HeaderKey::new(hp),
+            hp: HeaderKeySchedule::new(hp),
             sessions: Sessions::default(),
             pending: None,
             next_attempt: now,
@@ -336,7 +336,7 @@ pub struct Node {
     /// Identifies the network across rotations.
     names_base: [u8; 32],
     record_cipher: chacha20poly1305::XChaCha20Poly1305,
-    hp: HeaderKey,
+    hp: HeaderKeySchedule,
     rng: ChaCha20Rng,
     base: (Instant, Duration),
     ipv4: Option<Ipv4Addr>,
@@ -443,7 +443,7 @@ impl Node {
                 .map(|(k, until)| (Epoch::new(k, identity.public()), until)),
             names_base: token.names_base(),
             record_cipher: chacha20poly1305::XChaCha20Poly1305::new((&keys.record_key()).into()),
-            hp: HeaderKey::new(hp),
+            hp: HeaderKeySchedule::new(hp),
             rng,
             base: (now, unix_now),
             ipv4: None,
