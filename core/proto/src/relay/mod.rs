@@ -664,11 +664,14 @@ impl Relay {
         }
         self.last_ts.remove(&remote);
         let cid = self.fresh_cid();
+        // A relay never chooses AES-256-GCM, even when a node offers it: it holds one
+        // session per node, and ChaCha20-Poly1305 keeps each to its 32-byte keys.
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
             ipv4: None,
             cert: Vec::new(),
+            aes: false,
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
