@@ -73,6 +73,17 @@ impl Cipher {
             Cipher::Aes256Gcm => "aes-256-gcm",
         }
     }
+
+    /// How many datagrams one key may seal before the session is re-keyed: AES-GCM's
+    /// confidentiality limit of RFC 9001 §6.6 (2^23, for datagrams up to 64 KiB), and no
+    /// limit of its own for ChaCha20-Poly1305 (there, 2^62: `rekey_after_packets` comes
+    /// first).
+    pub fn rekey_after_packets(self) -> u64 {
+        match self {
+            Cipher::ChaCha20Poly1305 => u64::MAX,
+            Cipher::Aes256Gcm => 1 << 23,
+        }
+    }
 }
 
 /// Whether this CPU has the instructions that make AES-256-GCM faster than ChaCha20-Poly1305
@@ -575,6 +586,7 @@ mod tests {
         assert_eq!(Cipher::default(), Cipher::ChaCha20Poly1305);
         assert_eq!(Cipher::Aes256Gcm.name(), "aes-256-gcm");
         assert_eq!(Cipher::ChaCha20Poly1305.name(), "chacha20-poly1305");
+        assert_eq!(Cipher::Aes256Gcm.rekey_after_packets(), 1 << 23);
         // Only a smoke test: the answer depends on the CPU.
         let _ = hardware_aes();
     }

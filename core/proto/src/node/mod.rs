@@ -2557,7 +2557,11 @@ impl Node {
                     } else {
                         rekey + Duration::from_secs(30)
                     };
-                    if age >= due || s.send_counter >= self.cfg.rekey_after_packets {
+                    let packets = self
+                        .cfg
+                        .rekey_after_packets
+                        .min(s.cipher().rekey_after_packets());
+                    if age >= due || s.send_counter >= packets {
                         to_handshake.push(*pk);
                     }
                 }
