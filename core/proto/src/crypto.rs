@@ -119,11 +119,15 @@ pub fn hardware_aes() -> bool {
     }
 }
 
-/// The data-path AEAD of one direction of one session, as [`crate::session::Session`] uses
-/// it: a 64-bit counter as nonce (little-endian in bytes 4..12 of the 96-bit nonce), a
-/// 16-byte tag, encryption in place. Implemented by [`DataAead`] (either cipher) and
-/// [`ChaChaAead`] (ChaCha20-Poly1305 only, for relays).
-pub trait SessionAead {
+/// The per-session crypto of a kind of [`crate::session::Session`]: the data-path AEAD of
+/// one direction (a 64-bit counter as nonce, little-endian in bytes 4..12 of the 96-bit
+/// nonce; a 16-byte tag; encryption in place), and how the session keeps the peer's header
+/// key. Implemented by [`DataAead`] (either cipher, and the header key's schedule stored:
+/// a node's sessions) and [`ChaChaAead`] (ChaCha20-Poly1305 only, and the raw header key:
+/// a relay's, one per node, kept small).
+pub trait SessionCrypto {
+    /// How the peer's header key is kept: [`HeaderKeySchedule`] or [`HeaderKey`].
+    type PeerHeaderKey: HeaderMask + From<HeaderKey>;
     /// Creates the cipher for one direction of one session.
     fn new(key: &[u8; KEY_LEN], cipher: Cipher) -> Self;
     /// Which AEAD this is.
@@ -168,7 +172,9 @@ impl ChaChaAead {
     }
 }
 
-impl SessionAead for ChaChaAead {
+impl SessionCrypto for ChaChaAead {
+    type PeerHeaderKey = HeaderKey;
+
     fn new(key: &[u8; KEY_LEN], _cipher: Cipher) -> Self {
         ChaChaAead::from_key(key)
     }
@@ -201,7 +207,7 @@ impl SessionAead for ChaChaAead {
 }
 
 /// The data-path AEAD of sessions between nodes: ChaCha20-Poly1305 or AES-256-GCM, as the
-/// handshake agreed (see [`SessionAead`] for the nonce and tag).
+/// handshake agreed (see [`SessionCrypto`] for the nonce and tag).
 pub struct DataAead(AeadKey);
 
 enum AeadKey {
@@ -266,7 +272,9 @@ impl DataAead {
     }
 }
 
-impl SessionAead for DataAead {
+impl SessionCrypto for DataAead {
+    type PeerHeaderKey = HeaderKeySchedule;
+
     fn new(key: &[u8; KEY_LEN], cipher: Cipher) -> Self {
         DataAead::new(key, cipher)
     }
@@ -359,12 +367,14 @@ pub trait HeaderMask {
     fn mask(&self, sample: &[u8; 16]) -> [u8; 16];
 }
 
-/// A peer's header key, as every session holds it: only the 32 raw bytes, and the AES key
-/// schedule is expanded on every call. A relay holds one per node, and the expanded
-/// schedule of the pure-Rust `aes` crate takes 960 bytes (sized for its software
-/// fallback), 30 times the key. Measured with the `header_unmask` bench (x86_64, AES-NI):
-/// 77 ns a mask expanding per call, 13 ns with the schedule stored; the expansion is a
-/// chain of dependent instructions and costs most of it.
+/// A header key as the relay keeps each node's (in every client session): only the 32 raw
+/// bytes, and the AES key schedule is expanded on every call. A relay holds one per node,
+/// and the expanded schedule of the pure-Rust `aes` crate takes 960 bytes (sized for its
+/// software fallback), 30 times the key. Measured (x86_64 with AES-NI, benches
+/// `per_packet/header_mask_raw` and `header_unmask`): 77 ns a mask expanding per call,
+/// 13 ns with the schedule stored ([`HeaderKeySchedule`]); the expansion is a chain of
+/// dependent instructions and costs most of it. So the relay's sessions pay 77 ns per
+/// datagram they send to save 960 bytes per node, and everything else stores the schedule.
 #[derive(Clone)]
 pub struct HeaderKey([u8; KEY_LEN]);
 
@@ -391,10 +401,10 @@ impl HeaderMask for HeaderKey {
     }
 }
 
-/// One of our own header keys, with its AES key schedule expanded once (about 1 KB): what
-/// every received datagram is unmasked with. A node holds one for its peers and one per
-/// relay link, a relay one, so the schedule is stored (13 ns a mask instead of 77 ns; see
-/// [`HeaderKey`]).
+/// A header key with its AES key schedule expanded once (about 1 KB; 13 ns a mask instead
+/// of 77 ns, see [`HeaderKey`]): our own keys, which every received datagram is unmasked
+/// with (a node holds one for its peers and one per relay link, a relay one), and the
+/// peer's key in a node's sessions (a node holds a few).
 #[derive(Clone)]
 pub struct HeaderKeySchedule {
     key: [u8; KEY_LEN],
@@ -418,6 +428,12 @@ impl HeaderKeySchedule {
     /// The mask for a given sample: AES-256-ECB(key, sample).
     pub fn mask(&self, sample: &[u8; 16]) -> [u8; 16] {
         aes_block(&self.aes, sample)
+    }
+}
+
+impl From<HeaderKey> for HeaderKeySchedule {
+    fn from(k: HeaderKey) -> Self {
+        HeaderKeySchedule::new(k.0)
     }
 }
 
@@ -543,7 +559,7 @@ mod tests {
 
     #[test]
     fn chacha_aead_is_data_aead_chacha_whatever_it_is_asked_for() {
-        let relay = <ChaChaAead as SessionAead>::new(&[7u8; 32], Cipher::Aes256Gcm);
+        let relay = <ChaChaAead as SessionCrypto>::new(&[7u8; 32], Cipher::Aes256Gcm);
         assert_eq!(relay.cipher(), Cipher::ChaCha20Poly1305);
         let node = DataAead::new(&[7u8; 32], Cipher::ChaCha20Poly1305);
         let mut a = *b"same bytes either way";

@@ -1,7 +1,7 @@
 //! One established session: the two directional AEAD keys, connection ids, counters and
 //! the replay window. Sealing and opening happen in the caller's buffer.
 
-use crate::crypto::{Cipher, DataAead, HeaderKey, SessionAead, TAG_LEN};
+use crate::crypto::{Cipher, DataAead, HeaderKey, SessionCrypto, TAG_LEN};
 use crate::noise::SessionKeys;
 use crate::replay::{ReplayWindow, WORDS};
 use crate::wire::{self, Frame, HDR_LEN};
@@ -21,16 +21,17 @@ pub enum OpenError {
     Expired,
 }
 
-/// A transport session. `A` is its AEAD: [`DataAead`] (either cipher) for a node's
-/// sessions, [`crate::crypto::ChaChaAead`] for the relay's, which are always
-/// ChaCha20-Poly1305 and smaller.
-pub struct Session<const W: usize = WORDS, A = DataAead> {
+/// A transport session. `A` is its crypto: [`DataAead`] (either cipher, the peer's header
+/// key schedule stored) for a node's sessions, [`crate::crypto::ChaChaAead`] for the
+/// relay's, which are always ChaCha20-Poly1305 and keep the raw header key (small: one per
+/// node).
+pub struct Session<const W: usize = WORDS, A: SessionCrypto = DataAead> {
     /// The connection id we receive on (announced by us in the handshake).
     pub recv_cid: [u8; 8],
     /// The connection id the peer receives on.
     pub send_cid: [u8; 8],
     /// The peer's header-protection key.
-    pub peer_hp: HeaderKey,
+    pub peer_hp: A::PeerHeaderKey,
     send: A,
     recv: A,
     /// Next counter to send.
@@ -46,7 +47,7 @@ pub struct Session<const W: usize = WORDS, A = DataAead> {
     pub initiator: bool,
 }
 
-impl<const W: usize, A: SessionAead> Session<W, A> {
+impl<const W: usize, A: SessionCrypto> Session<W, A> {
     /// Builds a session from handshake output, with the AEAD in `keys.cipher` both ways.
     pub fn new(
         keys: &SessionKeys,
@@ -59,7 +60,7 @@ impl<const W: usize, A: SessionAead> Session<W, A> {
         Session {
             recv_cid,
             send_cid,
-            peer_hp,
+            peer_hp: peer_hp.into(),
             send: A::new(&keys.send, keys.cipher),
             recv: A::new(&keys.recv, keys.cipher),
             send_counter: 0,
