@@ -360,8 +360,8 @@ where
 /// Header protection as in RFC 9001 §5.4.3, extended to cover the connection id: the
 /// 16-byte mask is one AES-256 block, the encryption (ECB, a single block) of a 16-byte
 /// sample of the ciphertext under the receiver's header key. A sender masks with the
-/// receiver's key (a [`HeaderKey`] in each session), a receiver unmasks with its own (a
-/// [`HeaderKeySchedule`]).
+/// receiver's key, kept in each session (a [`HeaderKeySchedule`] in a node's, a raw
+/// [`HeaderKey`] in a relay's); a receiver unmasks with its own (a [`HeaderKeySchedule`]).
 pub trait HeaderMask {
     /// The mask for a given sample: AES-256-ECB(key, sample).
     fn mask(&self, sample: &[u8; 16]) -> [u8; 16];

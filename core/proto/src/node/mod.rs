@@ -1832,7 +1832,7 @@ impl Node {
                     return;
                 }
             };
-        // AES-256-GCM when both ends have AES instructions, ChaCha20-Poly1305 otherwise.
+        // AES-256-GCM iff the initiator offered it and we want it too (`cfg.aes`).
         let aes = init.aes && self.cfg.aes;
         let resp = RespPayload {
             hp: *self.hp.bytes(),
