@@ -131,6 +131,7 @@ pub fn peers(args: &QueryArgs) -> Result<(), CliError> {
         "ENDPOINT",
         "RTT",
         "PMTU",
+        "CIPHER",
         "TX",
         "RX",
         "HANDSHAKE",
@@ -157,6 +158,10 @@ fn peer_row(p: &PeerReport) -> Vec<String> {
             || p.pmtu_state.clone(),
             |m| format!("{m} ({})", p.pmtu_state),
         ),
+        match p.cipher.as_str() {
+            "" | "none" => dash(),
+            c => c.to_owned(),
+        },
         human_bytes(p.tx_bytes),
         human_bytes(p.rx_bytes),
         p.last_handshake_unix.map_or_else(dash, ago),

@@ -136,6 +136,10 @@ pub struct PeerReport {
     /// Unix time of the last completed handshake.
     #[serde(default)]
     pub last_handshake_unix: Option<u64>,
+    /// The session's data AEAD: `aes-256-gcm`, `chacha20-poly1305`, or `none` (no
+    /// session); empty from a node older than the field.
+    #[serde(default)]
+    pub cipher: String,
 }
 
 impl From<&veil_proto::PeerStatus> for PeerReport {
@@ -153,6 +157,7 @@ impl From<&veil_proto::PeerStatus> for PeerReport {
             tx_bytes: p.tx_bytes,
             rx_bytes: p.rx_bytes,
             last_handshake_unix: p.last_handshake_unix,
+            cipher: p.cipher.to_owned(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Per-packet cost of the data path (seal, open, relay forward, and the header unmask and
-//! replay check inside open) and cost of a full hybrid handshake.
+//! replay check inside open) and cost of a full hybrid handshake. Seal and open run for
+//! both data ciphers: `seal/…` and `open/…` are ChaCha20-Poly1305 (relay sessions, and
+//! peers without AES instructions), `seal_aes/…` and `open_aes/…` AES-256-GCM.
 //!
 //! Run: `cargo bench -p veil-proto --bench datapath` (ring backend, the default) and
 //! `cargo bench -p veil-proto --no-default-features --bench datapath` (pure-Rust backend).
@@ -8,8 +10,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::Instant;
-use veil_proto::crypto::HeaderKey;
+use veil_proto::crypto::{
+    ChaChaAead, Cipher, DataAead, HeaderKey, HeaderKeySchedule, SessionCrypto,
+};
 use veil_proto::noise::{Initiator, Responder, SessionKeys};
+use veil_proto::replay::WORDS;
 use veil_proto::session::Session;
 use veil_proto::wire::{self, Frame, BODY_OFFSET};
 use veil_proto::Identity;
@@ -17,76 +22,92 @@ use veil_proto::Identity;
 const SIZES: [usize; 3] = [64, 512, 1380];
 const BUCKET: usize = 64;
 
-fn pair(now: Instant) -> (Session, Session, HeaderKey) {
+/// The bench groups of each cipher: (seal, open).
+const CIPHERS: [(Cipher, &str, &str); 2] = [
+    (Cipher::ChaCha20Poly1305, "seal", "open"),
+    (Cipher::Aes256Gcm, "seal_aes", "open_aes"),
+];
+
+/// Two ends of a session, and b's own header key (what b unmasks with). `A`: [`DataAead`]
+/// for a node's sessions, [`ChaChaAead`] for a relay's.
+fn pair<A: SessionCrypto>(
+    now: Instant,
+    cipher: Cipher,
+) -> (Session<WORDS, A>, Session<WORDS, A>, HeaderKeySchedule) {
     let ka = SessionKeys {
         send: [1; 32],
         recv: [2; 32],
         hash: [0; 32],
+        cipher,
     };
     let kb = SessionKeys {
         send: [2; 32],
         recv: [1; 32],
         hash: [0; 32],
+        cipher,
     };
-    let hpa = HeaderKey::new([7; 32]);
-    let hpb = HeaderKey::new([8; 32]);
-    let a = Session::new(&ka, [0xa; 8], [0xb; 8], hpb.clone(), true, now);
-    let b = Session::new(&kb, [0xb; 8], [0xa; 8], hpa, false, now);
-    (a, b, hpb)
+    let a = Session::new(&ka, [0xa; 8], [0xb; 8], HeaderKey::new([8; 32]), true, now);
+    let b = Session::new(&kb, [0xb; 8], [0xa; 8], HeaderKey::new([7; 32]), false, now);
+    (a, b, HeaderKeySchedule::new([8; 32]))
 }
 
 fn seal(c: &mut Criterion) {
     let now = Instant::now();
-    let mut g = c.benchmark_group("seal");
-    for size in SIZES {
-        let (mut a, _, _) = pair(now);
-        let mut buf = vec![0u8; 2048];
-        g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("{size}B"), |bench| {
-            bench.iter(|| {
-                buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
-                black_box(a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap())
-            })
-        });
+    for (cipher, name, _) in CIPHERS {
+        let mut g = c.benchmark_group(name);
+        for size in SIZES {
+            let (mut a, _, _) = pair::<DataAead>(now, cipher);
+            let mut buf = vec![0u8; 2048];
+            g.throughput(Throughput::Bytes(size as u64));
+            g.bench_function(format!("{size}B"), |bench| {
+                bench.iter(|| {
+                    buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
+                    black_box(a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap())
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn open(c: &mut Criterion) {
     let now = Instant::now();
-    let mut g = c.benchmark_group("open");
-    for size in SIZES {
-        let (mut a, mut b, hpb) = pair(now);
-        g.throughput(Throughput::Bytes(size as u64));
-        // Each iteration opens a fresh datagram (the replay window refuses repeats); sealing
-        // it happens in the untimed setup.
-        g.bench_function(format!("{size}B"), |bench| {
-            bench.iter_batched_ref(
-                || {
-                    let mut buf = vec![0u8; 2048];
-                    buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
-                    let n = a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap();
-                    buf.truncate(n);
-                    buf
-                },
-                |dg| {
-                    let (_, ctr) = wire::unmask_header(&hpb, dg).unwrap();
-                    black_box(b.open(now, ctr, dg, std::time::Duration::MAX).unwrap())
-                },
-                BatchSize::SmallInput,
-            )
-        });
+    for (cipher, _, name) in CIPHERS {
+        let mut g = c.benchmark_group(name);
+        for size in SIZES {
+            let (mut a, mut b, hpb) = pair::<DataAead>(now, cipher);
+            g.throughput(Throughput::Bytes(size as u64));
+            // Each iteration opens a fresh datagram (the replay window refuses repeats);
+            // sealing it happens in the untimed setup.
+            g.bench_function(format!("{size}B"), |bench| {
+                bench.iter_batched_ref(
+                    || {
+                        let mut buf = vec![0u8; 2048];
+                        buf[BODY_OFFSET..BODY_OFFSET + size].fill(0x5a);
+                        let n = a.seal(now, &mut buf, Frame::Data, size, BUCKET).unwrap();
+                        buf.truncate(n);
+                        buf
+                    },
+                    |dg| {
+                        let (_, ctr) = wire::unmask_header(&hpb, dg).unwrap();
+                        black_box(b.open(now, ctr, dg, std::time::Duration::MAX).unwrap())
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn relay_forward(c: &mut Criterion) {
-    // The relay's per-packet work: unmask, open, rewrite the frame header, reseal in place.
+    // The relay's per-packet work: unmask, open, rewrite the frame header, reseal in place
+    // (relay sessions are always ChaCha20-Poly1305, and keep the node's header key raw).
     let now = Instant::now();
     let mut g = c.benchmark_group("relay_forward");
     let size = 1380;
-    let (mut a, mut r, hpr) = pair(now);
-    let (mut r_out, _, _) = pair(now);
+    let (mut a, mut r, hpr) = pair::<ChaChaAead>(now, Cipher::ChaCha20Poly1305);
+    let (mut r_out, _, _) = pair::<ChaChaAead>(now, Cipher::ChaCha20Poly1305);
     g.throughput(Throughput::Bytes(size as u64));
     g.bench_function(format!("{size}B"), |bench| {
         bench.iter_batched_ref(
@@ -143,17 +164,23 @@ fn handshake(c: &mut Criterion) {
 }
 
 /// The two pieces of `open` that every datagram pays before its AEAD: removing header
-/// protection (one ChaCha20 block keyed by the receiver) and the replay-window check and
-/// commit.
+/// protection (one AES-256 block under the receiver's own key, whose schedule it keeps
+/// expanded; a node's `seal` pays the same with the peer's) and the replay-window check
+/// and commit. And `header_mask_raw`: the same block under a raw key whose schedule is
+/// expanded per call, as a relay masks what it sends to each node.
 fn header_and_replay(c: &mut Criterion) {
     let now = Instant::now();
-    let (mut a, _, hpb) = pair(now);
+    let (mut a, _, hpb) = pair::<DataAead>(now, Cipher::ChaCha20Poly1305);
     let mut buf = vec![0u8; 2048];
     let len = a.seal(now, &mut buf, Frame::Data, 1380, BUCKET).unwrap();
     let dg = buf[..len].to_vec();
     let mut g = c.benchmark_group("per_packet");
     g.bench_function("header_unmask", |bench| {
         bench.iter(|| black_box(wire::unmask_header(&hpb, black_box(&dg))))
+    });
+    let raw_key = HeaderKey::new(*hpb.bytes());
+    g.bench_function("header_mask_raw", |bench| {
+        bench.iter(|| black_box(wire::unmask_header(&raw_key, black_box(&dg))))
     });
     let mut w: veil_proto::replay::ReplayWindow = veil_proto::replay::ReplayWindow::new();
     let mut counter = 0u64;

@@ -29,10 +29,16 @@ pub struct InitPayload {
     /// Relay to relay only: proof that the initiator is one of the network's relays
     /// ([`link_proof`]). Encoded after the certificate as `[0x72][32]`.
     pub link: Option<[u8; 32]>,
+    /// The initiator offers AES-256-GCM for the data path (node to node only; relays never
+    /// offer it). Encoded after the certificate as the byte `[0x61]`.
+    pub aes: bool,
 }
 
 /// Marks the relay-link proof in a message 1 payload.
 const LINK_TAG: u8 = 0x72;
+/// Marks, in message 1, an offer of AES-256-GCM and, in message 2, the responder's choice of
+/// it. No value follows.
+const AES_TAG: u8 = 0x61;
 
 /// What a relay proves it is a relay of the network with, when it opens a link to
 /// another: `keyed_hash(peering, "veil relay link", initiator, responder)`. The Noise
@@ -55,9 +61,13 @@ impl InitPayload {
             v.push(LINK_TAG);
             v.extend_from_slice(&p);
         }
+        if self.aes {
+            v.push(AES_TAG);
+        }
         v
     }
-    /// Decodes; trailing bytes are ignored so later versions can extend it.
+    /// Decodes. After the certificate come tagged trailers in any order; decoding stops at
+    /// the first unknown tag and ignores what follows, so later versions can extend it.
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut c = Cursor(b);
         let timestamp = c.u64()?;
@@ -66,10 +76,14 @@ impl InitPayload {
         let v4 = c.array::<4>()?;
         let ipv4 = (v4 != [0; 4]).then(|| Ipv4Addr::from(v4));
         let cert = take_cert(&mut c)?;
-        let link = match c.u8() {
-            Some(LINK_TAG) => Some(c.array::<32>()?),
-            _ => None,
-        };
+        let (mut link, mut aes) = (None, false);
+        loop {
+            match c.u8() {
+                Some(LINK_TAG) => link = Some(c.array::<32>()?),
+                Some(AES_TAG) => aes = true,
+                _ => break,
+            }
+        }
         Some(InitPayload {
             timestamp,
             hp,
@@ -77,6 +91,7 @@ impl InitPayload {
             ipv4,
             cert,
             link,
+            aes,
         })
     }
 }
@@ -93,6 +108,9 @@ pub struct RespPayload {
     pub ipv4: Option<Ipv4Addr>,
     /// The responder's certificate, in networks with a CA (empty otherwise).
     pub cert: Vec<u8>,
+    /// The responder chose AES-256-GCM for the data path (only if the initiator offered
+    /// it). Encoded after the certificate as the byte `[0x61]`.
+    pub aes: bool,
 }
 
 impl RespPayload {
@@ -103,20 +121,28 @@ impl RespPayload {
         v.extend_from_slice(&self.cid);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
         put_cert(&mut v, &self.cert);
+        if self.aes {
+            v.push(AES_TAG);
+        }
         v
     }
-    /// Decodes.
+    /// Decodes. Trailers after the certificate as in [`InitPayload::decode`].
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut c = Cursor(b);
         let hp = c.array::<32>()?;
         let cid = c.array::<8>()?;
         let v4 = c.array::<4>()?;
         let cert = take_cert(&mut c)?;
+        let mut aes = false;
+        while c.u8() == Some(AES_TAG) {
+            aes = true;
+        }
         Some(RespPayload {
             hp,
             cid,
             ipv4: (v4 != [0; 4]).then(|| Ipv4Addr::from(v4)),
             cert,
+            aes,
         })
     }
 }
@@ -178,6 +204,91 @@ pub fn timestamp_ok(ts: u64, last: Option<u64>, unix_now: Duration) -> bool {
             let floor = unix_now.saturating_sub(MAX_HANDSHAKE_AGE).as_nanos();
             u128::from(ts) >= floor
         }
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    fn init(link: Option<[u8; 32]>, aes: bool) -> InitPayload {
+        InitPayload {
+            timestamp: 0x0102_0304_0506_0708,
+            hp: [3; 32],
+            cid: [4; 8],
+            ipv4: Some(Ipv4Addr::new(100, 64, 0, 9)),
+            cert: vec![5; 40],
+            link,
+            aes,
+        }
+    }
+
+    #[test]
+    fn init_payload_round_trips_with_every_trailer() {
+        for link in [None, Some([7u8; 32])] {
+            for aes in [false, true] {
+                let p = init(link, aes);
+                assert_eq!(InitPayload::decode(&p.encode()), Some(p.clone()));
+            }
+        }
+        // The offer is one byte.
+        assert_eq!(
+            init(None, true).encode().len(),
+            init(None, false).encode().len() + 1
+        );
+    }
+
+    #[test]
+    fn init_payload_trailers_in_any_order_and_unknown_tags_end_them() {
+        let bare = init(None, false).encode();
+        let mut v = bare.clone();
+        v.push(AES_TAG);
+        v.push(LINK_TAG);
+        v.extend_from_slice(&[7u8; 32]);
+        assert_eq!(InitPayload::decode(&v), Some(init(Some([7; 32]), true)));
+        // An unknown tag stops decoding: what follows it is not read.
+        let mut v = bare.clone();
+        v.extend_from_slice(&[0x99, AES_TAG]);
+        assert_eq!(InitPayload::decode(&v), Some(init(None, false)));
+        let mut v = bare.clone();
+        v.extend_from_slice(&[AES_TAG, 0x99, LINK_TAG, 1, 2]);
+        assert_eq!(InitPayload::decode(&v), Some(init(None, true)));
+        // A truncated link proof is malformed, as before.
+        let mut v = bare;
+        v.extend_from_slice(&[AES_TAG, LINK_TAG, 1, 2]);
+        assert_eq!(InitPayload::decode(&v), None);
+    }
+
+    #[test]
+    fn resp_payload_round_trips_and_ignores_unknown_trailers() {
+        for aes in [false, true] {
+            for cert in [Vec::new(), vec![9u8; 100]] {
+                let p = RespPayload {
+                    hp: [1; 32],
+                    cid: [2; 8],
+                    ipv4: None,
+                    cert,
+                    aes,
+                };
+                let v = p.encode();
+                assert_eq!(RespPayload::decode(&v), Some(p.clone()));
+                let mut longer = v;
+                longer.extend_from_slice(&[0x99, AES_TAG]);
+                assert_eq!(RespPayload::decode(&longer), Some(p));
+            }
+        }
+        // A payload from before the trailer existed: no AES.
+        let old = RespPayload {
+            hp: [1; 32],
+            cid: [2; 8],
+            ipv4: Some(Ipv4Addr::new(100, 64, 0, 1)),
+            cert: Vec::new(),
+            aes: false,
+        };
+        let mut v = old.encode();
+        v.push(AES_TAG);
+        assert_eq!(RespPayload::decode(&v).map(|p| p.aes), Some(true));
+        assert!(RespPayload::decode(&v[..v.len() - 2]).is_none());
     }
 }
 

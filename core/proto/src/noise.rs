@@ -53,6 +53,9 @@ pub struct SessionKeys {
     pub recv: [u8; 32],
     /// The Noise handshake hash (unique per session).
     pub hash: [u8; 32],
+    /// The data AEAD, as agreed in the handshake payloads (ChaCha20-Poly1305
+    /// out of the handshake; the caller sets the one both ends chose).
+    pub cipher: crate::crypto::Cipher,
 }
 
 struct SeededRandom(ChaCha20Rng);
@@ -102,12 +105,14 @@ fn split(hs: &mut snow::HandshakeState, initiator: bool) -> SessionKeys {
             send: a,
             recv: b,
             hash,
+            cipher: crate::crypto::Cipher::ChaCha20Poly1305,
         }
     } else {
         SessionKeys {
             send: b,
             recv: a,
             hash,
+            cipher: crate::crypto::Cipher::ChaCha20Poly1305,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One established session: the two directional AEAD keys, connection ids, counters and
 //! the replay window. Sealing and opening happen in the caller's buffer.
 
-use crate::crypto::{DataAead, HeaderKey, TAG_LEN};
+use crate::crypto::{Cipher, DataAead, HeaderKey, SessionCrypto, TAG_LEN};
 use crate::noise::SessionKeys;
 use crate::replay::{ReplayWindow, WORDS};
 use crate::wire::{self, Frame, HDR_LEN};
@@ -21,16 +21,19 @@ pub enum OpenError {
     Expired,
 }
 
-/// A transport session.
-pub struct Session<const W: usize = WORDS> {
+/// A transport session. `A` is its crypto: [`DataAead`] (either cipher, the peer's header
+/// key schedule stored) for a node's sessions, [`crate::crypto::ChaChaAead`] for the
+/// relay's, which are always ChaCha20-Poly1305 and keep the raw header key (small: one per
+/// node).
+pub struct Session<const W: usize = WORDS, A: SessionCrypto = DataAead> {
     /// The connection id we receive on (announced by us in the handshake).
     pub recv_cid: [u8; 8],
     /// The connection id the peer receives on.
     pub send_cid: [u8; 8],
     /// The peer's header-protection key.
-    pub peer_hp: HeaderKey,
-    send: DataAead,
-    recv: DataAead,
+    pub peer_hp: A::PeerHeaderKey,
+    send: A,
+    recv: A,
     /// Next counter to send.
     pub send_counter: u64,
     replay: ReplayWindow<W>,
@@ -44,8 +47,8 @@ pub struct Session<const W: usize = WORDS> {
     pub initiator: bool,
 }
 
-impl<const W: usize> Session<W> {
-    /// Builds a session from handshake output.
+impl<const W: usize, A: SessionCrypto> Session<W, A> {
+    /// Builds a session from handshake output, with the AEAD in `keys.cipher` both ways.
     pub fn new(
         keys: &SessionKeys,
         recv_cid: [u8; 8],
@@ -53,13 +56,13 @@ impl<const W: usize> Session<W> {
         peer_hp: HeaderKey,
         initiator: bool,
         now: Instant,
-    ) -> Session<W> {
+    ) -> Session<W, A> {
         Session {
             recv_cid,
             send_cid,
-            peer_hp,
-            send: DataAead::new(&keys.send),
-            recv: DataAead::new(&keys.recv),
+            peer_hp: peer_hp.into(),
+            send: A::new(&keys.send, keys.cipher),
+            recv: A::new(&keys.recv, keys.cipher),
             send_counter: 0,
             replay: ReplayWindow::new(),
             created: now,
@@ -67,6 +70,11 @@ impl<const W: usize> Session<W> {
             last_tx: now,
             initiator,
         }
+    }
+
+    /// The data AEAD of this session.
+    pub fn cipher(&self) -> Cipher {
+        self.send.cipher()
     }
 
     /// Seals a frame whose body sits at `buf[BODY_OFFSET..BODY_OFFSET + body_len]`; returns
@@ -152,16 +160,18 @@ mod tests {
     use super::*;
     use crate::wire::BODY_OFFSET;
 
-    fn pair(now: Instant) -> (Session, Session, HeaderKey, HeaderKey) {
+    fn pair(now: Instant, cipher: Cipher) -> (Session, Session, HeaderKey, HeaderKey) {
         let ka = SessionKeys {
             send: [1; 32],
             recv: [2; 32],
             hash: [0; 32],
+            cipher,
         };
         let kb = SessionKeys {
             send: [2; 32],
             recv: [1; 32],
             hash: [0; 32],
+            cipher,
         };
         let hpa = HeaderKey::new([7; 32]);
         let hpb = HeaderKey::new([8; 32]);
@@ -171,9 +181,34 @@ mod tests {
     }
 
     #[test]
-    fn seal_open_replay() {
+    fn seal_open_replay_chacha20_poly1305() {
+        seal_open_replay(Cipher::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn seal_open_replay_aes_256_gcm() {
+        seal_open_replay(Cipher::Aes256Gcm);
+    }
+
+    #[test]
+    fn sessions_with_different_ciphers_open_nothing() {
         let now = Instant::now();
-        let (mut a, mut b, _hpa, hpb) = pair(now);
+        let (mut a, _, _, hpb) = pair(now, Cipher::Aes256Gcm);
+        let (_, mut b, _, _) = pair(now, Cipher::ChaCha20Poly1305);
+        let mut buf = vec![0u8; 2048];
+        let n = a.seal(now, &mut buf, Frame::Data, 5, 64).expect("fits");
+        let mut dg = buf[..n].to_vec();
+        let (_, ctr) = wire::unmask_header(&hpb, &dg).expect("header");
+        assert_eq!(
+            b.open(now, ctr, &mut dg, std::time::Duration::MAX).err(),
+            Some(OpenError::Aead)
+        );
+    }
+
+    fn seal_open_replay(cipher: Cipher) {
+        let now = Instant::now();
+        let (mut a, mut b, _hpa, hpb) = pair(now, cipher);
+        assert_eq!((a.cipher(), b.cipher()), (cipher, cipher));
         let mut buf = vec![0u8; 2048];
         buf[BODY_OFFSET..BODY_OFFSET + 5].copy_from_slice(b"hello");
         let n = a.seal(now, &mut buf, Frame::Data, 5, 64).expect("fits");

@@ -55,6 +55,11 @@ pub struct NodeConfig {
     pub private_peers: Vec<std::net::IpAddr>,
     /// This node's certificate, required in networks with a CA.
     pub cert: Option<crate::cert::Certificate>,
+    /// Offer AES-256-GCM to peers, and accept it when they offer it: a session is AES-256-GCM
+    /// when both ends set this, ChaCha20-Poly1305 otherwise. Default:
+    /// [`crate::crypto::hardware_aes`] (the CPU has AES instructions, where AES-GCM is the
+    /// faster of the two). Sessions with relays are always ChaCha20-Poly1305.
+    pub aes: bool,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +79,7 @@ impl Default for NodeConfig {
             private_peers: Vec::new(),
             cover_pps: 0,
             cert: None,
+            aes: crate::crypto::hardware_aes(),
         }
     }
 }
@@ -198,6 +204,9 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     /// Unix time of the last completed handshake.
     pub last_handshake_unix: Option<u64>,
+    /// The data AEAD of the current session: `aes-256-gcm` or `chacha20-poly1305` (`none`
+    /// without a session).
+    pub cipher: &'static str,
 }
 
 /// Snapshot for `veil relay status`.

@@ -12,7 +12,7 @@
 //!
 //! This module owns the layouts and nothing else: no session state, no decisions.
 
-use crate::crypto::{HeaderKey, HsSeal, HS_NONCE_LEN, TAG_LEN};
+use crate::crypto::{HeaderMask, HsSeal, HS_NONCE_LEN, TAG_LEN};
 use std::ops::Range;
 
 /// Protocol version carried inside every encrypted header.
@@ -196,7 +196,7 @@ pub fn padded_len(body_len: usize, pad: impl Into<Padding>) -> usize {
 
 /// Removes header protection: returns the connection id and counter of a datagram that
 /// may be a transport datagram for the holder of `hp`. Does not modify `dg`.
-pub fn unmask_header(hp: &HeaderKey, dg: &[u8]) -> Option<([u8; 8], u64)> {
+pub fn unmask_header(hp: &impl HeaderMask, dg: &[u8]) -> Option<([u8; 8], u64)> {
     if dg.len() < MIN_TRANSPORT + TAG_LEN {
         return None;
     }
@@ -240,7 +240,7 @@ pub fn finish_transport(
     counter: u64,
     pt_len: usize,
     tag: &[u8; TAG_LEN],
-    hp: &HeaderKey,
+    hp: &impl HeaderMask,
 ) -> usize {
     let total = HDR_LEN + pt_len + TAG_LEN;
     buf[HDR_LEN + pt_len..total].copy_from_slice(tag);

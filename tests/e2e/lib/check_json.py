@@ -63,6 +63,10 @@ PEER = {
     "tx_bytes": ("int", is_int),
     "rx_bytes": ("int", is_int),
     "last_handshake_unix": ("int|null", opt(is_int)),
+    "cipher": (
+        "string: aes-256-gcm|chacha20-poly1305|none",
+        lambda v: v in ("aes-256-gcm", "chacha20-poly1305", "none"),
+    ),
 }
 
 

@@ -8,7 +8,7 @@
 //! wait (for a lookup or a handshake) are queued, bounded, on the slow path.
 
 use crate::cert::{CertError, Certificate, Policy};
-use crate::crypto::{HeaderKey, HsSeal, TAG_LEN};
+use crate::crypto::{Cipher, HeaderKey, HeaderKeySchedule, HsSeal, TAG_LEN};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
@@ -144,6 +144,8 @@ struct PendingHs {
     recv_cid: [u8; 8],
     sent: Instant,
     attempts: u32,
+    /// Whether message 1 offered AES-256-GCM (to peers when `cfg.aes`; never to relays).
+    aes: bool,
 }
 
 #[derive(Default)]
@@ -218,7 +220,7 @@ struct RelayLink {
     /// The header-protection key this link's datagrams to us are masked with: one per
     /// link, so that a relay cannot unmask the end-to-end datagrams it forwards (they use
     /// the node's own key, which only peers learn).
-    hp: HeaderKey,
+    hp: HeaderKeySchedule,
     sessions: Sessions,
     pending: Option<PendingHs>,
     next_attempt: Instant,
@@ -242,7 +244,7 @@ impl RelayLink {
         RelayLink {
             addr,
             public,
-            hp: HeaderKey::new(hp),
+            hp: HeaderKeySchedule::new(hp),
             sessions: Sessions::default(),
             pending: None,
             next_attempt: now,
@@ -336,7 +338,7 @@ pub struct Node {
     /// Identifies the network across rotations.
     names_base: [u8; 32],
     record_cipher: chacha20poly1305::XChaCha20Poly1305,
-    hp: HeaderKey,
+    hp: HeaderKeySchedule,
     rng: ChaCha20Rng,
     base: (Instant, Duration),
     ipv4: Option<Ipv4Addr>,
@@ -443,7 +445,7 @@ impl Node {
                 .map(|(k, until)| (Epoch::new(k, identity.public()), until)),
             names_base: token.names_base(),
             record_cipher: chacha20poly1305::XChaCha20Poly1305::new((&keys.record_key()).into()),
-            hp: HeaderKey::new(hp),
+            hp: HeaderKeySchedule::new(hp),
             rng,
             base: (now, unix_now),
             ipv4: None,
@@ -1734,6 +1736,7 @@ impl Node {
             ipv4: self.ipv4,
             cert: self.own_cert.clone(),
             link: None,
+            aes: self.cfg.aes,
         };
         let seed = self.seed();
         let epoch = self.out_epoch(now);
@@ -1762,6 +1765,7 @@ impl Node {
             recv_cid,
             sent: now,
             attempts,
+            aes: payload.aes,
         });
         self.pending_msgs.insert(msg_id, pk);
         self.counters.handshakes_initiated += 1;
@@ -1828,14 +1832,22 @@ impl Node {
                     return;
                 }
             };
+        // AES-256-GCM iff the initiator offered it and we want it too (`cfg.aes`).
+        let aes = init.aes && self.cfg.aes;
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
             ipv4: self.ipv4,
             cert: self.own_cert.clone(),
+            aes,
         };
-        let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
+        let Ok((mut keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
+        };
+        keys.cipher = if aes {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::ChaCha20Poly1305
         };
         self.ensure_peer(now, pk, path);
         let session = Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
@@ -1902,7 +1914,7 @@ impl Node {
             peer.pending = Some(pending);
             return;
         }
-        let (keys, payload) = match pending.init.finish(msg) {
+        let (mut keys, payload) = match pending.init.finish(msg) {
             Ok(x) => x,
             Err(_) => {
                 self.counters.dropped_unauthenticated += 1;
@@ -1912,6 +1924,12 @@ impl Node {
         let Some(resp) = RespPayload::decode(&payload) else {
             self.counters.dropped_malformed += 1;
             return;
+        };
+        // The responder's choice, which it may make only if we offered it.
+        keys.cipher = if pending.aes && resp.aes {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::ChaCha20Poly1305
         };
         let Ok((pinned, tags)) = verify_peer_cert(ca, revoked.as_ref(), &pk, &resp.cert, unix)
         else {
@@ -2094,6 +2112,8 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return false;
         };
+        // Sessions with relays are ChaCha20-Poly1305 (`keys.cipher` as the handshake left
+        // it), whatever the reply says: we never offer AES-256-GCM to a relay.
         let session = Session::new(
             &keys,
             recv_cid,
@@ -2136,6 +2156,9 @@ impl Node {
                 self.own_cert.clone()
             },
             link: None,
+            // Relays keep ChaCha20-Poly1305: they hold one session per node, and the AES key
+            // schedules would multiply what each costs them.
+            aes: false,
         };
         let seed = self.seed();
         let epoch = self.out_epoch(now);
@@ -2165,6 +2188,7 @@ impl Node {
             recv_cid,
             sent: now,
             attempts,
+            aes: payload.aes,
         });
         link.next_attempt = now + link.backoff;
         link.backoff = (link.backoff * 2).min(RELAY_BACKOFF_MAX);
@@ -2533,7 +2557,11 @@ impl Node {
                     } else {
                         rekey + Duration::from_secs(30)
                     };
-                    if age >= due || s.send_counter >= self.cfg.rekey_after_packets {
+                    let packets = self
+                        .cfg
+                        .rekey_after_packets
+                        .min(s.cipher().rekey_after_packets());
+                    if age >= due || s.send_counter >= packets {
                         to_handshake.push(*pk);
                     }
                 }
@@ -2852,8 +2880,24 @@ impl Node {
                     tx_bytes: p.tx_bytes,
                     rx_bytes: p.rx_bytes,
                     last_handshake_unix: p.last_handshake_unix,
+                    cipher: p
+                        .sessions
+                        .current
+                        .as_ref()
+                        .map_or("none", |s| s.cipher().name()),
                 }
             })
+            .collect()
+    }
+
+    /// The data AEAD of every session this node holds with a relay (its home relay, then
+    /// its guard in two-hop mode; current and previous sessions): always ChaCha20-Poly1305.
+    pub fn relay_ciphers(&self) -> Vec<Cipher> {
+        let links = std::iter::once(&self.relay).chain(self.guard.as_ref().map(|g| &g.link));
+        links
+            .flat_map(|l| [&l.sessions.current, &l.sessions.previous])
+            .flatten()
+            .map(Session::cipher)
             .collect()
     }
 

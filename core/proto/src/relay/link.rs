@@ -315,6 +315,8 @@ impl Relay {
             ipv4: None,
             cert: Vec::new(),
             link: Some(link_proof(&peering, &me, &public)),
+            // Relay links stay ChaCha20-Poly1305, like every relay session.
+            aes: false,
         };
         let epoch = self.out_epoch(now);
         let seal = epoch.keys.hs_seal(&public);
@@ -386,6 +388,7 @@ impl Relay {
             cid,
             ipv4: None,
             cert: Vec::new(),
+            aes: false,
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;

@@ -3,7 +3,7 @@
 //! datagrams between its nodes. It holds no network secret: it cannot read records,
 //! compute blinded names, or open the node-to-node traffic it forwards.
 
-use crate::crypto::{HeaderKey, HsSeal};
+use crate::crypto::{ChaChaAead, HeaderKey, HeaderKeySchedule, HsSeal};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{node_id, Identity, RelayKeys};
@@ -59,7 +59,9 @@ const HS_KEYS: usize = 65_536;
 const MAX_RECORD: usize = 512;
 
 /// A relay's session with a client: a shallower replay window than end-to-end sessions.
-type ClientSession = Session<RELAY_WORDS>;
+/// Always ChaCha20-Poly1305 ([`ChaChaAead`]): relays never agree to AES-256-GCM, and the
+/// session stays at its 32-byte keys.
+type ClientSession = Session<RELAY_WORDS, ChaChaAead>;
 
 /// A blinded name as the relay stores it (see [`short`]).
 type Name = [u8; 16];
@@ -118,7 +120,7 @@ pub struct Relay {
     epoch: RelayEpoch,
     /// …and, after a rotation, the previous ones with the end of their overlap.
     previous: Option<(RelayEpoch, u64)>,
-    hp: HeaderKey,
+    hp: HeaderKeySchedule,
     rng: ChaCha20Rng,
     base: (Instant, Duration),
     clients: BTreeMap<u64, Client>,
@@ -172,7 +174,7 @@ impl Relay {
                 .previous_keys()
                 .map(|(k, until)| (RelayEpoch::new(k, identity.public()), until)),
             identity,
-            hp: HeaderKey::new(hp),
+            hp: HeaderKeySchedule::new(hp),
             rng,
             base: (now, unix_now),
             clients: BTreeMap::new(),
@@ -662,11 +664,14 @@ impl Relay {
         }
         self.last_ts.remove(&remote);
         let cid = self.fresh_cid();
+        // A relay never chooses AES-256-GCM, even when a node offers it: it holds one
+        // session per node, and ChaCha20-Poly1305 keeps each to its 32-byte keys.
         let resp = RespPayload {
             hp: *self.hp.bytes(),
             cid,
             ipv4: None,
             cert: Vec::new(),
+            aes: false,
         };
         let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
             return;
