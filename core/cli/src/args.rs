@@ -303,6 +303,10 @@ pub struct UpArgs {
     /// offload). For measuring and for drivers that mishandle an offload.
     #[arg(long, value_name = "all|udp|off")]
     pub offload: Option<String>,
+    /// Data cipher with peers: `auto` (default: AES-256-GCM when both CPUs have AES
+    /// instructions, else ChaCha20-Poly1305) or `chacha20-poly1305` (config key cipher).
+    #[arg(long, value_name = "auto|chacha20-poly1305")]
+    pub cipher: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

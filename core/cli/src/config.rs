@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -27,6 +27,7 @@ pub const KEYS: [&str; 16] = [
     "ipv4_pool",
     "relay_transport",
     "offload",
+    "cipher",
     "log",
 ];
 
@@ -96,6 +97,7 @@ fn expected(key: &str) -> &'static str {
         "port_rotation_secs" => "a whole number of seconds (0 = never move to a fresh port)",
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
+        "cipher" => "`auto` (AES-256-GCM with peers when both CPUs have AES instructions, else ChaCha20-Poly1305) or `chacha20-poly1305`",
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -136,6 +138,8 @@ pub struct Layer {
     pub relay_transport: Option<String>,
     /// Offloads of the fast path: `all`, `udp` or `off`.
     pub offload: Option<String>,
+    /// Data cipher with peers: `auto` or `chacha20-poly1305`.
+    pub cipher: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -246,6 +250,7 @@ impl Source {
             ipv4_pool: get("ipv4_pool"),
             relay_transport: get("relay_transport"),
             offload: get("offload"),
+            cipher: get("cipher"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -347,6 +352,8 @@ pub struct Settings {
     pub relay_transport: RelayTransport,
     /// Offloads of the fast path.
     pub offload: Offload,
+    /// Whether AES-256-GCM is offered to peers (when the CPU has AES instructions).
+    pub aes: bool,
     /// Log filter.
     pub log: String,
 }
@@ -370,6 +377,7 @@ impl Default for Settings {
             ipv4_pool: proto.ipv4_pool,
             relay_transport: RelayTransport::Auto,
             offload: Offload::All,
+            aes: true,
             log: "info".into(),
         }
     }
@@ -483,6 +491,13 @@ impl Settings {
                 _ => return Err(invalid(o, "offload", v)),
             };
         }
+        if let Some((v, o)) = pick(sources, |l| l.cipher.as_ref()) {
+            s.aes = match v.trim() {
+                "auto" => true,
+                "chacha20-poly1305" => false,
+                _ => return Err(invalid(o, "cipher", v)),
+            };
+        }
         if let Some((v, o)) = pick(sources, |l| l.log.as_ref()) {
             tracing_subscriber::EnvFilter::try_new(v).map_err(|_| invalid(o, "log", v))?;
             s.log = v.clone();
@@ -513,6 +528,7 @@ impl Settings {
             private: self.private,
             private_peers: self.private_peers.clone(),
             cover_pps: self.cover_pps,
+            aes: self.aes && veil_proto::crypto::hardware_aes(),
             ..NodeConfig::default()
         }
     }
@@ -619,6 +635,21 @@ mod tests {
         });
         let e = Settings::resolve(&[flags]).unwrap_err().to_string();
         assert!(e.contains("`offload` must be `all`"), "{e}");
+    }
+
+    #[test]
+    fn cipher_from_every_source() {
+        assert!(Settings::default().aes);
+        let f = file("cipher = \"chacha20-poly1305\"\n").unwrap();
+        assert!(!Settings::resolve(std::slice::from_ref(&f)).unwrap().aes);
+        let e = env(&[("VEIL_CIPHER", "auto")]);
+        assert!(Settings::resolve(&[e, f]).unwrap().aes);
+        let flags = Source::flags(Layer {
+            cipher: Some("aes-128".into()),
+            ..Layer::default()
+        });
+        let e = Settings::resolve(&[flags]).unwrap_err().to_string();
+        assert!(e.contains("`cipher` must be `auto`"), "{e}");
     }
 
     #[test]

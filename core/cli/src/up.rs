@@ -204,6 +204,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
         relay_transport: args.relay_transport.clone(),
         offload: args.offload.clone(),
+        cipher: args.cipher.clone(),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];
