@@ -154,6 +154,20 @@ SPEED=$(awk -v b="$SIZE_BYTES" -v t0="$t0" -v t1="$t1" 'BEGIN {
 ok "$SIZE_MIB MiB arrived intact: $SPEED"
 rm -f "$SRC" "$DST"
 
+step "the fast path batched the transfer"
+# Counters of the I/O layer: TUN reads that gave several packets (segmentation offload),
+# sends that carried several datagrams (UDP GSO), receives that gave several (recvmmsg, GRO).
+CA=$(status_json a | jq -c .counters)
+CB=$(status_json b | jq -c .counters)
+per() { jq -r --arg n "$2" --arg d "$3" '(.[$n] // 0) / ([(.[$d] // 0), 1] | max) * 10 | floor / 10' <<<"$1"; }
+TUN_PER=$(per "$CA" io_tun_read_packets io_tun_reads)
+RUN_PER=$(per "$CA" io_udp_run_datagrams io_udp_runs)
+RECV_PER=$(per "$CB" io_udp_recv_datagrams io_udp_recvs)
+echo "    a: $TUN_PER packets per TUN read, $RUN_PER datagrams per UDP send; b: $RECV_PER datagrams per UDP receive"
+awk -v t="$TUN_PER" -v r="$RUN_PER" -v v="$RECV_PER" 'BEGIN { exit !(t >= 4 && r >= 4 && v >= 2) }' \
+  || netns_fail "the transfer was not batched (want >= 4 packets per TUN read, >= 4 datagrams per send, >= 2 per receive): a $CA b $CB"
+ok "segmentation offload on the TUN, GSO on send, batched receives"
+
 step "veil peers --json"
 PA=$(peers_json a) || netns_fail "veil peers --json on a failed"
 PB=$(peers_json b) || netns_fail "veil peers --json on b failed"

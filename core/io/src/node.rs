@@ -179,6 +179,13 @@ struct IoCounters {
     socket_rotations: u64,
     /// Switches between UDP and TCP for the relay (auto mode).
     transport_switches: u64,
+    /// TUN reads, and the packets they gave (more than one each: segmentation offload).
+    tun_reads: u64,
+    tun_read_packets: u64,
+    /// UDP receive calls that returned data, and the datagrams they gave (more than one
+    /// each: `recvmmsg` and GRO).
+    udp_recvs: u64,
+    udp_recv_datagrams: u64,
 }
 
 impl IoCounters {
@@ -191,7 +198,7 @@ impl IoCounters {
         }
     }
 
-    fn list(&self, tcp: &LinkCounters) -> [(&'static str, u64); 14] {
+    fn list(&self, tcp: &LinkCounters, tx: &TxRun) -> [(&'static str, u64); 20] {
         [
             ("io_send_errors", self.send_errors),
             ("io_send_too_big", self.send_too_big),
@@ -207,6 +214,12 @@ impl IoCounters {
             ("io_tcp_dropped", tcp.dropped),
             ("io_tcp_datagrams_out", tcp.datagrams_out),
             ("io_tcp_datagrams_in", tcp.datagrams_in),
+            ("io_tun_reads", self.tun_reads),
+            ("io_tun_read_packets", self.tun_read_packets),
+            ("io_udp_recvs", self.udp_recvs),
+            ("io_udp_recv_datagrams", self.udp_recv_datagrams),
+            ("io_udp_runs", tx.runs),
+            ("io_udp_run_datagrams", tx.run_datagrams),
         ]
     }
 }
@@ -611,7 +624,10 @@ impl NodeRunner {
             relay_transport: Some(if self.link.is_some() { "tcp" } else { "udp" }.into()),
             tun: self.tun.as_ref().map(|t| t.name().to_owned()),
             local_port: Some(self.local.port()),
-            counters: Counters::from_lists(&s.counters, &self.counters.list(&self.link_counters())),
+            counters: Counters::from_lists(
+                &s.counters,
+                &self.counters.list(&self.link_counters(), &self.udp_tx),
+            ),
         }
     }
 
@@ -754,11 +770,13 @@ impl NodeRunner {
     /// of one size) to the engine, and queues the inner packets for the TUN.
     fn on_datagrams(&mut self, n: usize) {
         let now = Instant::now();
+        self.counters.udp_recvs += 1;
         for i in 0..n {
             let Some((from, stride, buf)) = self.udp_rx.get_mut(i) else {
                 continue;
             };
             for datagram in buf.chunks_mut(stride) {
+                self.counters.udp_recv_datagrams += 1;
                 if let Some(range) = self.node.handle_datagram(now, from, datagram) {
                     if let Some(packet) = datagram.get(range) {
                         write_tun(
@@ -788,6 +806,8 @@ impl NodeRunner {
                 }
             };
             let now = Instant::now();
+            self.counters.tun_reads += 1;
+            self.counters.tun_read_packets += n as u64;
             for i in 0..n {
                 let Some(packet) = rx.packet(i) else { continue };
                 let Some(t) = self.node.handle_tun_packet(now, packet, self.udp_tx.slot()) else {

@@ -222,6 +222,10 @@ pub struct TxRun {
     dst: Option<SocketAddr>,
     /// Most datagrams per send.
     max_segments: usize,
+    /// Sends made, and the datagrams they carried.
+    pub runs: u64,
+    /// See `runs`.
+    pub run_datagrams: u64,
 }
 
 impl Default for TxRun {
@@ -233,6 +237,8 @@ impl Default for TxRun {
             count: 0,
             dst: None,
             max_segments: 1,
+            runs: 0,
+            run_datagrams: 0,
         }
     }
 }
@@ -303,7 +309,10 @@ impl TxRun {
         if count > 0 {
             let segment = (count > 1).then_some(self.segment);
             match udp.send(dst, &self.buf[..self.len], segment) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.runs += 1;
+                    self.run_datagrams += count as u64;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     failures.push(SendFailure::TooBig(dst, self.segment));
                 }
