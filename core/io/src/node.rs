@@ -16,7 +16,7 @@ use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunReader, TunSource, TunWriter};
-use crate::udp::{Offload, RxBatch, SendFailure, TxRun, Udp};
+use crate::udp::{self, Offload, RxBatch, SendFailure, TxRun, Udp};
 use crate::{ifaddrs, os_seed, state, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -775,7 +775,7 @@ impl NodeRunner {
             let Some((from, stride, buf)) = self.udp_rx.get_mut(i) else {
                 continue;
             };
-            for datagram in buf.chunks_mut(stride) {
+            for datagram in udp::datagrams(buf, stride) {
                 self.counters.udp_recv_datagrams += 1;
                 if let Some(range) = self.node.handle_datagram(now, from, datagram) {
                     if let Some(packet) = datagram.get(range) {

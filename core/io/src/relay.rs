@@ -6,13 +6,13 @@
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
-use crate::socket::{self, SocketFactory};
+use crate::socket::SocketFactory;
+use crate::udp::{datagrams, RxBatch, SendFailure, TxRun, Udp};
 use crate::{os_seed, unix_now, BUF_SIZE, MAX_BATCH};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use veil_proto::{Relay, RelayConfig, RelayToken, Transmit};
 
@@ -109,8 +109,13 @@ impl ControlHandler for RelayHandle {
 /// The relay's event loop; see the module docs.
 pub struct RelayRunner {
     relay: Relay,
-    socket: UdpSocket,
+    socket: Udp,
     local: SocketAddr,
+    /// Receive buffers (`recvmmsg`, GRO) and the run of forwarded datagrams waiting to
+    /// leave in one segmented send.
+    rx: RxBatch,
+    tx: TxRun,
+    failures: Vec<SendFailure>,
     started: Instant,
     commands: mpsc::Receiver<Command>,
     handle: RelayHandle,
@@ -137,9 +142,8 @@ impl RelayRunner {
             source,
         };
         let std_socket = factory.bind_udp(listen).map_err(sock_err)?;
-        std_socket.set_nonblocking(true).map_err(sock_err)?;
-        let socket = UdpSocket::from_std(std_socket).map_err(sock_err)?;
-        let local = socket.local_addr().map_err(sock_err)?;
+        let socket = Udp::new(std_socket, true).map_err(sock_err)?;
+        let local = socket.local_addr();
         let seed = os_seed().map_err(RelayError::Random)?;
         let client_timeout = cfg.client_timeout;
         let relay = Relay::new(token, cfg, seed, Instant::now(), unix_now());
@@ -148,6 +152,9 @@ impl RelayRunner {
             relay,
             socket,
             local,
+            rx: RxBatch::default(),
+            tx: TxRun::default(),
+            failures: Vec::new(),
             started: Instant::now(),
             commands,
             handle: RelayHandle { tx },
@@ -253,24 +260,44 @@ impl RelayRunner {
         }
     }
 
+    /// Datagrams in batches: each is forwarded in place, and what leaves over UDP is
+    /// gathered into runs per destination (a bulk flow between two nodes becomes runs of
+    /// equal-sized datagrams, one `sendmsg` each).
     fn on_readable(&mut self) {
         for _ in 0..MAX_BATCH {
-            let (len, from) = match self.socket.try_recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let n = match self.socket.recv(&mut self.rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     self.recv_errors += 1;
                     tracing::debug!(error = %e, "UDP receive failed");
                     continue;
                 }
             };
-            let from = socket::normalize(from);
             let now = Instant::now();
-            if let Some(t) = self.relay.handle_datagram(now, from, &mut self.buf[..len]) {
-                self.send_errors += send(&self.socket, self.local, self.tcp.as_mut(), &self.buf, t);
+            for i in 0..n {
+                let Some((from, stride, buf)) = self.rx.get_mut(i) else {
+                    continue;
+                };
+                for dg in datagrams(buf, stride) {
+                    let Some(t) = self.relay.handle_datagram(now, from, dg) else {
+                        continue;
+                    };
+                    let Some(data) = dg.get(..t.len) else {
+                        self.send_errors += 1;
+                        continue;
+                    };
+                    if self.tcp.as_mut().is_some_and(|tcp| tcp.route(t.dst, data)) {
+                        continue;
+                    }
+                    self.tx.slot()[..t.len].copy_from_slice(data);
+                    self.tx
+                        .commit(&self.socket, t.dst, t.len, &mut self.failures);
+                }
             }
-            self.drain();
         }
+        self.tx.flush(&self.socket, &mut self.failures);
+        self.drain();
     }
 
     /// A datagram read from a TCP connection goes to the engine as if it came from the
@@ -289,8 +316,7 @@ impl RelayRunner {
                 buf.copy_from_slice(&dg);
                 let now = Instant::now();
                 if let Some(t) = self.relay.handle_datagram(now, peer, buf) {
-                    self.send_errors +=
-                        send(&self.socket, self.local, self.tcp.as_mut(), &self.buf, t);
+                    self.send_errors += send(&self.socket, self.tcp.as_mut(), &self.buf, t);
                 }
             }
         }
@@ -298,7 +324,15 @@ impl RelayRunner {
 
     fn drain(&mut self) {
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {
-            self.send_errors += send(&self.socket, self.local, self.tcp.as_mut(), &self.out, t);
+            self.send_errors += send(&self.socket, self.tcp.as_mut(), &self.out, t);
+        }
+        for failure in self.failures.drain(..) {
+            let (lost, e) = match failure {
+                SendFailure::TooBig(_, _) => (1, io::Error::from_raw_os_error(libc::EMSGSIZE)),
+                SendFailure::Other(e, lost) => (lost as u64, e),
+            };
+            self.send_errors += lost;
+            tracing::debug!(error = %e, "UDP send failed");
         }
     }
 
@@ -329,21 +363,15 @@ impl RelayRunner {
 
 /// Sends `buf[..t.len]`, on the TCP connection whose peer is the destination if there is
 /// one, else over UDP; returns 1 on failure (counted by the caller), never fails the loop.
-fn send(
-    socket: &UdpSocket,
-    local: SocketAddr,
-    tcp: Option<&mut TcpSide>,
-    buf: &[u8],
-    t: Transmit,
-) -> u64 {
+fn send(socket: &Udp, tcp: Option<&mut TcpSide>, buf: &[u8], t: Transmit) -> u64 {
     let Some(data) = buf.get(..t.len) else {
         return 1;
     };
     if tcp.is_some_and(|tcp| tcp.route(t.dst, data)) {
         return 0;
     }
-    match socket.try_send_to(data, socket::to_family(t.dst, local)) {
-        Ok(_) => 0,
+    match socket.send(t.dst, data, None) {
+        Ok(()) => 0,
         Err(e) => {
             tracing::debug!(error = %e, "UDP send failed");
             1

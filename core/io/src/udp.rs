@@ -190,6 +190,15 @@ impl RxBatch {
     }
 }
 
+/// The datagrams of one receive buffer: `stride`-sized pieces (the last may be shorter), or
+/// for an empty buffer the one empty datagram it held (a zero-length datagram is still a
+/// datagram the engine counts).
+pub fn datagrams(buf: &mut [u8], stride: usize) -> impl Iterator<Item = &mut [u8]> {
+    let empty = buf.is_empty();
+    buf.chunks_mut(stride.max(1))
+        .chain(empty.then_some(&mut [][..]))
+}
+
 impl std::fmt::Debug for RxBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RxBatch")
@@ -360,7 +369,7 @@ mod tests {
             };
             for i in 0..n {
                 if let Some((_, stride, buf)) = rx.get_mut(i) {
-                    got.extend(buf.chunks(stride).map(<[u8]>::to_vec));
+                    got.extend(datagrams(buf, stride).map(|d| d.to_vec()));
                 }
             }
         }
@@ -428,6 +437,16 @@ mod tests {
             vec![vec![0; 300], vec![1; 300], vec![3; 300]]
         );
         assert_eq!(received(&c, 1).await?, vec![vec![2; 300]]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_empty_datagram_is_one_datagram() -> io::Result<()> {
+        let (a, b) = pair()?;
+        ready(&a).await?;
+        a.send(b.local_addr(), &[], None)?;
+        a.send(b.local_addr(), &[7; 10], None)?;
+        assert_eq!(received(&b, 2).await?, vec![vec![], vec![7; 10]]);
         Ok(())
     }
 
