@@ -486,7 +486,7 @@ impl NodeRunner {
     }
 
     fn on_old_socket_readable(&mut self) {
-        for _ in 0..MAX_BATCH {
+        for _ in 0..udp::MAX_RECV_CALLS {
             let Some((old, _)) = self.old_socket.as_ref() else {
                 return;
             };
@@ -749,7 +749,7 @@ impl NodeRunner {
     }
 
     fn on_socket_readable(&mut self) -> Result<(), NodeError> {
-        for _ in 0..MAX_BATCH {
+        for _ in 0..udp::MAX_RECV_CALLS {
             let n = match self.socket.recv(&mut self.udp_rx) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -7,8 +7,8 @@ use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
 use crate::socket::SocketFactory;
-use crate::udp::{datagrams, RxBatch, SendFailure, TxRun, Udp};
-use crate::{os_seed, unix_now, BUF_SIZE, MAX_BATCH};
+use crate::udp::{datagrams, RxBatch, SendFailure, TxRun, Udp, MAX_RECV_CALLS};
+use crate::{os_seed, unix_now, BUF_SIZE};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,7 +264,7 @@ impl RelayRunner {
     /// gathered into runs per destination (a bulk flow between two nodes becomes runs of
     /// equal-sized datagrams, one `sendmsg` each).
     fn on_readable(&mut self) {
-        for _ in 0..MAX_BATCH {
+        for _ in 0..MAX_RECV_CALLS {
             let n = match self.socket.recv(&mut self.rx) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

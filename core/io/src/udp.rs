@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+/// Receive calls per wake-up before the loop looks at its other sources (the TUN, timers):
+/// with GRO one call may return 8 × 64 datagrams, so a busy socket would otherwise keep the
+/// other direction of a TCP flow (its ACKs) waiting for tens of milliseconds.
+pub const MAX_RECV_CALLS: usize = 8;
 /// Buffers filled by one receive call.
 pub const RX_BUFFERS: usize = 8;
 /// Size of one receive buffer: 64 coalesced datagrams of up to 1500 bytes (the kernel's
