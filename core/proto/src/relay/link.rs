@@ -382,19 +382,9 @@ impl Relay {
             self.counters.dropped_link_unauthorized += 1;
             return;
         }
-        let cid = self.fresh_cid();
-        let resp = RespPayload {
-            hp: *self.hp.bytes(),
-            cid,
-            ipv4: None,
-            cert: Vec::new(),
-            aes: false,
-        };
-        let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
+        let Some((session, msg2)) = self.answer(now, responder, init) else {
             return;
         };
-        let session: ClientSession =
-            Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
         let link = match known {
             Some(l) => l,
             None => self.new_link(now, remote, from, false),

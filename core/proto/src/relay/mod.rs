@@ -663,21 +663,10 @@ impl Relay {
             return;
         }
         self.last_ts.remove(&remote);
-        let cid = self.fresh_cid();
-        // A relay never chooses AES-256-GCM, even when a node offers it: it holds one
-        // session per node, and ChaCha20-Poly1305 keeps each to its 32-byte keys.
-        let resp = RespPayload {
-            hp: *self.hp.bytes(),
-            cid,
-            ipv4: None,
-            cert: Vec::new(),
-            aes: false,
-        };
-        let Ok((keys, msg2)) = responder.reply(&resp.encode()) else {
+        let Some((session, msg2)) = self.answer(now, responder, &init) else {
             return;
         };
-        let session: ClientSession =
-            Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        let cid = session.recv_cid;
         let tick = self.tick(now);
         let handle = match self.by_public.get(&remote) {
             Some(&h) => h,
@@ -723,6 +712,29 @@ impl Relay {
     }
 
     /// A receive connection id no client or link session uses.
+    /// Replies to an accepted message 1 (of a node or of a relay opening a link): a fresh
+    /// connection id, our header key, and the session that results. A relay never chooses
+    /// AES-256-GCM, even when offered: it holds one session per node, and ChaCha20-Poly1305
+    /// keeps each to its 32-byte keys.
+    fn answer(
+        &mut self,
+        now: Instant,
+        responder: Responder,
+        init: &InitPayload,
+    ) -> Option<(ClientSession, Vec<u8>)> {
+        let cid = self.fresh_cid();
+        let resp = RespPayload {
+            hp: *self.hp.bytes(),
+            cid,
+            ipv4: None,
+            cert: Vec::new(),
+            aes: false,
+        };
+        let (keys, msg2) = responder.reply(&resp.encode()).ok()?;
+        let session = Session::new(&keys, cid, init.cid, HeaderKey::new(init.hp), false, now);
+        Some((session, msg2))
+    }
+
     fn fresh_cid(&mut self) -> [u8; 8] {
         loop {
             let mut c = [0u8; 8];
