@@ -34,6 +34,8 @@ done
 netns_init
 SD=$NETNS_DIR/state
 veil_network a b p
+# Seeds and captures are the datagrams a wire carries, not 64 KB segmentation runs.
+netns_wire_segments relay a b p
 printf 'port_rotation_secs = 0\n' >"$NETNS_DIR/a.toml"
 netns_spawn a seeds-a tcpdump -i eth0 -n -U -s 0 -w "$NETNS_DIR/seeds-a.pcap" udp
 netns_spawn relay seeds-r tcpdump -i eth0 -n -U -s 0 -w "$NETNS_DIR/seeds-r.pcap" udp

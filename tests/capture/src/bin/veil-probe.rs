@@ -145,7 +145,9 @@ fn main() -> ExitCode {
     };
     let start = Instant::now();
     let mut sent = 0u64;
-    let mut dg = vec![0u8; 1472];
+    // Room for a random datagram and for the longest seed (a capture may hold larger ones).
+    let longest = pool.iter().map(Vec::len).max().unwrap_or(0);
+    let mut dg = vec![0u8; longest.max(1472)];
     while sent < args.count {
         let len = match args.kind {
             Kind::Random => {
