@@ -486,6 +486,29 @@ impl Sim {
         }
     }
 
+    /// Sends `count` UDP packets each way between nodes `a` and `b`, `gap` apart, then
+    /// runs `settle` longer; returns how many arrived at `b` and at `a`.
+    pub fn ping_both_ways(
+        &mut self,
+        a: usize,
+        b: usize,
+        count: usize,
+        gap: Duration,
+        settle: Duration,
+    ) -> (usize, usize) {
+        let (Some(ia), Some(ib)) = (self.ipv4(a), self.ipv4(b)) else {
+            return (0, 0);
+        };
+        let (ra, rb) = (self.nodes[a].tun.len(), self.nodes[b].tun.len());
+        for k in 0..count {
+            self.tun_send(a, &udp4(ia, ib, format!("a to b {k}").as_bytes()));
+            self.tun_send(b, &udp4(ib, ia, format!("b to a {k}").as_bytes()));
+            self.run_for(gap);
+        }
+        self.run_for(settle);
+        (self.nodes[b].tun.len() - rb, self.nodes[a].tun.len() - ra)
+    }
+
     /// Injects an inner packet as if node `i`'s TUN produced it.
     pub fn tun_send(&mut self, i: usize, packet: &[u8]) {
         let now = self.now;

@@ -24,18 +24,14 @@ fn cfg(aes: bool) -> NodeConfig {
     }
 }
 
-/// Sends `count` packets each way between a and b, 20 ms apart; returns how many arrived
-/// at b and at a.
 fn ping_both_ways(sim: &mut Sim, a: usize, b: usize, count: usize) -> (usize, usize) {
-    let (ia, ib) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
-    let (ra, rb) = (sim.nodes[a].tun.len(), sim.nodes[b].tun.len());
-    for k in 0..count {
-        sim.tun_send(a, &udp4(ia, ib, format!("a to b {k}").as_bytes()));
-        sim.tun_send(b, &udp4(ib, ia, format!("b to a {k}").as_bytes()));
-        sim.run_for(Duration::from_millis(20));
-    }
-    sim.run_for(Duration::from_secs(1));
-    (sim.nodes[b].tun.len() - rb, sim.nodes[a].tun.len() - ra)
+    sim.ping_both_ways(
+        a,
+        b,
+        count,
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    )
 }
 
 /// The cipher node `i` shows for its only peer.

@@ -9,15 +9,13 @@ use veil_proto::{NodeConfig, Privacy};
 use veil_sim::{udp4, Sim};
 
 fn ping_both_ways(sim: &mut Sim, a: usize, b: usize, count: usize) -> (usize, usize) {
-    let (ia, ib) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
-    let (ra, rb) = (sim.nodes[a].tun.len(), sim.nodes[b].tun.len());
-    for k in 0..count {
-        sim.tun_send(a, &udp4(ia, ib, format!("a to b {k}").as_bytes()));
-        sim.tun_send(b, &udp4(ib, ia, format!("b to a {k}").as_bytes()));
-        sim.run_for(Duration::from_millis(100));
-    }
-    sim.run_for(Duration::from_secs(2));
-    (sim.nodes[b].tun.len() - rb, sim.nodes[a].tun.len() - ra)
+    sim.ping_both_ways(
+        a,
+        b,
+        count,
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    )
 }
 
 fn addrs_of(sim: &Sim, i: usize) -> SocketAddr {
