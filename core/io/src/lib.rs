@@ -8,6 +8,7 @@
 //!
 //! - [`socket`]: the [`SocketFactory`] every UDP socket goes through (Android must `protect()` them).
 //! - [`tun`]: where the TUN device comes from (created by name, or a platform file descriptor).
+//! - [`tun_fd`]: a platform's TUN descriptor (Android, iOS, tests): one packet per read and write.
 //! - [`node`]: [`NodeRunner`], the node's event loop, and its [`NodeHandle`].
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
 //! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
@@ -27,6 +28,7 @@ pub mod report;
 pub mod socket;
 pub mod state;
 pub mod tun;
+pub mod tun_fd;
 pub mod udp;
 
 pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};

@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
 /// How long a node without a remembered address waits for the rendezvous to assign one.
@@ -100,13 +100,19 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
     Policy(String, oneshot::Sender<Result<serde_json::Value, String>>),
     Adopt(String, oneshot::Sender<Result<serde_json::Value, String>>),
+    NetworkChanged,
+    SetTun(TunSource, oneshot::Sender<Result<(), String>>),
 }
 
 /// A cheap handle to a running node (for the control socket or an app).
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
 }
+
+/// How many engine events a slow subscriber may fall behind before it misses some.
+pub const EVENT_BACKLOG: usize = 256;
 
 const STOPPED: &str = "the node is stopping";
 
@@ -119,6 +125,30 @@ impl NodeHandle {
     /// Peers snapshot.
     pub async fn peers(&self) -> Option<Vec<PeerReport>> {
         self.ask(Command::Peers).await
+    }
+
+    /// The engine's events from now on (relay up and down, peers up and down, path changes,
+    /// the overlay IPv4), in order. A subscriber more than [`EVENT_BACKLOG`] events behind
+    /// gets `Lagged` and continues with the newest.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// The platform saw the network change (Wi-Fi to cellular, a new address): the node
+    /// reads its addresses now rather than at the next scan, so the relay and peers learn
+    /// them, and direct paths (with their MTU) are searched again from the new network.
+    pub async fn network_changed(&self) {
+        let _ = self.tx.send(Command::NetworkChanged).await;
+    }
+
+    /// Moves the node to another TUN device (a platform rebuilt its interface, e.g. after
+    /// the overlay IPv4 changed); sessions stay up. Before the first device is open, this
+    /// one replaces the configured source.
+    pub async fn set_tun(&self, source: TunSource) -> Result<(), String> {
+        match self.ask(|tx| Command::SetTun(source, tx)).await {
+            Some(r) => r,
+            None => Err(STOPPED.into()),
+        }
     }
 
     /// Asks the node to stop; returns once the loop has accepted (it ends right after).
@@ -316,6 +346,7 @@ impl NodeRunner {
         };
         let rotate_every = opts.rotate_every.filter(|_| opts.port == 0);
         let (tx, commands) = mpsc::channel(16);
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         tracing::info!(port = local.port(), "node UDP socket bound");
         Ok(NodeRunner {
             node,
@@ -340,7 +371,7 @@ impl NodeRunner {
                 .join(", "),
             started: Instant::now(),
             commands,
-            handle: NodeHandle { tx },
+            handle: NodeHandle { tx, events },
             counters: IoCounters::default(),
             factory,
             bind,
@@ -559,6 +590,15 @@ impl NodeRunner {
             }
             Some(Command::Adopt(text, reply)) => {
                 let _ = reply.send(self.adopt_token(&text));
+                false
+            }
+            Some(Command::NetworkChanged) => {
+                tracing::info!("network change reported by the platform");
+                self.refresh_candidates();
+                false
+            }
+            Some(Command::SetTun(source, reply)) => {
+                let _ = reply.send(self.replace_tun(source).map_err(|e| e.to_string()));
                 false
             }
             Some(Command::Shutdown(reply)) => {
@@ -912,6 +952,8 @@ impl NodeRunner {
                 tracing::info!(peer = %id, "path relayed")
             }
         }
+        // Nobody listening is the usual case (the CLI), not an error.
+        let _ = self.handle.events.send(event);
         Ok(())
     }
 
@@ -927,6 +969,22 @@ impl NodeRunner {
             None => self.open_tun(addr)?,
         }
         Ok(())
+    }
+
+    /// A new TUN device in place of the current one (or of the configured source, before
+    /// the first is open). Packets queued for the old device are dropped with it.
+    fn replace_tun(&mut self, source: TunSource) -> Result<(), NodeError> {
+        self.tun_source = Some(source);
+        let Some(ipv4) = self.ipv4 else {
+            return Ok(());
+        };
+        if let Some(tx) = self.tun_tx.as_mut() {
+            flush_tun(self.tun.as_ref(), Some(tx), &mut self.counters);
+        }
+        self.tun = None;
+        self.tun_rx = None;
+        self.tun_tx = None;
+        self.open_tun(ipv4)
     }
 
     fn open_tun(&mut self, ipv4: Ipv4Addr) -> Result<(), NodeError> {
@@ -1000,7 +1058,7 @@ async fn link_ready(link: Option<&mut TcpLink>) -> Ready {
 
 async fn readable(tun: Option<&Tun>) -> io::Result<()> {
     match tun {
-        Some(t) => t.device().readable().await,
+        Some(t) => t.readable().await,
         None => std::future::pending().await,
     }
 }

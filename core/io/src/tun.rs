@@ -2,9 +2,11 @@
 //! prefix lengths give the kernel its connected routes into the overlay), or is handed over as
 //! a file descriptor by a platform that configures it itself (Android, iOS).
 
+use crate::tun_fd::FdDevice;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+#[cfg(not(any(target_os = "android", target_os = "ios")))]
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
 /// Prefix length of the overlay IPv6 network (the network's ULA /48).
@@ -66,9 +68,16 @@ impl TunError {
     }
 }
 
+/// A device made here (tun-rs), or a platform's descriptor.
+enum Dev {
+    #[cfg(not(any(target_os = "android", target_os = "ios")))]
+    Created(AsyncDevice),
+    Fd(FdDevice),
+}
+
 /// An open TUN device.
 pub struct Tun {
-    dev: AsyncDevice,
+    dev: Dev,
     name: String,
     /// Whether veil-io configured the addresses (and so may change them).
     managed: bool,
@@ -88,6 +97,23 @@ impl Tun {
         }
     }
 
+    /// Phones: only the platform may create the interface (`VpnService`,
+    /// `NEPacketTunnelProvider`); the node takes its descriptor.
+    #[cfg(any(target_os = "android", target_os = "ios"))]
+    fn create(
+        name: Option<String>,
+        _mtu: u16,
+        _addrs: TunAddrs,
+        _offload: bool,
+    ) -> Result<Tun, TunError> {
+        Err(TunError {
+            name: name.unwrap_or_else(|| "(kernel-named)".into()),
+            hint: "this platform's TUN interface is made by the app (VpnService or NEPacketTunnelProvider); pass its file descriptor",
+            source: io::Error::from(io::ErrorKind::Unsupported),
+        })
+    }
+
+    #[cfg(not(any(target_os = "android", target_os = "ios")))]
     fn create(
         name: Option<String>,
         mtu: u16,
@@ -116,7 +142,7 @@ impl Tun {
             .map_err(|e| TunError::new(label.clone(), e))?;
         let name = dev.name().unwrap_or(label);
         Ok(Tun {
-            dev,
+            dev: Dev::Created(dev),
             name,
             managed: true,
             mtu: Some(mtu),
@@ -125,15 +151,10 @@ impl Tun {
     }
 
     fn from_fd(fd: OwnedFd) -> Result<Tun, TunError> {
-        let raw = fd.into_raw_fd();
-        // SAFETY: `raw` comes from an `OwnedFd`, so it is open and owned by nobody else; the
-        // device takes that ownership over and closes it on drop. If the descriptor is not a
-        // TUN device, reads and writes fail with an error rather than touching foreign memory.
-        let dev = unsafe { AsyncDevice::from_fd(raw) }
-            .map_err(|e| TunError::new(format!("fd {raw}"), e))?;
-        let name = dev.name().unwrap_or_else(|_| format!("fd {raw}"));
+        let name = format!("fd {}", fd.as_raw_fd());
+        let dev = FdDevice::new(fd).map_err(|e| TunError::new(name.clone(), e))?;
         Ok(Tun {
-            dev,
+            dev: Dev::Fd(dev),
             name,
             managed: false,
             mtu: None,
@@ -152,23 +173,54 @@ impl Tun {
         if !self.managed || self.ipv4 == Some((addr, prefix)) {
             return Ok(());
         }
-        self.dev
-            .set_network_address(addr, prefix, None)
-            .map_err(|e| TunError::new(self.name.clone(), e))?;
+        #[cfg(not(any(target_os = "android", target_os = "ios")))]
+        if let Dev::Created(dev) = &self.dev {
+            dev.set_network_address(addr, prefix, None)
+                .map_err(|e| TunError::new(self.name.clone(), e))?;
+        }
         self.ipv4 = Some((addr, prefix));
         Ok(())
     }
 
-    /// The device itself, for reading and writing packets.
-    pub fn device(&self) -> &AsyncDevice {
-        &self.dev
+    /// Waits until a read may succeed.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.dev {
+            #[cfg(not(any(target_os = "android", target_os = "ios")))]
+            Dev::Created(d) => d.readable().await,
+            Dev::Fd(d) => d.readable().await,
+        }
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.dev {
+            #[cfg(not(any(target_os = "android", target_os = "ios")))]
+            Dev::Created(d) => d.try_recv(buf),
+            Dev::Fd(d) => d.try_recv(buf),
+        }
+    }
+
+    fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
+        match &self.dev {
+            #[cfg(not(any(target_os = "android", target_os = "ios")))]
+            Dev::Created(d) => d.try_send(packet),
+            Dev::Fd(d) => d.try_send(packet),
+        }
+    }
+
+    /// The tun-rs device, when it was created with offload (Linux).
+    #[cfg(target_os = "linux")]
+    fn offloaded(&self) -> Option<&AsyncDevice> {
+        match &self.dev {
+            Dev::Created(d) if d.tcp_gso() => Some(d),
+            _ => None,
+        }
     }
 
     /// Whether the device exchanges segmentation-offloaded packets with the kernel.
     pub fn offload(&self) -> bool {
         #[cfg(target_os = "linux")]
         {
-            self.dev.tcp_gso()
+            self.offloaded().is_some()
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -180,16 +232,14 @@ impl Tun {
     /// offloaded packet). Returns the number of packets (`WouldBlock` when there is none).
     pub fn recv(&self, rx: &mut TunReader) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
-        if self.offload() {
-            return self
-                .dev
-                .try_recv_multiple(&mut rx.raw, &mut rx.bufs, &mut rx.sizes, 0);
+        if let Some(dev) = self.offloaded() {
+            return dev.try_recv_multiple(&mut rx.raw, &mut rx.bufs, &mut rx.sizes, 0);
         }
         let buf = rx
             .bufs
             .first_mut()
             .ok_or_else(|| io::Error::other("no buffer"))?;
-        let n = self.dev.try_recv(buf)?;
+        let n = self.try_recv(buf)?;
         if let Some(size) = rx.sizes.first_mut() {
             *size = n;
         }
@@ -205,8 +255,8 @@ impl Tun {
             return 0;
         }
         #[cfg(target_os = "linux")]
-        if tx.offset > 0 {
-            let dev: &tun_rs::DeviceImpl = &self.dev;
+        if let Some(dev) = self.offloaded().filter(|_| tx.offset > 0) {
+            let dev: &tun_rs::DeviceImpl = dev;
             return match dev.send_multiple(&mut tx.gro, &mut tx.bufs[..n], tx.offset) {
                 Ok(_) => 0,
                 Err(e) => {
@@ -217,7 +267,7 @@ impl Tun {
         }
         let mut failed = 0;
         for buf in &tx.bufs[..n] {
-            if let Err(e) = self.dev.try_send(buf) {
+            if let Err(e) = self.try_send(buf) {
                 tracing::debug!(error = %e, "TUN write failed");
                 failed += 1;
             }
@@ -312,6 +362,8 @@ impl std::fmt::Debug for TunWriter {
 
 /// Buffers for one TUN read: with offload, the raw read and the segments it is split into.
 pub struct TunReader {
+    /// Only Linux reads offloaded segments (elsewhere it stays empty).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     raw: Vec<u8>,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
