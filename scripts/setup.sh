@@ -21,9 +21,17 @@ APT_PACKAGES=(
   socat         # TCP transfers over the overlay
   psmisc        # fuser, killall (only for humans; the scripts kill by pid)
   wireguard-tools # `wg`, to drive boringtun (the userspace WireGuard tests and benchmarks compare with)
+  python3-pytest  # the FFI tests (tests/ffi/python) with Debian's python3
+  default-jre-headless       # kotlinc and the Kotlin binding tests (tests/ffi/kotlin)
+  libjna-java                # JNA, which UniFFI's Kotlin bindings load the library with
+  libkotlinx-coroutines-java # coroutines for the bindings' suspend functions
 )
+# npm fetches the Kotlin compiler (npm package kotlin-compiler, scripts/test-kotlin.sh). It
+# comes with a nodejs package of NodeSource or with Debian's npm; installed only if missing.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 CARGO_TOOLS=(boringtun-cli) # userspace WireGuard: the capture test's contrast, the benchmarks' baseline
 RUST_COMPONENTS=(rustfmt clippy)
+RUST_TARGETS=(aarch64-linux-android aarch64-apple-ios) # the phones' builds of veil-ffi, checked here
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -108,6 +116,20 @@ else
     esac
   done
   log "rust: no rustup; rustfmt and clippy present"
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  targets=$(rustup target list --installed 2>/dev/null || true)
+  for t in "${RUST_TARGETS[@]}"; do
+    if printf '%s\n' "$targets" | grep -qx "$t"; then
+      log "rust: target $t already installed"
+    else
+      log "rust: installing target $t"
+      rustup target add "$t" || die "rustup target add $t failed"
+    fi
+  done
+else
+  log "WARNING: no rustup; the phones' cross checks (targets ${RUST_TARGETS[*]}) cannot run"
 fi
 
 for tool in "${CARGO_TOOLS[@]}"; do
