@@ -22,6 +22,8 @@ APT_PACKAGES=(
   psmisc        # fuser, killall (only for humans; the scripts kill by pid)
   wireguard-tools # `wg`, to drive boringtun (the userspace WireGuard tests and benchmarks compare with)
   python3-pytest  # the FFI tests (tests/ffi/python) with Debian's python3
+  python3-prometheus-client # the official parser of the metrics test (tests/e2e/metrics.sh)
+  curl            # scrapes the metrics endpoint
   default-jre-headless       # kotlinc and the Kotlin binding tests (tests/ffi/kotlin)
   libjna-java                # JNA, which UniFFI's Kotlin bindings load the library with
   libkotlinx-coroutines-java # coroutines for the bindings' suspend functions

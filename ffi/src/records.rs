@@ -65,6 +65,8 @@ pub struct NodeStatus {
     pub guard_circuit: bool,
     /// During a secret rotation: Unix time until which the previous secret is used.
     pub previous_key_until: Option<u64>,
+    /// Round trip to the relay, in milliseconds (None while it is down).
+    pub relay_rtt_ms: Option<f64>,
     /// `udp`, or `tcp` where UDP is blocked.
     pub relay_transport: Option<String>,
     /// Seconds since the node started.
@@ -120,6 +122,7 @@ impl From<NodeStatusReport> for NodeStatus {
             guard: r.guard,
             guard_circuit: r.guard_circuit,
             previous_key_until: r.previous_key_until,
+            relay_rtt_ms: r.relay_rtt_ms,
             relay_transport: r.relay_transport,
             uptime_s: r.uptime_s,
             tun: r.tun,

@@ -307,6 +307,11 @@ pub struct UpArgs {
     /// instructions, else ChaCha20-Poly1305) or `chacha20-poly1305` (config key cipher).
     #[arg(long, value_name = "auto|chacha20-poly1305")]
     pub cipher: Option<String>,
+    /// Serve Prometheus metrics (text format, `GET /metrics`) on ADDRESS:PORT, e.g.
+    /// 127.0.0.1:9101 (config key metrics). Anyone who can reach it learns peer ids, paths
+    /// and traffic volumes: keep it on loopback or a monitoring network.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

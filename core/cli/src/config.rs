@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -28,6 +28,7 @@ pub const KEYS: [&str; 17] = [
     "relay_transport",
     "offload",
     "cipher",
+    "metrics",
     "log",
 ];
 
@@ -99,6 +100,7 @@ fn expected(key: &str) -> &'static str {
         "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
         "cipher" => "`auto` (AES-256-GCM with peers when both CPUs have AES instructions, else ChaCha20-Poly1305) or `chacha20-poly1305`",
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
+        "metrics" => "an ADDRESS:PORT to serve Prometheus metrics on, such as 127.0.0.1:9101 (empty = off)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
     }
@@ -140,6 +142,8 @@ pub struct Layer {
     pub offload: Option<String>,
     /// Data cipher with peers: `auto` or `chacha20-poly1305`.
     pub cipher: Option<String>,
+    /// Where Prometheus metrics are served (`ADDRESS:PORT`; empty: off).
+    pub metrics: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -251,6 +255,7 @@ impl Source {
             relay_transport: get("relay_transport"),
             offload: get("offload"),
             cipher: get("cipher"),
+            metrics: get("metrics"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -354,6 +359,8 @@ pub struct Settings {
     pub offload: Offload,
     /// Whether AES-256-GCM is offered to peers (when the CPU has AES instructions).
     pub aes: bool,
+    /// Where Prometheus metrics are served (None: off).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log filter.
     pub log: String,
 }
@@ -378,6 +385,7 @@ impl Default for Settings {
             relay_transport: RelayTransport::Auto,
             offload: Offload::All,
             aes: true,
+            metrics: None,
             log: "info".into(),
         }
     }
@@ -489,6 +497,15 @@ impl Settings {
                 "udp" => Offload::Udp,
                 "off" => Offload::Off,
                 _ => return Err(invalid(o, "offload", v)),
+            };
+        }
+        if let Some((v, o)) = pick(sources, |l| l.metrics.as_ref()) {
+            s.metrics = match v.trim() {
+                "" => None,
+                a => Some(
+                    a.parse::<std::net::SocketAddr>()
+                        .map_err(|_| invalid(o, "metrics", v))?,
+                ),
             };
         }
         if let Some((v, o)) = pick(sources, |l| l.cipher.as_ref()) {
@@ -617,6 +634,27 @@ mod tests {
         });
         let e = Settings::resolve(&[flags]).unwrap_err().to_string();
         assert!(e.contains("`relay_transport` must be `auto`"), "{e}");
+    }
+
+    #[test]
+    fn metrics_address_is_checked() {
+        assert_eq!(Settings::default().metrics, None);
+        let f = file("metrics = \"127.0.0.1:9101\"\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f)).unwrap().metrics,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9101)))
+        );
+        let off = Source::flags(Layer {
+            metrics: Some(String::new()),
+            ..Layer::default()
+        });
+        assert_eq!(Settings::resolve(&[off, f]).unwrap().metrics, None);
+        let bad = Source::flags(Layer {
+            metrics: Some("localhost".into()),
+            ..Layer::default()
+        });
+        let e = Settings::resolve(&[bad]).unwrap_err().to_string();
+        assert!(e.contains("`metrics` must be an ADDRESS:PORT"), "{e}");
     }
 
     #[test]

@@ -107,6 +107,15 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics listener could not be bound.
+    #[error("metrics listener on {addr}: {source} (check that nothing else listens there, or set `metrics` to another ADDRESS:PORT)")]
+    MetricsBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The process did not stop in time after `down`.
     #[error("the process behind {} accepted the request but did not stop within {secs} s", path.display())]
     StopTimeout {

@@ -69,6 +69,7 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         cfg,
         opts,
         &args.state_dir,
+        settings.metrics,
     ))
 }
 
@@ -78,6 +79,7 @@ async fn run(
     cfg: NodeConfig,
     opts: NodeOptions,
     state_dir: &Path,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), CliError> {
     let signal = shutdown_signal()?;
     let sock_path = state_dir.join(NODE_SOCKET);
@@ -95,6 +97,19 @@ async fn run(
     )?;
     let handle = runner.handle();
     let serve = tokio::spawn(control.serve(runner.handle()));
+    let metrics = match metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| CliError::MetricsBind { addr, source })?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(veil_io::metrics::serve(
+                listener,
+                runner.handle(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(%id, state_dir = %state_dir.display(), "veil node starting");
     let run = runner.run();
     tokio::pin!(run);
@@ -108,6 +123,9 @@ async fn run(
         }
     };
     serve.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     drop(control);
     tracing::info!("veil node stopped");
     result
@@ -205,6 +223,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         relay_transport: args.relay_transport.clone(),
         offload: args.offload.clone(),
         cipher: args.cipher.clone(),
+        metrics: args.metrics.clone(),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

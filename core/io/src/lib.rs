@@ -13,6 +13,7 @@
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
 //! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
 //! - [`link`]: a node's TCP stream to its relay, and when to use it ([`RelayTransport`]).
+//! - [`metrics`]: Prometheus text of a node's status and peers (`veil up --metrics`).
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
 //! - [`ifaddrs`]: the host's interface addresses, offered to peers as direct-path candidates.
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
@@ -21,6 +22,7 @@
 pub mod control;
 pub mod ifaddrs;
 pub mod link;
+pub mod metrics;
 pub mod node;
 pub mod relay;
 pub mod relay_tcp;

@@ -660,6 +660,7 @@ impl NodeRunner {
             guard_circuit: s.guard.as_ref().is_some_and(|g| g.1),
             guard: s.guard.map(|g| g.0),
             previous_key_until: s.previous_key_until,
+            relay_rtt_ms: s.relay_rtt_ms,
             uptime_s: now.duration_since(self.started).as_secs(),
             relay_transport: Some(if self.link.is_some() { "tcp" } else { "udp" }.into()),
             tun: self.tun.as_ref().map(|t| t.name().to_owned()),

@@ -87,6 +87,10 @@ pub struct NodeStatusReport {
     /// During a secret rotation: Unix time until which the previous secret is used.
     #[serde(default)]
     pub previous_key_until: Option<u64>,
+    /// Round trip to the relay (its last registration), in milliseconds; null while it is
+    /// down.
+    #[serde(default)]
+    pub relay_rtt_ms: Option<f64>,
     /// How the relay's datagrams travel now: `udp`, or `tcp` (the fallback where UDP is
     /// blocked).
     #[serde(default)]
@@ -208,6 +212,7 @@ mod tests {
             guard: None,
             guard_circuit: false,
             previous_key_until: None,
+            relay_rtt_ms: Some(1.5),
             relay_transport: Some("tcp".into()),
             uptime_s: 3,
             tun: None,

@@ -173,6 +173,8 @@ pub struct NodeStatus {
     /// After `veil network rotate`: until when (Unix seconds) the previous secret is still
     /// used for new handshakes.
     pub previous_key_until: Option<u64>,
+    /// Round trip to the relay (its last registration), in milliseconds.
+    pub relay_rtt_ms: Option<f64>,
     /// Named counters.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -342,6 +344,22 @@ counters!(
         /// Private two-hop mode: the guard refused the circuit (it could not reach the
         /// home relay, or has no peering key).
         circuits_refused,
+        /// Inner packets sent on a direct path.
+        tx_packets_direct,
+        /// Their bytes (inner packets).
+        tx_bytes_direct,
+        /// Inner packets sent through a relay (private mode included).
+        tx_packets_relayed,
+        /// Their bytes (inner packets).
+        tx_bytes_relayed,
+        /// Inner packets delivered from datagrams that came on a direct path.
+        rx_packets_direct,
+        /// Their bytes.
+        rx_bytes_direct,
+        /// Inner packets delivered from datagrams that came through a relay.
+        rx_packets_relayed,
+        /// Their bytes.
+        rx_bytes_relayed,
     }
 );
 

@@ -229,6 +229,8 @@ struct RelayLink {
     /// Outstanding registration: request id and when it was sent.
     registering: Option<(u32, Instant)>,
     registered: bool,
+    /// Round trip of the last registration (request to answer).
+    rtt: Option<Duration>,
     /// When an echo was requested and not yet answered.
     probe_sent: Option<Instant>,
     /// When the outstanding echo request is sent again (one lost datagram must not cost
@@ -251,6 +253,7 @@ impl RelayLink {
             backoff: RELAY_BACKOFF_MIN,
             handle: None,
             registering: None,
+            rtt: None,
             registered: false,
             probe_sent: None,
             probe_next: now,
@@ -820,9 +823,13 @@ impl Node {
             }
         }
         match kind {
-            Frame::Data => self
-                .accept_inner(now, pk, &mut dg[body.clone()])
-                .then_some(body),
+            Frame::Data => {
+                let ok = self.accept_inner(now, pk, &mut dg[body.clone()]);
+                if ok {
+                    self.count_rx(&path, body.len());
+                }
+                ok.then_some(body)
+            }
             Frame::Keepalive => None,
             Frame::PmtuProbe => {
                 let b = dg[body].to_vec();
@@ -838,6 +845,7 @@ impl Node {
                 let b = dg[body].to_vec();
                 let mut pkt = self.on_fragment(now, pk, &b)?;
                 if self.accept_inner(now, pk, &mut pkt) {
+                    self.count_rx(&path, pkt.len());
                     self.tun_out.push_back(pkt);
                 }
                 None
@@ -868,6 +876,17 @@ impl Node {
                 self.counters.dropped_malformed += 1;
                 None
             }
+        }
+    }
+
+    /// Counts an inner packet delivered from a datagram that came on `path`.
+    fn count_rx(&mut self, path: &Path, len: usize) {
+        if matches!(path, Path::Direct(_)) {
+            self.counters.rx_packets_direct += 1;
+            self.counters.rx_bytes_direct += len as u64;
+        } else {
+            self.counters.rx_packets_relayed += 1;
+            self.counters.rx_bytes_relayed += len as u64;
         }
     }
 
@@ -1408,6 +1427,8 @@ impl Node {
             peer.tx_bytes += packet.len() as u64;
             peer.last_data = now;
             self.counters.tx_packets += 1;
+            self.counters.tx_packets_direct += 1;
+            self.counters.tx_bytes_direct += packet.len() as u64;
             self.counters.tx_datagrams += 1;
             return Some(Transmit { dst: addr, len });
         }
@@ -1425,6 +1446,8 @@ impl Node {
         peer.tx_bytes += packet.len() as u64;
         peer.last_data = now;
         self.counters.tx_packets += 1;
+        self.counters.tx_packets_relayed += 1;
+        self.counters.tx_bytes_relayed += packet.len() as u64;
         self.counters.tx_datagrams += 1;
         if self.guard.is_some() {
             return self.guard_wrap(now, out, len);
@@ -2252,6 +2275,10 @@ impl Node {
         if self.relay.registering.map(|r| r.0) != Some(req) {
             return;
         }
+        if let Some((_, sent)) = self.relay.registering {
+            // A registration is one request and its answer: the relay's round trip.
+            self.relay.rtt = Some(now.saturating_duration_since(sent));
+        }
         self.relay.registering = None;
         if status != 0 {
             self.counters.registration_conflicts += 1;
@@ -2831,6 +2858,11 @@ impl Node {
                 .as_ref()
                 .map(|g| (g.link.addr.to_string(), g.extended)),
             previous_key_until: self.previous.as_ref().map(|(_, until)| *until),
+            relay_rtt_ms: self
+                .relay
+                .rtt
+                .filter(|_| self.relay.up)
+                .map(|d| d.as_secs_f64() * 1000.0),
             counters: self.counters.list(),
         }
     }

@@ -226,11 +226,20 @@ impl Node {
         }
         if ok {
             self.counters.fragmented_packets += 1;
+            let mut direct = false;
             if let Some(p) = self.peers.get_mut(&pk) {
                 p.tx_bytes += packet.len() as u64;
                 p.last_data = now;
+                direct = p.direct.is_some();
             }
             self.counters.tx_packets += 1;
+            if direct {
+                self.counters.tx_packets_direct += 1;
+                self.counters.tx_bytes_direct += packet.len() as u64;
+            } else {
+                self.counters.tx_packets_relayed += 1;
+                self.counters.tx_bytes_relayed += packet.len() as u64;
+            }
         }
         ok
     }
