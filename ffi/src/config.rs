@@ -56,6 +56,11 @@ pub struct VeilConfig {
     pub aes: bool,
     /// The network's IPv4 pool, `ADDRESS/LEN` (all nodes of a network use the same).
     pub ipv4_pool: String,
+    /// This device's DNS name: members reach it as `NAME.<dns_domain>` (a lowercase label:
+    /// a-z, 0-9 and `-`). None: no name.
+    pub name: Option<String>,
+    /// The network's DNS domain (default `veil`).
+    pub dns_domain: String,
     /// This device's certificate (the text `veil cert issue` printed), in networks whose
     /// token carries a CA; None elsewhere.
     pub certificate: Option<String>,
@@ -79,6 +84,8 @@ pub fn default_config() -> VeilConfig {
         keepalive_secs: engine.keepalive.as_secs(),
         aes: true,
         ipv4_pool: format!("{}/{}", engine.ipv4_pool.0, engine.ipv4_pool.1),
+        name: None,
+        dns_domain: engine.dns_domain.clone(),
         certificate: None,
         log_filter: "info".into(),
     }
@@ -136,6 +143,23 @@ impl VeilConfig {
                 ),
             ));
         }
+        if let Some(name) = &self.name {
+            if !veil_proto::dns::valid_name(name) {
+                return Err(bad(
+                    "name",
+                    format!("{name:?} is not a DNS label: use 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"),
+                ));
+            }
+        }
+        if !veil_proto::dns::valid_domain(&self.dns_domain) {
+            return Err(bad(
+                "dns_domain",
+                format!(
+                    "{:?} is not a domain such as `veil` or `corp.example`",
+                    self.dns_domain
+                ),
+            ));
+        }
         if let Some(dir) = &self.state_dir {
             if dir.is_empty() {
                 return Err(bad(
@@ -190,6 +214,11 @@ impl Checked {
                 PrivateMode::TwoHop => veil_proto::Privacy::TwoHop,
             },
             aes: c.aes && veil_proto::crypto::hardware_aes(),
+            name: c.name.clone(),
+            dns_domain: c.dns_domain.clone(),
+            // Phones cannot listen on port 53: DNS to the pool's DNS address is answered
+            // inside the TUN.
+            dns_intercept: true,
             ..veil_proto::NodeConfig::default()
         }
     }
@@ -230,6 +259,8 @@ mod tests {
             ),
             ("log_filter", Box::new(|c| c.log_filter = "info,=[".into())),
             ("state_dir", Box::new(|c| c.state_dir = Some(String::new()))),
+            ("name", Box::new(|c| c.name = Some("Bad Name".into()))),
+            ("dns_domain", Box::new(|c| c.dns_domain = "a..b".into())),
         ];
         for (field, change) in cases {
             let mut c = default_config();

@@ -45,6 +45,11 @@ pub enum VeilEvent {
         /// The settings to build it with.
         settings: TunnelSettings,
     },
+    /// Another member holds the configured DNS name: this device runs without one.
+    NameTaken {
+        /// The name.
+        name: String,
+    },
     /// The node stopped because of an error it cannot recover from.
     Error {
         /// What happened, and what to check.

@@ -438,6 +438,8 @@ fn settings_for(
         ],
         mtu: config.raw.tun_mtu,
         dns_servers: config.dns.iter().map(ToString::to_string).collect(),
+        overlay_dns_server: veil_proto::node::dns_address(pool, pool_len).map(|a| a.to_string()),
+        overlay_dns_domain: config.raw.dns_domain.clone(),
         excluded_routes: relays.iter().map(|(a, _)| host(a.ip())).collect(),
     }
 }
@@ -509,6 +511,7 @@ impl Pump {
                     settings: s.clone(),
                 }
             }
+            NodeEvent::NameTaken { name } => VeilEvent::NameTaken { name },
             NodeEvent::PeerPath { .. } | NodeEvent::Policy { .. } => return,
         };
         self.queue.push(ev);

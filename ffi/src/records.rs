@@ -30,6 +30,12 @@ pub struct TunnelSettings {
     pub mtu: u16,
     /// DNS servers for the interface (empty: keep the system's).
     pub dns_servers: Vec<String>,
+    /// The overlay's DNS server: questions for `*.<overlay_dns_domain>` sent here (inside the
+    /// tunnel) are answered by the node. Route only that domain to it (iOS: `matchDomains`):
+    /// it refuses every other name.
+    pub overlay_dns_server: Option<String>,
+    /// The overlay's DNS domain (`veil` unless configured).
+    pub overlay_dns_domain: String,
     /// Addresses that must never be routed into the tunnel (the relays), for platforms
     /// whose routes could cover them.
     pub excluded_routes: Vec<IpRoute>,
@@ -67,6 +73,10 @@ pub struct NodeStatus {
     pub previous_key_until: Option<u64>,
     /// Round trip to the relay, in milliseconds (None while it is down).
     pub relay_rtt_ms: Option<f64>,
+    /// The DNS name configured.
+    pub name: Option<String>,
+    /// Another member holds that name: this device runs without one.
+    pub name_taken: bool,
     /// `udp`, or `tcp` where UDP is blocked.
     pub relay_transport: Option<String>,
     /// Seconds since the node started.
@@ -123,6 +133,8 @@ impl From<NodeStatusReport> for NodeStatus {
             guard_circuit: r.guard_circuit,
             previous_key_until: r.previous_key_until,
             relay_rtt_ms: r.relay_rtt_ms,
+            name: r.name,
+            name_taken: r.name_taken,
             relay_transport: r.relay_transport,
             uptime_s: r.uptime_s,
             tun: r.tun,

@@ -342,6 +342,11 @@ _netns_delete() {
     for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
   fi
   ip netns del "$ns" 2>/dev/null || true
+  # Per-namespace files `ip netns exec` bind-mounts (resolv.conf of the DNS test).
+  case "$ns" in
+    */* | "" | . | ..) ;;
+    *) rm -rf "/etc/netns/$ns" ;;
+  esac
 }
 
 # netns_purge_prefix PREFIX: remove leftovers (namespaces PREFIX-*) of an earlier run.

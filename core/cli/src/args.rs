@@ -32,6 +32,8 @@ pub enum Cmd {
     Peers(QueryArgs),
     /// Stop the running node.
     Down(TargetArgs),
+    /// Resolve a member's name through the node's DNS and measure round trips to it.
+    Ping(PingArgs),
     /// Print this node's public key (creating the key if there is none), for `veil cert sign`.
     Key(KeyArgs),
     /// Certificates, in networks created with --with-ca.
@@ -312,6 +314,10 @@ pub struct UpArgs {
     /// and traffic volumes: keep it on loopback or a monitoring network.
     #[arg(long, value_name = "ADDRESS:PORT")]
     pub metrics: Option<String>,
+    /// This node's DNS name: members reach it as NAME.veil (NAME.<dns_domain>); a label of
+    /// a-z, 0-9 and `-` (config key name). First come, first served in the network.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,
@@ -327,6 +333,23 @@ pub struct TargetArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// `veil ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// A member's name (NAME or NAME.veil) or overlay IPv4.
+    #[arg(value_name = "NAME|ADDRESS")]
+    pub target_name: String,
+    /// Echo requests to send.
+    #[arg(long, short = 'c', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub count: u16,
+    /// Milliseconds between requests.
+    #[arg(long, short = 'i', default_value_t = 500)]
+    pub interval_ms: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `status`, `peers`: which node, and how to print.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// Print JSON instead of a table.

@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 20] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -29,6 +29,8 @@ pub const KEYS: [&str; 18] = [
     "offload",
     "cipher",
     "metrics",
+    "name",
+    "dns_domain",
     "log",
 ];
 
@@ -100,6 +102,8 @@ fn expected(key: &str) -> &'static str {
         "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
         "cipher" => "`auto` (AES-256-GCM with peers when both CPUs have AES instructions, else ChaCha20-Poly1305) or `chacha20-poly1305`",
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
+        "name" => "a DNS label: 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-` (members reach the node as NAME.<dns_domain>)",
+        "dns_domain" => "a domain such as `veil` or `corp.example` (labels of a-z, 0-9 and `-`)",
         "metrics" => "an ADDRESS:PORT to serve Prometheus metrics on, such as 127.0.0.1:9101 (empty = off)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -144,6 +148,10 @@ pub struct Layer {
     pub cipher: Option<String>,
     /// Where Prometheus metrics are served (`ADDRESS:PORT`; empty: off).
     pub metrics: Option<String>,
+    /// The node's DNS name.
+    pub name: Option<String>,
+    /// The network's DNS domain.
+    pub dns_domain: Option<String>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -256,6 +264,8 @@ impl Source {
             offload: get("offload"),
             cipher: get("cipher"),
             metrics: get("metrics"),
+            name: get("name"),
+            dns_domain: get("dns_domain"),
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -361,6 +371,10 @@ pub struct Settings {
     pub aes: bool,
     /// Where Prometheus metrics are served (None: off).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The node's DNS name (lowercase).
+    pub name: Option<String>,
+    /// The network's DNS domain.
+    pub dns_domain: String,
     /// Log filter.
     pub log: String,
 }
@@ -386,6 +400,8 @@ impl Default for Settings {
             offload: Offload::All,
             aes: true,
             metrics: None,
+            name: None,
+            dns_domain: proto.dns_domain.clone(),
             log: "info".into(),
         }
     }
@@ -499,6 +515,21 @@ impl Settings {
                 _ => return Err(invalid(o, "offload", v)),
             };
         }
+        if let Some((v, o)) = pick(sources, |l| l.name.as_ref()) {
+            let n = v.trim().to_ascii_lowercase();
+            s.name = match n.as_str() {
+                "" => None,
+                n if veil_proto::dns::valid_name(n) => Some(n.to_owned()),
+                _ => return Err(invalid(o, "name", v)),
+            };
+        }
+        if let Some((v, o)) = pick(sources, |l| l.dns_domain.as_ref()) {
+            let d = v.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !veil_proto::dns::valid_domain(&d) {
+                return Err(invalid(o, "dns_domain", v));
+            }
+            s.dns_domain = d;
+        }
         if let Some((v, o)) = pick(sources, |l| l.metrics.as_ref()) {
             s.metrics = match v.trim() {
                 "" => None,
@@ -546,6 +577,8 @@ impl Settings {
             private_peers: self.private_peers.clone(),
             cover_pps: self.cover_pps,
             aes: self.aes && veil_proto::crypto::hardware_aes(),
+            name: self.name.clone(),
+            dns_domain: self.dns_domain.clone(),
             ..NodeConfig::default()
         }
     }
@@ -634,6 +667,24 @@ mod tests {
         });
         let e = Settings::resolve(&[flags]).unwrap_err().to_string();
         assert!(e.contains("`relay_transport` must be `auto`"), "{e}");
+    }
+
+    #[test]
+    fn name_and_domain_are_checked_and_lowercased() {
+        let f = file("name = \"Web-1\"\ndns_domain = \"Corp.Example.\"\n").unwrap();
+        let s = Settings::resolve(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(s.name.as_deref(), Some("web-1"));
+        assert_eq!(s.dns_domain, "corp.example");
+        assert_eq!(Settings::default().dns_domain, "veil");
+        for (key, bad) in [
+            ("name", "no_underscores"),
+            ("name", "-x"),
+            ("dns_domain", "a..b"),
+        ] {
+            let f = file(&format!("{key} = \"{bad}\"\n")).unwrap();
+            let e = Settings::resolve(&[f]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}` must be")), "{e}");
+        }
     }
 
     #[test]

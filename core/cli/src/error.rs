@@ -107,6 +107,9 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// `veil ping` failed.
+    #[error("ping: {0}")]
+    Ping(String),
     /// The metrics listener could not be bound.
     #[error("metrics listener on {addr}: {source} (check that nothing else listens there, or set `metrics` to another ADDRESS:PORT)")]
     MetricsBind {

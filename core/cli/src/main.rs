@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod logging;
 mod network;
+mod ping;
 mod query;
 mod relay_cmd;
 mod up;
@@ -43,6 +44,7 @@ fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
         Cmd::Status(a) => query::status(a),
         Cmd::Peers(a) => query::peers(a),
         Cmd::Down(a) => query::down(a),
+        Cmd::Ping(a) => ping::ping(a),
         Cmd::Key(a) => cert::key(a),
         Cmd::Cert(CertCmd::Sign(a)) => cert::sign(a),
         Cmd::Cert(CertCmd::Revoke(a)) => cert::revoke(a),

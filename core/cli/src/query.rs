@@ -42,6 +42,15 @@ fn node(t: &TargetArgs) -> (PathBuf, String) {
     target(&t.state_dir, t.socket.as_ref(), NODE_SOCKET, "veil node")
 }
 
+/// Asks the node `t` names and decodes its answer.
+pub(crate) fn ask_node<T: serde::de::DeserializeOwned>(
+    t: &TargetArgs,
+    cmd: ControlCommand,
+) -> Result<T, CliError> {
+    let (path, missing) = node(t);
+    decode(ask(&path, missing, cmd)?)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, CliError> {
     serde_json::from_value(v)
         .map_err(|e| CliError::Control(ControlClientError::Protocol(e.to_string())))
@@ -67,13 +76,24 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
         .relay_transport
         .as_deref()
         .map_or_else(String::new, |t| format!(", over {}", t.to_uppercase()));
+    let rtt = s
+        .relay_rtt_ms
+        .map_or_else(String::new, |ms| format!(", rtt {ms:.1} ms"));
     let relay = match (&s.relay, s.relay_connected) {
-        (Some(r), true) => format!("{r} (connected{over})"),
+        (Some(r), true) => format!("{r} (connected{over}{rtt})"),
         (Some(r), false) => format!("{r} (not connected{over})"),
         (None, _) => "-".into(),
     };
     let rows = [
         ("id", s.id.clone()),
+        (
+            "name",
+            match (&s.name, s.name_taken) {
+                (Some(n), false) => n.clone(),
+                (Some(n), true) => format!("{n} (held by another member: not registered)"),
+                (None, _) => "-".into(),
+            },
+        ),
         (
             "overlay ipv4",
             s.overlay_ipv4

@@ -224,6 +224,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         offload: args.offload.clone(),
         cipher: args.cipher.clone(),
         metrics: args.metrics.clone(),
+        name: args.name.clone(),
         ..Layer::default()
     });
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];

@@ -14,12 +14,14 @@
 //! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
 //! - [`link`]: a node's TCP stream to its relay, and when to use it ([`RelayTransport`]).
 //! - [`metrics`]: Prometheus text of a node's status and peers (`veil up --metrics`).
+//! - [`dns`]: the node's DNS listener on its overlay address, and systemd-resolved.
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
 //! - [`ifaddrs`]: the host's interface addresses, offered to peers as direct-path candidates.
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
 //! - [`report`]: the JSON shapes of `status` and `peers`, shared by server and client.
 
 pub mod control;
+pub mod dns;
 pub mod ifaddrs;
 pub mod link;
 pub mod metrics;

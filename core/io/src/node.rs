@@ -12,6 +12,7 @@
 //! ([`crate::link`]: `relay_transport`, and in `auto` the switch between the two).
 
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::dns::{self, DnsListener};
 use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
 use crate::socket::{self, SocketFactory};
@@ -305,6 +306,8 @@ pub struct NodeRunner {
     relay_targets: Vec<(SocketAddr, [u8; 32], Option<SocketAddr>)>,
     rx_buf: Box<[u8]>,
     out_buf: Box<[u8]>,
+    /// DNS on the overlay IPv4 (a TUN made here only; phones answer inside the TUN).
+    dns: Option<DnsListener>,
 }
 
 impl NodeRunner {
@@ -387,6 +390,7 @@ impl NodeRunner {
             relay_targets,
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            dns: None,
         })
     }
 
@@ -451,6 +455,13 @@ impl NodeRunner {
                     return Err(NodeError::RelayUnreachable { relay: self.relays.clone() });
                 }
                 r = link_ready(self.link.as_mut()) => self.on_link(r)?,
+                r = dns_readable(self.dns.as_ref()) => match r {
+                    Ok(()) => self.on_dns_readable(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DNS listener failed; closing it");
+                        self.dns = None;
+                    }
+                },
                 () = sleep_until(switch_at) => {
                     if self.chooser.poll(tokio::time::Instant::now()) {
                         self.counters.transport_switches += 1;
@@ -661,6 +672,9 @@ impl NodeRunner {
             guard: s.guard.map(|g| g.0),
             previous_key_until: s.previous_key_until,
             relay_rtt_ms: s.relay_rtt_ms,
+            name: s.name,
+            name_taken: s.name_taken,
+            dns_domain: self.node.dns_domain().to_owned(),
             uptime_s: now.duration_since(self.started).as_secs(),
             relay_transport: Some(if self.link.is_some() { "tcp" } else { "udp" }.into()),
             tun: self.tun.as_ref().map(|t| t.name().to_owned()),
@@ -904,6 +918,11 @@ impl NodeRunner {
                 }
             }
         }
+        while let Some((token, answer)) = self.node.poll_dns_answer() {
+            if let Some(dns) = self.dns.as_mut() {
+                dns.answer(token, &answer);
+            }
+        }
         while let Some(event) = self.node.poll_event() {
             self.on_event(event)?;
         }
@@ -935,6 +954,9 @@ impl NodeRunner {
                 self.chooser.relay_down(tokio::time::Instant::now());
             }
             NodeEvent::PeerUp { id } => tracing::info!(peer = %id, "peer session up"),
+            NodeEvent::NameTaken { name } => tracing::warn!(
+                "another member holds the DNS name {name}; this node runs without one (pick another with --name)"
+            ),
             NodeEvent::PeerDown { id } => tracing::info!(peer = %id, "peer session closed"),
             NodeEvent::PeerPath {
                 id,
@@ -969,6 +991,7 @@ impl NodeRunner {
             Some(tun) => tun.set_ipv4(addr, self.pool_len)?,
             None => self.open_tun(addr)?,
         }
+        self.listen_dns(addr);
         Ok(())
     }
 
@@ -1001,7 +1024,48 @@ impl NodeRunner {
         self.tun_rx = Some(tun.reader());
         self.tun_tx = Some(tun.writer());
         self.tun = Some(tun);
+        self.listen_dns(ipv4);
         Ok(())
+    }
+
+    /// Serves DNS on `ipv4` (once it is the TUN's address), when veil-io made the TUN.
+    fn listen_dns(&mut self, ipv4: Ipv4Addr) {
+        let Some(tun) = self.tun.as_ref().filter(|t| t.managed()) else {
+            return;
+        };
+        if self.dns.as_ref().is_some_and(|d| d.addr() == ipv4) {
+            return;
+        }
+        self.dns = None;
+        match DnsListener::bind(ipv4) {
+            Ok(d) => {
+                tracing::info!("answering DNS for *.{} on port 53", self.node.dns_domain());
+                if let Some(done) =
+                    dns::configure_resolved(tun.name(), ipv4, self.node.dns_domain())
+                {
+                    tracing::info!("{done}");
+                }
+                self.dns = Some(d);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer DNS on the overlay address (port 53)")
+            }
+        }
+    }
+
+    fn on_dns_readable(&mut self) {
+        let now = Instant::now();
+        let Some(dns) = self.dns.as_mut() else { return };
+        let mut any = false;
+        while let Some((token, query)) = dns.recv() {
+            self.node.handle_dns_query(now, token, query);
+            any = true;
+        }
+        if any {
+            if let Err(e) = self.drain() {
+                tracing::debug!(error = %e, "drain after DNS");
+            }
+        }
     }
 }
 
@@ -1072,6 +1136,13 @@ async fn old_readable(old: Option<&(Udp, tokio::time::Instant)>) -> io::Result<b
             r = s.readable() => r.map(|()| true),
             () = tokio::time::sleep_until(*until) => Ok(false),
         },
+        None => std::future::pending().await,
+    }
+}
+
+async fn dns_readable(dns: Option<&DnsListener>) -> io::Result<()> {
+    match dns {
+        Some(d) => d.readable().await,
         None => std::future::pending().await,
     }
 }

@@ -91,6 +91,15 @@ pub struct NodeStatusReport {
     /// down.
     #[serde(default)]
     pub relay_rtt_ms: Option<f64>,
+    /// The DNS name configured (`NAME.<domain>` reaches this node unless `name_taken`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Another member holds that name: this node runs without one.
+    #[serde(default)]
+    pub name_taken: bool,
+    /// The network's DNS domain (`veil` unless configured); empty from older nodes.
+    #[serde(default)]
+    pub dns_domain: String,
     /// How the relay's datagrams travel now: `udp`, or `tcp` (the fallback where UDP is
     /// blocked).
     #[serde(default)]
@@ -213,6 +222,9 @@ mod tests {
             guard_circuit: false,
             previous_key_until: None,
             relay_rtt_ms: Some(1.5),
+            name: Some("web".into()),
+            name_taken: false,
+            dns_domain: "veil".into(),
             relay_transport: Some("tcp".into()),
             uptime_s: 3,
             tun: None,

@@ -162,6 +162,11 @@ impl Tun {
         })
     }
 
+    /// Whether veil-io made the device (and configured its addresses).
+    pub fn managed(&self) -> bool {
+        self.managed
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name

@@ -152,7 +152,8 @@ pub fn names_base(secret: &[u8; 32]) -> [u8; 32] {
 
 /// The `n`-th IPv4 candidate a node tries to claim inside `pool` (a prefix of length
 /// `pool_len`). Candidates are spread by the key so that claims rarely collide; host parts
-/// ending in .0 and .255 are skipped so no tool mistakes them for network or broadcast.
+/// ending in .0 and .255 are skipped so no tool mistakes them for network or broadcast, and
+/// so is the pool's DNS address (its last address but one).
 pub fn ipv4_candidate(public: &[u8; 32], pool: Ipv4Addr, pool_len: u8, n: u32) -> Ipv4Addr {
     let host_bits = 32u32.saturating_sub(u32::from(pool_len)).min(31);
     let size: u32 = 1u32 << host_bits;
@@ -161,8 +162,14 @@ pub fn ipv4_candidate(public: &[u8; 32], pool: Ipv4Addr, pool_len: u8, n: u32) -
     let start = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) & (size - 1);
     // Probe forward from the hashed host to the next usable one; among any three
     // consecutive hosts one is usable when the pool has at least four addresses.
-    let usable =
-        |host: u32| host != 0 && host != size - 1 && host & 0xff != 0 && host & 0xff != 255;
+    // The last address but one is the pool's DNS address (`node::dns_address`).
+    let usable = |host: u32| {
+        host != 0
+            && host != size - 1
+            && host != size.wrapping_sub(2)
+            && host & 0xff != 0
+            && host & 0xff != 255
+    };
     (0..size.min(4))
         .map(|i| start.wrapping_add(i) & (size - 1))
         .find(|h| usable(*h))

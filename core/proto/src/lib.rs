@@ -7,6 +7,7 @@
 
 pub mod cert;
 pub mod crypto;
+pub mod dns;
 pub mod frag;
 pub mod handshake;
 pub mod inner;

@@ -55,6 +55,16 @@ pub struct NodeConfig {
     pub private_peers: Vec<std::net::IpAddr>,
     /// This node's certificate, required in networks with a CA.
     pub cert: Option<crate::cert::Certificate>,
+    /// This node's DNS name: a lowercase label (`dns::valid_name`); members reach it as
+    /// `NAME.<dns_domain>`. First come, first served: a name another live member holds is
+    /// not registered (`NodeStatus::name_taken`).
+    pub name: Option<String>,
+    /// The network's DNS domain (default `veil`).
+    pub dns_domain: String,
+    /// Answer DNS questions sent into the TUN to the pool's DNS address
+    /// ([`crate::node::dns_address`]; for platforms where the node cannot listen on port 53
+    /// of its address, i.e. phones).
+    pub dns_intercept: bool,
     /// Offer AES-256-GCM to peers, and accept it when they offer it: a session is AES-256-GCM
     /// when both ends set this, ChaCha20-Poly1305 otherwise. Default:
     /// [`crate::crypto::hardware_aes`] (the CPU has AES instructions, where AES-GCM is the
@@ -79,6 +89,9 @@ impl Default for NodeConfig {
             private_peers: Vec::new(),
             cover_pps: 0,
             cert: None,
+            name: None,
+            dns_domain: "veil".into(),
+            dns_intercept: false,
             aes: crate::crypto::hardware_aes(),
         }
     }
@@ -125,6 +138,11 @@ impl Default for RelayConfig {
 /// Something the caller may want to act on or log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
+    /// Another member holds this node's DNS name: it runs without one.
+    NameTaken {
+        /// The name.
+        name: String,
+    },
     /// The rendezvous confirmed our IPv4 claim (persist it in the state directory).
     Ipv4Assigned(Ipv4Addr),
     /// A session with the relay is up and the node is registered.
@@ -175,6 +193,10 @@ pub struct NodeStatus {
     pub previous_key_until: Option<u64>,
     /// Round trip to the relay (its last registration), in milliseconds.
     pub relay_rtt_ms: Option<f64>,
+    /// The DNS name configured (a label of the network's domain).
+    pub name: Option<String>,
+    /// Another member holds that name, so this node is not reachable by it.
+    pub name_taken: bool,
     /// Named counters.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -360,6 +382,12 @@ counters!(
         rx_packets_relayed,
         /// Their bytes.
         rx_bytes_relayed,
+        /// DNS questions received (on the overlay address, or inside the TUN).
+        dns_queries,
+        /// DNS answers sent.
+        dns_answers,
+        /// Registrations that found this node's DNS name taken by another member.
+        name_conflicts,
     }
 );
 

@@ -27,8 +27,11 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 mod cover;
+mod dns;
 mod guard;
 mod mtu;
+
+pub use dns::dns_address;
 
 /// Handshakes a node answers per path (a peer's address or relay handle) and second, in
 /// bursts of up to `HS_BURST`, tracking at most `HS_KEYS` paths.
@@ -61,6 +64,8 @@ const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
 const PEER_FORGET_AFTER: Duration = MAX_HANDSHAKE_AGE.saturating_add(Duration::from_secs(60));
 /// Registration request timeout.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Index of the DNS name among the names a node registers (key, IPv4, IPv6, name).
+const NAME_INDEX: usize = 3;
 /// Lookups in flight at once (each holds up to `QUEUE_MAX` packets).
 const MAX_LOOKUPS: usize = 256;
 /// Remembered misses.
@@ -381,6 +386,8 @@ pub struct Node {
     /// Our address as the relay sees it.
     reflexive: Option<SocketAddr>,
     lookups: BTreeMap<u32, Lookup>,
+    /// Overlay DNS: name lookups, their cache and answers (`node/dns.rs`).
+    dns: dns::DnsState,
     lookup_by_addr: BTreeMap<IpAddr, u32>,
     negative: BTreeMap<IpAddr, Instant>,
     next_req: u32,
@@ -484,6 +491,7 @@ impl Node {
             cand_gen: 1,
             reflexive: None,
             lookups: BTreeMap::new(),
+            dns: dns::DnsState::default(),
             lookup_by_addr: BTreeMap::new(),
             negative: BTreeMap::new(),
             next_req: 1,
@@ -1336,6 +1344,10 @@ impl Node {
         if Some(dst) == self.ipv4.map(IpAddr::V4) || dst == IpAddr::V6(self.ipv6) {
             return None;
         }
+        if self.dns_address().map(IpAddr::V4) == Some(dst) {
+            self.intercept_dns(now, packet);
+            return None;
+        }
         let pk = match dst {
             IpAddr::V4(a) => self.route4.get(&a).copied(),
             IpAddr::V6(a) => self.route6.get(&a).copied(),
@@ -1577,6 +1589,9 @@ impl Node {
             return;
         };
         let record = c.rest();
+        if self.on_name_lookup_reply(now, req, found == 1, record) {
+            return;
+        }
         let Some(lookup) = self.lookups.remove(&req) else {
             return;
         };
@@ -2246,14 +2261,19 @@ impl Node {
     fn register(&mut self, now: Instant) {
         let req = self.next_req();
         let pk = *self.identity.public();
-        let names = [
+        let mut names = vec![
             self.keys.blind(b"key", &pk),
             self.keys.blind(b"ipv4", &self.ipv4_candidate.octets()),
             self.keys.blind(b"ipv6", &self.ipv6.octets()),
         ];
+        let name = self.registered_name().map(str::to_owned);
+        if let Some(n) = &name {
+            names.push(self.keys.blind(b"name", n.as_bytes()));
+        }
         let record = self.seal_record(&Record {
             public: pk,
             ipv4: Some(self.ipv4_candidate),
+            name,
         });
         let mut body = req.to_be_bytes().to_vec();
         body.push(names.len() as u8);
@@ -2283,6 +2303,16 @@ impl Node {
         if status != 0 {
             self.counters.registration_conflicts += 1;
             let index = c.u8().unwrap_or(1);
+            if usize::from(index) == NAME_INDEX && self.registered_name().is_some() {
+                // Another member has our name: register without it (the status says so).
+                self.dns.name_taken = true;
+                self.counters.name_conflicts += 1;
+                if let Some(name) = self.cfg.name.clone() {
+                    self.events.push_back(NodeEvent::NameTaken { name });
+                }
+                self.register(now);
+                return;
+            }
             let (pool, len) = self.cfg.ipv4_pool;
             if index == 1 && self.pinned_ipv4.is_none() && self.ipv4_attempt < MAX_IPV4_ATTEMPTS {
                 // Our IPv4 candidate belongs to someone else: try the next one.
@@ -2456,6 +2486,7 @@ impl Node {
         self.cover_timers(now);
         self.peer_timers(now);
         self.lookup_timers(now);
+        self.dns_timers(now);
         self.negative.retain(|_, until| *until > now);
         self.counters.reassembly_timeouts += self.reasm.expire(now);
         self.counters.reassembly_timeouts += self.data_reasm.expire(now);
@@ -2829,6 +2860,7 @@ impl Node {
         for l in self.lookups.values() {
             t.push(l.sent + LOOKUP_TIMEOUT);
         }
+        self.dns_deadlines(&mut t);
         if let Some(n) = self.negative.values().min() {
             t.push(*n);
         }
@@ -2858,6 +2890,8 @@ impl Node {
                 .as_ref()
                 .map(|g| (g.link.addr.to_string(), g.extended)),
             previous_key_until: self.previous.as_ref().map(|(_, until)| *until),
+            name: self.cfg.name.clone(),
+            name_taken: self.dns.name_taken,
             relay_rtt_ms: self
                 .relay
                 .rtt
@@ -3080,6 +3114,8 @@ enum PathWork {
 struct Record {
     public: [u8; 32],
     ipv4: Option<Ipv4Addr>,
+    /// The node's DNS name (lowercase), when it has one.
+    name: Option<String>,
 }
 
 impl Record {
@@ -3087,6 +3123,15 @@ impl Record {
         let mut v = vec![1u8];
         v.extend_from_slice(&self.public);
         v.extend_from_slice(&self.ipv4.map_or([0; 4], |a| a.octets()));
+        // Older nodes read up to here and ignore the rest.
+        if let Some(n) = self
+            .name
+            .as_ref()
+            .filter(|n| n.len() <= crate::dns::MAX_LABEL)
+        {
+            v.push(n.len() as u8);
+            v.extend_from_slice(n.as_bytes());
+        }
         v
     }
     fn decode(b: &[u8]) -> Option<Record> {
@@ -3096,9 +3141,15 @@ impl Record {
         }
         let public = c.array::<32>()?;
         let v4 = c.array::<4>()?;
+        let name = c
+            .u8()
+            .and_then(|n| c.take(usize::from(n)))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned);
         Some(Record {
             public,
             ipv4: (v4 != [0; 4]).then(|| Ipv4Addr::from(v4)),
+            name,
         })
     }
 }
