@@ -318,6 +318,12 @@ pub struct UpArgs {
     /// a-z, 0-9 and `-` (config key name). First come, first served in the network.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Kill switch: while the node runs (and reconnects), nothing leaves this host outside
+    /// the tunnel except Veil's own datagrams, DHCP and IPv6 neighbour discovery (nftables;
+    /// config key lockdown). Removed by `veil down`; after a crash it stays until the next
+    /// `veil up`.
+    #[arg(long)]
+    pub lockdown: bool,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -31,6 +31,7 @@ pub const KEYS: [&str; 20] = [
     "metrics",
     "name",
     "dns_domain",
+    "lockdown",
     "log",
 ];
 
@@ -104,6 +105,7 @@ fn expected(key: &str) -> &'static str {
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
         "name" => "a DNS label: 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-` (members reach the node as NAME.<dns_domain>)",
         "dns_domain" => "a domain such as `veil` or `corp.example` (labels of a-z, 0-9 and `-`)",
+        "lockdown" => "true or false",
         "metrics" => "an ADDRESS:PORT to serve Prometheus metrics on, such as 127.0.0.1:9101 (empty = off)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -152,6 +154,8 @@ pub struct Layer {
     pub name: Option<String>,
     /// The network's DNS domain.
     pub dns_domain: Option<String>,
+    /// Kill switch.
+    pub lockdown: Option<bool>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -266,6 +270,13 @@ impl Source {
             metrics: get("metrics"),
             name: get("name"),
             dns_domain: get("dns_domain"),
+            lockdown: get("lockdown")
+                .map(|v| match v.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(invalid(&Origin::Env, "lockdown", &v)),
+                })
+                .transpose()?,
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -375,6 +386,8 @@ pub struct Settings {
     pub name: Option<String>,
     /// The network's DNS domain.
     pub dns_domain: String,
+    /// Kill switch: nothing leaves outside the tunnel while the node runs.
+    pub lockdown: bool,
     /// Log filter.
     pub log: String,
 }
@@ -402,6 +415,7 @@ impl Default for Settings {
             metrics: None,
             name: None,
             dns_domain: proto.dns_domain.clone(),
+            lockdown: false,
             log: "info".into(),
         }
     }
@@ -514,6 +528,9 @@ impl Settings {
                 "off" => Offload::Off,
                 _ => return Err(invalid(o, "offload", v)),
             };
+        }
+        if let Some((v, _)) = pick(sources, |l| l.lockdown.as_ref()) {
+            s.lockdown = *v;
         }
         if let Some((v, o)) = pick(sources, |l| l.name.as_ref()) {
             let n = v.trim().to_ascii_lowercase();

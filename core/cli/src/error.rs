@@ -107,6 +107,12 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// The TUN name is taken (another node runs on it).
+    #[error("interface {0} exists already: another veil node runs on it (stop it with `veil down`), or choose another name with --tun")]
+    TunInUse(String),
+    /// The kill switch could not be set up.
+    #[error(transparent)]
+    Lockdown(#[from] veil_io::lockdown::LockdownError),
     /// `veil ping` failed.
     #[error("ping: {0}")]
     Ping(String),

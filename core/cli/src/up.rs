@@ -8,9 +8,13 @@ use crate::config::{Layer, Settings, Source};
 use crate::error::CliError;
 use crate::{logging, runtime, shutdown_signal};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use veil_io::control::NODE_SOCKET;
+use veil_io::lockdown::{Lockdown, MarkingFactory};
 use veil_io::state::{self, KEY_FILE};
-use veil_io::{ControlServer, DefaultSocketFactory, NodeOptions, NodeRunner, TunSource};
+use veil_io::{
+    ControlServer, DefaultSocketFactory, NodeOptions, NodeRunner, SocketFactory, TunSource,
+};
 use veil_proto::{Identity, JoinToken, NodeConfig, DEFAULT_TUN_MTU};
 
 /// Runs the node in the foreground until `veil down`, SIGINT or SIGTERM.
@@ -63,14 +67,50 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         relay_tcp,
         offload: settings.offload,
     };
-    runtime()?.block_on(run(
-        &token,
-        Identity::from_secret(key),
-        cfg,
-        opts,
-        &args.state_dir,
-        settings.metrics,
-    ))
+    // A kill switch a crashed node left on this TUN goes first; then ours, before anything
+    // is sent. A TUN of that name means a node still runs: its switch is not ours to touch.
+    if std::path::Path::new("/sys/class/net")
+        .join(&settings.tun_name)
+        .exists()
+    {
+        return Err(CliError::TunInUse(settings.tun_name.clone()));
+    }
+    if Lockdown::remove_leftover(&settings.tun_name)? {
+        eprintln!(
+            "veil: removed the kill switch a stopped node left on {}",
+            settings.tun_name
+        );
+    }
+    let lockdown = if settings.lockdown {
+        Some(Lockdown::install(&settings.tun_name)?)
+    } else {
+        None
+    };
+    let factory: Arc<dyn SocketFactory> = if lockdown.is_some() {
+        Arc::new(MarkingFactory)
+    } else {
+        Arc::new(DefaultSocketFactory)
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(run(
+            &token,
+            Identity::from_secret(key),
+            cfg,
+            opts,
+            &args.state_dir,
+            settings.metrics,
+            factory,
+        ))
+    });
+    // An orderly exit lets traffic out again (a crash leaves the switch on).
+    if let Some(l) = lockdown {
+        let table = l.table().to_owned();
+        match l.remove() {
+            Ok(()) => tracing::info!(table, "kill switch removed"),
+            Err(e) => eprintln!("veil: {e}"),
+        }
+    }
+    result
 }
 
 async fn run(
@@ -80,6 +120,7 @@ async fn run(
     opts: NodeOptions,
     state_dir: &Path,
     metrics: Option<std::net::SocketAddr>,
+    factory: Arc<dyn SocketFactory>,
 ) -> Result<(), CliError> {
     let signal = shutdown_signal()?;
     let sock_path = state_dir.join(NODE_SOCKET);
@@ -88,13 +129,7 @@ async fn run(
         source,
     })?;
     let id = identity.id();
-    let runner = NodeRunner::new(
-        token,
-        identity,
-        cfg,
-        opts,
-        std::sync::Arc::new(DefaultSocketFactory),
-    )?;
+    let runner = NodeRunner::new(token, identity, cfg, opts, factory)?;
     let handle = runner.handle();
     let serve = tokio::spawn(control.serve(runner.handle()));
     let metrics = match metrics {
@@ -217,6 +252,7 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         tun_name: args.tun.clone(),
         port: args.port,
         direct_paths: args.no_direct.then_some(false),
+        lockdown: args.lockdown.then_some(true),
         private: args.private,
         cover_pps: args.cover,
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),

@@ -13,6 +13,7 @@
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
 //! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
 //! - [`link`]: a node's TCP stream to its relay, and when to use it ([`RelayTransport`]).
+//! - [`lockdown`]: the kill switch (nftables; Veil's own sockets carry a firewall mark).
 //! - [`metrics`]: Prometheus text of a node's status and peers (`veil up --metrics`).
 //! - [`dns`]: the node's DNS listener on its overlay address, and systemd-resolved.
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
@@ -24,6 +25,7 @@ pub mod control;
 pub mod dns;
 pub mod ifaddrs;
 pub mod link;
+pub mod lockdown;
 pub mod metrics;
 pub mod node;
 pub mod relay;
