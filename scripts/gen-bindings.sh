@@ -32,8 +32,12 @@ for arg in "$@"; do
 done
 [ "${#LANGS[@]}" -gt 0 ] || LANGS=(kotlin swift python)
 
-cargo build --quiet "${CARGO_PROFILE[@]}" -p veil-ffi -p uniffi-bindgen
-LIB="$ROOT/target/$PROFILE/libveil_ffi.so"
+# (The odd expansion keeps macOS's bash 3.2 from calling an empty array unbound.)
+cargo build --quiet ${CARGO_PROFILE[@]+"${CARGO_PROFILE[@]}"} -p veil-ffi -p uniffi-bindgen
+case "$(uname -s)" in
+  Darwin) LIB="$ROOT/target/$PROFILE/libveil_ffi.dylib" ;;
+  *) LIB="$ROOT/target/$PROFILE/libveil_ffi.so" ;;
+esac
 [ -f "$LIB" ] || { echo "gen-bindings: $LIB was not built" >&2; exit 1; }
 BINDGEN="$ROOT/target/$PROFILE/uniffi-bindgen"
 
