@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: setup, release build of the CLI, `cargo test --workspace`
-# (unit, property, simulation and CLI tests), then each namespace end-to-end test in tests/e2e/.
+# (unit, property, simulation and CLI tests), the phones' checks of veil-ffi (Android cross
+# check, iOS static library and Swift names, Kotlin bindings on the JVM), then each namespace
+# end-to-end test in tests/e2e/.
 #
 #   scripts/test.sh          the default run (well under 45 minutes on 2 cores)
 #   scripts/test.sh --full   also the long variants (FULL=1 for the e2e scripts)
@@ -97,6 +99,14 @@ stage "build (cargo build --release -p veil-cli -p veil-capture)" 2400 cargo bui
 build_ok=0
 [ -x target/release/veil ] && [ -x target/release/veil-capture ] && [ "${RESULTS[-1]:0:4}" = PASS ] && build_ok=1
 stage "cargo test --workspace" 2400 cargo test --workspace --no-fail-fast
+# The phones' builds of veil-ffi: pure Rust (no ring, no tun-rs), checked for Android (no NDK
+# here to link) and built as the iOS static library with the Swift names checked.
+stage "ffi: Android cross check (cargo check --target aarch64-linux-android)" 1200 \
+  bash -c 'cargo check --quiet -p veil-ffi --target aarch64-linux-android &&
+    ! cargo tree -p veil-ffi --target aarch64-linux-android -e normal --prefix none | grep -E "^(ring|tun-rs) v"'
+stage "ffi: iOS static library and Swift names (scripts/check-swift.sh)" 1800 bash scripts/check-swift.sh
+stage "ffi: Kotlin bindings on the JVM, Android service against stubs (scripts/test-kotlin.sh)" 1800 \
+  bash scripts/test-kotlin.sh
 
 shopt -s nullglob
 e2e=(tests/e2e/*.sh)

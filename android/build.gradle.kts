@@ -1,0 +1,6 @@
+// Versions of the build plugins; the app's own build is app/build.gradle.kts.
+plugins {
+    id("com.android.application") version "8.7.3" apply false
+    id("org.jetbrains.kotlin.android") version "2.1.0" apply false
+    id("org.jetbrains.kotlin.plugin.compose") version "2.1.0" apply false
+}

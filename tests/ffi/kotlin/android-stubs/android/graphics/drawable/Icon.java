@@ -1,0 +1,7 @@
+// Compile-only stub of the Android SDK for scripts/test-kotlin.sh: only the members the app's
+// VeilVpnService.kt / KeystoreSecretStore.kt use, with their real signatures. Never run.
+package android.graphics.drawable;
+
+public final class Icon {
+    private Icon() {}
+}

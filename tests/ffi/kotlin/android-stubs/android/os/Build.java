@@ -1,0 +1,9 @@
+// Compile-only stub of the Android SDK for scripts/test-kotlin.sh: only the members the app's
+// VeilVpnService.kt / KeystoreSecretStore.kt use, with their real signatures. Never run.
+package android.os;
+
+public class Build {
+    public static class VERSION {
+        public static final int SDK_INT = 0;
+    }
+}

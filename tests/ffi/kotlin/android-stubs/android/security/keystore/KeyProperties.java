@@ -1,0 +1,11 @@
+// Compile-only stub of the Android SDK for scripts/test-kotlin.sh: only the members the app's
+// VeilVpnService.kt / KeystoreSecretStore.kt use, with their real signatures. Never run.
+package android.security.keystore;
+
+public abstract class KeyProperties {
+    public static final int PURPOSE_ENCRYPT = 1;
+    public static final int PURPOSE_DECRYPT = 2;
+    public static final String KEY_ALGORITHM_AES = "AES";
+    public static final String BLOCK_MODE_GCM = "GCM";
+    public static final String ENCRYPTION_PADDING_NONE = "NoPadding";
+}
