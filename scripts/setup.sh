@@ -26,7 +26,6 @@ APT_PACKAGES=(
   curl            # scrapes the metrics endpoint
   default-jre-headless       # kotlinc and the Kotlin binding tests (tests/ffi/kotlin)
   libjna-java                # JNA, which UniFFI's Kotlin bindings load the library with
-  libkotlinx-coroutines-java # coroutines for the bindings' suspend functions
 )
 # npm fetches the Kotlin compiler (npm package kotlin-compiler, scripts/test-kotlin.sh). It
 # comes with a nodejs package of NodeSource or with Debian's npm; installed only if missing.

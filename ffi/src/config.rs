@@ -61,6 +61,11 @@ pub struct VeilConfig {
     pub name: Option<String>,
     /// The network's DNS domain (default `veil`).
     pub dns_domain: String,
+    /// Send everything outside the overlay through this exit node (its DNS name or overlay
+    /// IPv4); None: only the overlay goes through the tunnel.
+    pub exit_node: Option<String>,
+    /// Use the subnets other nodes advertise (their routes join `TunnelSettings::routes`).
+    pub accept_routes: bool,
     /// This device's certificate (the text `veil cert issue` printed), in networks whose
     /// token carries a CA; None elsewhere.
     pub certificate: Option<String>,
@@ -86,6 +91,8 @@ pub fn default_config() -> VeilConfig {
         ipv4_pool: format!("{}/{}", engine.ipv4_pool.0, engine.ipv4_pool.1),
         name: None,
         dns_domain: engine.dns_domain.clone(),
+        exit_node: None,
+        accept_routes: true,
         certificate: None,
         log_filter: "info".into(),
     }
@@ -216,6 +223,8 @@ impl Checked {
             aes: c.aes && veil_proto::crypto::hardware_aes(),
             name: c.name.clone(),
             dns_domain: c.dns_domain.clone(),
+            exit_node: c.exit_node.clone(),
+            accept_routes: c.accept_routes,
             // Phones cannot listen on port 53: DNS to the pool's DNS address is answered
             // inside the TUN.
             dns_intercept: true,

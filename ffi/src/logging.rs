@@ -28,7 +28,8 @@ pub enum LogLevel {
 #[uniffi::export(with_foreign)]
 pub trait LogSink: Send + Sync {
     /// One log line: `target` is the Rust module, `message` the text with its fields
-    /// (`key=value`). Called from the node's threads; must not block for long.
+    /// (`key=value`). Called from the node's threads; must not block for long, and must not
+    /// throw (an exception here is a panic in the node's thread: catch everything).
     fn log(&self, level: LogLevel, target: String, message: String);
 }
 

@@ -23,6 +23,8 @@ use veil_proto::{Identity, JoinToken, NodeEvent};
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `stop` waits for the goodbye to the relay and peers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first routes of `TunnelSettings::routes`: the overlay's IPv4 pool and IPv6 /48.
+const OVERLAY_ROUTES: usize = 2;
 /// How often peers are looked at for MTU changes (paths changes arrive as events).
 const PMTU_POLL: Duration = Duration::from_secs(1);
 
@@ -512,6 +514,19 @@ impl Pump {
                 }
             }
             NodeEvent::NameTaken { name } => VeilEvent::NameTaken { name },
+            NodeEvent::RoutesChanged { routes } => {
+                // The platform routes them into the interface: the overlay's own two, then
+                // other nodes' subnets and the exit's default routes.
+                let mut s = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+                s.routes.truncate(OVERLAY_ROUTES);
+                s.routes.extend(routes.iter().map(|p| IpRoute {
+                    address: p.addr().to_string(),
+                    prefix_len: p.prefix_len(),
+                }));
+                VeilEvent::SettingsChanged {
+                    settings: s.clone(),
+                }
+            }
             NodeEvent::PeerPath { .. } | NodeEvent::Policy { .. } => return,
         };
         self.queue.push(ev);

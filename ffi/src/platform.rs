@@ -22,8 +22,8 @@ pub trait SecretStore: Send + Sync {
 /// without it the node's packets to its relay would loop back into its own interface.
 #[uniffi::export(with_foreign)]
 pub trait SocketProtector: Send + Sync {
-    /// Excludes the socket `fd` from the VPN; false when the platform refused.
-    fn protect_socket(&self, fd: i32) -> bool;
+    /// Excludes the socket `fd` from the VPN; false (or an error) when the platform refused.
+    fn protect_socket(&self, fd: i32) -> Result<bool, VeilError>;
 }
 
 /// The name the node key is kept under.
@@ -54,11 +54,17 @@ pub(crate) struct ProtectingFactory {
 
 impl ProtectingFactory {
     fn protect(&self, fd: i32) -> io::Result<()> {
-        match &self.protector {
-            Some(p) if !p.protect_socket(fd) => Err(io::Error::other(
+        let Some(p) = &self.protector else {
+            return Ok(());
+        };
+        match p.protect_socket(fd) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(io::Error::other(
                 "the platform refused to protect the socket (VpnService.protect returned false; is the VPN permission granted?)",
             )),
-            _ => Ok(()),
+            Err(e) => Err(io::Error::other(format!(
+                "the platform could not protect the socket: {e}"
+            ))),
         }
     }
 }
@@ -121,8 +127,8 @@ mod tests {
 
     struct Refuse;
     impl SocketProtector for Refuse {
-        fn protect_socket(&self, _fd: i32) -> bool {
-            false
+        fn protect_socket(&self, _fd: i32) -> Result<bool, VeilError> {
+            Ok(false)
         }
     }
 

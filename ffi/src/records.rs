@@ -24,7 +24,9 @@ pub struct TunnelSettings {
     pub ipv6_address: String,
     /// Its prefix length (the network's /48).
     pub ipv6_prefix_len: u8,
-    /// Routes into the tunnel: the overlay prefixes, nothing else.
+    /// Routes into the tunnel: the overlay's IPv4 pool and IPv6 /48 first, then the
+    /// subnets other nodes route and, with an exit node, `0.0.0.0/0` and `::/0` (a
+    /// `SettingsChanged` event brings them as they come and go).
     pub routes: Vec<IpRoute>,
     /// The interface MTU (at least 1280).
     pub mtu: u16,
@@ -77,6 +79,8 @@ pub struct NodeStatus {
     pub name: Option<String>,
     /// Another member holds that name: this device runs without one.
     pub name_taken: bool,
+    /// Routes in use through other nodes (`PREFIX via ID`).
+    pub routes: Vec<String>,
     /// `udp`, or `tcp` where UDP is blocked.
     pub relay_transport: Option<String>,
     /// Seconds since the node started.
@@ -135,6 +139,7 @@ impl From<NodeStatusReport> for NodeStatus {
             relay_rtt_ms: r.relay_rtt_ms,
             name: r.name,
             name_taken: r.name_taken,
+            routes: r.routes,
             relay_transport: r.relay_transport,
             uptime_s: r.uptime_s,
             tun: r.tun,

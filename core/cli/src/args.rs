@@ -324,6 +324,19 @@ pub struct UpArgs {
     /// `veil up`.
     #[arg(long)]
     pub lockdown: bool,
+    /// Route these subnets (outside the overlay) for the network: this node forwards and
+    /// masquerades what members send there; comma-separated or repeated (config key
+    /// advertise_routes).
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
+    pub advertise_routes: Vec<String>,
+    /// Be an exit node: forward (and masquerade) anything outside the overlay that members
+    /// who chose this node send (config key advertise_exit).
+    #[arg(long)]
+    pub advertise_exit: bool,
+    /// Send everything outside the overlay through this exit node (its DNS name or overlay
+    /// IPv4); the relay and peers stay reachable directly (config key exit_node).
+    #[arg(long, value_name = "NAME|ADDRESS")]
+    pub exit_node: Option<String>,
     /// This node's certificate (networks created with --with-ca).
     #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
     pub cert: Option<PathBuf>,

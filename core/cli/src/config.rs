@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 25] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -32,6 +32,10 @@ pub const KEYS: [&str; 21] = [
     "name",
     "dns_domain",
     "lockdown",
+    "advertise_routes",
+    "advertise_exit",
+    "exit_node",
+    "accept_routes",
     "log",
 ];
 
@@ -105,7 +109,9 @@ fn expected(key: &str) -> &'static str {
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
         "name" => "a DNS label: 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-` (members reach the node as NAME.<dns_domain>)",
         "dns_domain" => "a domain such as `veil` or `corp.example` (labels of a-z, 0-9 and `-`)",
-        "lockdown" => "true or false",
+        "lockdown" | "advertise_exit" | "accept_routes" => "true or false",
+        "advertise_routes" => "a list of prefixes outside the overlay such as [\"198.18.50.0/24\"] (this node forwards and masquerades for them)",
+        "exit_node" => "a member's DNS name or overlay IPv4 (empty = none)",
         "metrics" => "an ADDRESS:PORT to serve Prometheus metrics on, such as 127.0.0.1:9101 (empty = off)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
@@ -156,6 +162,14 @@ pub struct Layer {
     pub dns_domain: Option<String>,
     /// Kill switch.
     pub lockdown: Option<bool>,
+    /// Subnets this node routes for the network.
+    pub advertise_routes: Option<Vec<String>>,
+    /// This node is an exit.
+    pub advertise_exit: Option<bool>,
+    /// The exit this node uses.
+    pub exit_node: Option<String>,
+    /// Use others' subnets.
+    pub accept_routes: Option<bool>,
     /// Log filter.
     pub log: Option<String>,
 }
@@ -220,6 +234,15 @@ impl Source {
     /// Reads `VEIL_<KEY>` variables through `lookup` (`RUST_LOG` stands in for `VEIL_LOG`).
     pub fn env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |key: &'static str| lookup(&env_name(key)).filter(|v| !v.is_empty());
+        let boolean = |key: &'static str| -> Result<Option<bool>, ConfigError> {
+            get(key)
+                .map(|v| match v.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(invalid(&Origin::Env, key, &v)),
+                })
+                .transpose()
+        };
         let num = |key: &'static str| -> Result<Option<u64>, ConfigError> {
             get(key)
                 .map(|v| {
@@ -270,13 +293,16 @@ impl Source {
             metrics: get("metrics"),
             name: get("name"),
             dns_domain: get("dns_domain"),
-            lockdown: get("lockdown")
-                .map(|v| match v.trim() {
-                    "true" | "1" | "yes" => Ok(true),
-                    "false" | "0" | "no" => Ok(false),
-                    _ => Err(invalid(&Origin::Env, "lockdown", &v)),
-                })
-                .transpose()?,
+            lockdown: boolean("lockdown")?,
+            advertise_routes: get("advertise_routes").map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            }),
+            advertise_exit: boolean("advertise_exit")?,
+            exit_node: get("exit_node"),
+            accept_routes: boolean("accept_routes")?,
             log: get("log").or_else(|| lookup("RUST_LOG").filter(|v| !v.is_empty())),
         };
         Ok(Source {
@@ -388,6 +414,14 @@ pub struct Settings {
     pub dns_domain: String,
     /// Kill switch: nothing leaves outside the tunnel while the node runs.
     pub lockdown: bool,
+    /// Subnets this node routes for the network.
+    pub advertise_routes: Vec<veil_proto::route::Prefix>,
+    /// This node is an exit.
+    pub advertise_exit: bool,
+    /// The exit this node uses (name or overlay IPv4).
+    pub exit_node: Option<String>,
+    /// Use the subnets others advertise.
+    pub accept_routes: bool,
     /// Log filter.
     pub log: String,
 }
@@ -416,6 +450,10 @@ impl Default for Settings {
             name: None,
             dns_domain: proto.dns_domain.clone(),
             lockdown: false,
+            advertise_routes: Vec::new(),
+            advertise_exit: false,
+            exit_node: None,
+            accept_routes: true,
             log: "info".into(),
         }
     }
@@ -532,6 +570,33 @@ impl Settings {
         if let Some((v, _)) = pick(sources, |l| l.lockdown.as_ref()) {
             s.lockdown = *v;
         }
+        if let Some((v, _)) = pick(sources, |l| l.advertise_exit.as_ref()) {
+            s.advertise_exit = *v;
+        }
+        if let Some((v, _)) = pick(sources, |l| l.accept_routes.as_ref()) {
+            s.accept_routes = *v;
+        }
+        if let Some((v, _)) = pick(sources, |l| l.exit_node.as_ref()) {
+            let v = v.trim().to_ascii_lowercase();
+            s.exit_node = (!v.is_empty()).then_some(v);
+        }
+        if let Some((v, o)) = pick(sources, |l| l.advertise_routes.as_ref()) {
+            let mut routes = Vec::new();
+            for r in v {
+                let p: veil_proto::route::Prefix =
+                    r.parse().map_err(|_| invalid(o, "advertise_routes", r))?;
+                if p.is_default() {
+                    return Err(ConfigError::Invalid {
+                        origin: o.describe("advertise_routes"),
+                        key: "advertise_routes",
+                        expected: "a subnet, not a default route (use advertise_exit = true to be an exit)",
+                        got: format!("`{r}`"),
+                    });
+                }
+                routes.push(p);
+            }
+            s.advertise_routes = routes;
+        }
         if let Some((v, o)) = pick(sources, |l| l.name.as_ref()) {
             let n = v.trim().to_ascii_lowercase();
             s.name = match n.as_str() {
@@ -596,6 +661,10 @@ impl Settings {
             aes: self.aes && veil_proto::crypto::hardware_aes(),
             name: self.name.clone(),
             dns_domain: self.dns_domain.clone(),
+            advertise_routes: self.advertise_routes.clone(),
+            advertise_exit: self.advertise_exit,
+            exit_node: self.exit_node.clone(),
+            accept_routes: self.accept_routes,
             ..NodeConfig::default()
         }
     }
@@ -702,6 +771,23 @@ mod tests {
             let e = Settings::resolve(&[f]).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}` must be")), "{e}");
         }
+    }
+
+    #[test]
+    fn routes_and_exit_are_read_and_checked() {
+        let f = file("advertise_routes = [\"198.18.50.9/24\"]\nadvertise_exit = true\nexit_node = \"GW\"\naccept_routes = false\n").unwrap();
+        let s = Settings::resolve(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(s.advertise_routes[0].to_string(), "198.18.50.0/24");
+        assert!(s.advertise_exit && !s.accept_routes);
+        assert_eq!(s.exit_node.as_deref(), Some("gw"));
+        let e =
+            Source::env(|k| (k == "VEIL_ADVERTISE_ROUTES").then(|| "10.0.0.0/8,bad".to_owned()))
+                .unwrap();
+        let err = Settings::resolve(&[e]).unwrap_err().to_string();
+        assert!(err.contains("`advertise_routes` must be"), "{err}");
+        let f = file("advertise_routes = [\"0.0.0.0/0\"]\n").unwrap();
+        let err = Settings::resolve(&[f]).unwrap_err().to_string();
+        assert!(err.contains("advertise_exit"), "{err}");
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub enum CliError {
     /// The TUN name is taken (another node runs on it).
     #[error("interface {0} exists already: another veil node runs on it (stop it with `veil down`), or choose another name with --tun")]
     TunInUse(String),
+    /// Forwarding for advertised routes could not be set up.
+    #[error("forwarding for advertised routes: {0}")]
+    Forwarding(String),
     /// The kill switch could not be set up.
     #[error(transparent)]
     Lockdown(#[from] veil_io::lockdown::LockdownError),

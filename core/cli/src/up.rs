@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use veil_io::control::NODE_SOCKET;
 use veil_io::lockdown::{Lockdown, MarkingFactory};
+use veil_io::routes::Forwarding;
 use veil_io::state::{self, KEY_FILE};
-use veil_io::{
-    ControlServer, DefaultSocketFactory, NodeOptions, NodeRunner, SocketFactory, TunSource,
-};
+use veil_io::{ControlServer, NodeOptions, NodeRunner, SocketFactory, TunSource};
 use veil_proto::{Identity, JoinToken, NodeConfig, DEFAULT_TUN_MTU};
 
 /// Runs the node in the foreground until `veil down`, SIGINT or SIGTERM.
@@ -86,11 +85,24 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    let factory: Arc<dyn SocketFactory> = if lockdown.is_some() {
-        Arc::new(MarkingFactory)
+    // A node that routes for others forwards and masquerades for the overlay.
+    let forwarding = if settings.advertise_exit || !settings.advertise_routes.is_empty() {
+        let mut ula = [0u8; 16];
+        ula[..6].copy_from_slice(&token.keys().ula_prefix());
+        Some(
+            Forwarding::enable(
+                &settings.tun_name,
+                settings.ipv4_pool,
+                std::net::Ipv6Addr::from(ula),
+            )
+            .map_err(CliError::Forwarding)?,
+        )
     } else {
-        Arc::new(DefaultSocketFactory)
+        None
     };
+    // Veil's own sockets carry the mark that the kill switch lets out and that keeps them out
+    // of the routes through the overlay (others' subnets, an exit).
+    let factory: Arc<dyn SocketFactory> = Arc::new(MarkingFactory);
     let result = runtime().and_then(|rt| {
         rt.block_on(run(
             &token,
@@ -102,6 +114,11 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
             factory,
         ))
     });
+    if let Some(f) = forwarding {
+        if let Err(e) = f.disable() {
+            eprintln!("veil: removing the forwarding rules: {e}");
+        }
+    }
     // An orderly exit lets traffic out again (a crash leaves the switch on).
     if let Some(l) = lockdown {
         let table = l.table().to_owned();
@@ -253,6 +270,10 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         port: args.port,
         direct_paths: args.no_direct.then_some(false),
         lockdown: args.lockdown.then_some(true),
+        advertise_routes: (!args.advertise_routes.is_empty())
+            .then(|| args.advertise_routes.clone()),
+        advertise_exit: args.advertise_exit.then_some(true),
+        exit_node: args.exit_node.clone(),
         private: args.private,
         cover_pps: args.cover,
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),

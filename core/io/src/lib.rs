@@ -19,6 +19,7 @@
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
 //! - [`ifaddrs`]: the host's interface addresses, offered to peers as direct-path candidates.
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
+//! - [`routes`]: the kernel's routes for subnet routes and exits, and forwarding with NAT.
 //! - [`report`]: the JSON shapes of `status` and `peers`, shared by server and client.
 
 pub mod control;
@@ -31,6 +32,7 @@ pub mod node;
 pub mod relay;
 pub mod relay_tcp;
 pub mod report;
+pub mod routes;
 pub mod socket;
 pub mod state;
 pub mod tun;

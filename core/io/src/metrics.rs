@@ -36,6 +36,7 @@ const DROPS: &[(&str, &str)] = &[
     ("dropped_policy", "policy"),
     ("dropped_rate_limited", "rate_limit"),
     ("dropped_private", "private"),
+    ("dropped_destination", "destination"),
     ("reassembly_timeouts", "reassembly_timeout"),
 ];
 
@@ -295,6 +296,7 @@ mod tests {
             name: None,
             name_taken: false,
             dns_domain: "veil".into(),
+            routes: Vec::new(),
             relay_transport: None,
             uptime_s: 7,
             tun: None,

@@ -15,6 +15,7 @@ use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::dns::{self, DnsListener};
 use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
 use crate::report::{Counters, NodeStatusReport, PeerReport};
+use crate::routes::KernelRoutes;
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunReader, TunSource, TunWriter};
 use crate::udp::{self, Offload, RxBatch, SendFailure, TxRun, Udp};
@@ -308,6 +309,10 @@ pub struct NodeRunner {
     out_buf: Box<[u8]>,
     /// DNS on the overlay IPv4 (a TUN made here only; phones answer inside the TUN).
     dns: Option<DnsListener>,
+    /// The kernel's routes for the engine's subnet routes and exit (a TUN made here only).
+    kernel_routes: Option<KernelRoutes>,
+    /// The engine's routes, kept until the TUN exists.
+    routes: Vec<veil_proto::route::Prefix>,
 }
 
 impl NodeRunner {
@@ -391,6 +396,8 @@ impl NodeRunner {
             rx_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out_buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             dns: None,
+            kernel_routes: None,
+            routes: Vec::new(),
         })
     }
 
@@ -674,6 +681,7 @@ impl NodeRunner {
             relay_rtt_ms: s.relay_rtt_ms,
             name: s.name,
             name_taken: s.name_taken,
+            routes: s.routes,
             dns_domain: self.node.dns_domain().to_owned(),
             uptime_s: now.duration_since(self.started).as_secs(),
             relay_transport: Some(if self.link.is_some() { "tcp" } else { "udp" }.into()),
@@ -954,6 +962,12 @@ impl NodeRunner {
                 self.chooser.relay_down(tokio::time::Instant::now());
             }
             NodeEvent::PeerUp { id } => tracing::info!(peer = %id, "peer session up"),
+            NodeEvent::RoutesChanged { routes } => {
+                self.routes.clone_from(routes);
+                if let Some(k) = self.kernel_routes.as_mut() {
+                    k.apply(routes);
+                }
+            }
             NodeEvent::NameTaken { name } => tracing::warn!(
                 "another member holds the DNS name {name}; this node runs without one (pick another with --name)"
             ),
@@ -1025,6 +1039,11 @@ impl NodeRunner {
         self.tun_tx = Some(tun.writer());
         self.tun = Some(tun);
         self.listen_dns(ipv4);
+        if let Some(tun) = self.tun.as_ref().filter(|t| t.managed()) {
+            let mut k = KernelRoutes::new(tun.name());
+            k.apply(&self.routes);
+            self.kernel_routes = Some(k);
+        }
         Ok(())
     }
 

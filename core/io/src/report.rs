@@ -100,6 +100,9 @@ pub struct NodeStatusReport {
     /// The network's DNS domain (`veil` unless configured); empty from older nodes.
     #[serde(default)]
     pub dns_domain: String,
+    /// Routes in use through other nodes (`PREFIX via ID`): their subnets and the exit.
+    #[serde(default)]
+    pub routes: Vec<String>,
     /// How the relay's datagrams travel now: `udp`, or `tcp` (the fallback where UDP is
     /// blocked).
     #[serde(default)]
@@ -225,6 +228,7 @@ mod tests {
             name: Some("web".into()),
             name_taken: false,
             dns_domain: "veil".into(),
+            routes: vec!["198.18.50.0/24 via abcd".into()],
             relay_transport: Some("tcp".into()),
             uptime_s: 3,
             tun: None,

@@ -18,6 +18,7 @@ pub mod pmtu;
 pub mod ratelimit;
 pub mod relay;
 pub mod replay;
+pub mod route;
 pub mod session;
 pub mod stream;
 pub mod token;

@@ -65,6 +65,14 @@ pub struct NodeConfig {
     /// ([`crate::node::dns_address`]; for platforms where the node cannot listen on port 53
     /// of its address, i.e. phones).
     pub dns_intercept: bool,
+    /// Subnets this node routes for the network (it forwards what peers send there).
+    pub advertise_routes: Vec<crate::route::Prefix>,
+    /// This node is an exit: it forwards anything outside the overlay.
+    pub advertise_exit: bool,
+    /// Send everything outside the overlay through this exit (its DNS name or overlay IPv4).
+    pub exit_node: Option<String>,
+    /// Use the subnets other nodes advertise.
+    pub accept_routes: bool,
     /// Offer AES-256-GCM to peers, and accept it when they offer it: a session is AES-256-GCM
     /// when both ends set this, ChaCha20-Poly1305 otherwise. Default:
     /// [`crate::crypto::hardware_aes`] (the CPU has AES instructions, where AES-GCM is the
@@ -92,6 +100,10 @@ impl Default for NodeConfig {
             name: None,
             dns_domain: "veil".into(),
             dns_intercept: false,
+            advertise_routes: Vec::new(),
+            advertise_exit: false,
+            exit_node: None,
+            accept_routes: true,
             aes: crate::crypto::hardware_aes(),
         }
     }
@@ -138,6 +150,12 @@ impl Default for RelayConfig {
 /// Something the caller may want to act on or log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
+    /// The routes in use changed (others' subnets, the exit's default routes): the I/O layer
+    /// points the kernel's routes for them at the TUN.
+    RoutesChanged {
+        /// Every prefix in use now.
+        routes: Vec<crate::route::Prefix>,
+    },
     /// Another member holds this node's DNS name: it runs without one.
     NameTaken {
         /// The name.
@@ -197,6 +215,8 @@ pub struct NodeStatus {
     pub name: Option<String>,
     /// Another member holds that name, so this node is not reachable by it.
     pub name_taken: bool,
+    /// Routes in use (`PREFIX via ID`): others' subnets and the chosen exit.
+    pub routes: Vec<String>,
     /// Named counters.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -388,6 +408,8 @@ counters!(
         dns_answers,
         /// Registrations that found this node's DNS name taken by another member.
         name_conflicts,
+        /// Inner packets from peers for an address this node neither holds nor routes.
+        dropped_destination,
     }
 );
 
@@ -444,6 +466,10 @@ counters!(
         circuits_opened,
         /// Circuits refused (no peering key, too many links, unreachable relay).
         circuits_refused,
+        /// Route announcements stored (new or changed) and passed on.
+        announcements,
+        /// Route announcements refused: too many clients route already.
+        announcements_refused,
         /// Datagrams carried on circuits, both ways.
         circuit_datagrams,
         /// Circuit datagrams dropped: no such circuit, or its link is down.

@@ -89,6 +89,11 @@ pub enum Frame {
     /// A datagram on a circuit. Node ↔ guard relay: `[datagram]` (the node's datagram to
     /// or from its home relay); relay ↔ relay: `[circuit id u64][datagram]`.
     Circuit = 20,
+    /// Node → relay: its sealed route announcement (`node/routes.rs`); empty: withdrawn.
+    Announce = 21,
+    /// Relay → node: `[handle u64][sealed announcement]` of another client; an empty
+    /// announcement: that client no longer routes (or left).
+    Announcement = 22,
 }
 
 /// The first plaintext byte of a frame.
@@ -126,6 +131,8 @@ impl Frame {
             18 => Extend,
             19 => Extended,
             20 => Circuit,
+            21 => Announce,
+            22 => Announcement,
             _ => return None,
         })
     }
@@ -451,12 +458,12 @@ mod tests {
         assert_eq!(c.addr(), Some(addrs[1]));
         assert_eq!(c.addr(), None);
         assert_eq!(Cursor(&[5, 1, 2, 3, 4, 0, 1]).addr(), None);
-        for k in 0..=20u8 {
+        for k in 0..=22u8 {
             let f = Frame::from_u8(k).expect("kind");
             assert_eq!(frame_byte(f) & 0x1f, k);
             assert_eq!(frame_byte(f) >> 5, VERSION);
         }
-        assert_eq!(Frame::from_u8(21), None);
+        assert_eq!(Frame::from_u8(23), None);
     }
 
     #[test]

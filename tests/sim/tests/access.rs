@@ -217,3 +217,59 @@ fn a_pushed_policy_limits_tags_and_revokes_within_seconds_and_survives_a_relay_r
     assert!(reaches(&mut sim, 0, 1));
     assert!(!reaches(&mut sim, 0, 3));
 }
+
+/// Subnet routes and exits are no way around the policy: a member whose tag may not talk to
+/// the gateway's does not reach the subnet behind it either.
+#[test]
+fn the_policy_applies_to_routed_subnets() {
+    let ca = CaKey::from_seed([23; 32]);
+    let mut sim = Sim::with_ca(
+        57,
+        0,
+        NodeConfig::default(),
+        Impairment::default(),
+        Some(ca.public()),
+    );
+    let ids: Vec<Identity> = (0..3u8)
+        .map(|i| Identity::from_secret([60 + i; 32]))
+        .collect();
+    let gw = sim.add_node_with_identity(
+        NodeConfig {
+            advertise_routes: vec!["198.18.50.0/24".parse().unwrap()],
+            ..tagged(&ca, &ids[0], "gw")
+        },
+        ids[0].clone(),
+    );
+    let web = sim.add_node_with_identity(tagged(&ca, &ids[1], "web"), ids[1].clone());
+    let other = sim.add_node_with_identity(tagged(&ca, &ids[2], "other"), ids[2].clone());
+    sim.run_for(Duration::from_secs(5));
+    let p = ca
+        .sign_policy(1, &[("web".into(), "gw".into())], &[])
+        .unwrap();
+    let bytes = p.to_bytes();
+    assert_eq!(
+        sim.with_node(gw, |n, now| n.set_policy(now, &bytes)),
+        Ok(true)
+    );
+    sim.run_for(Duration::from_secs(1));
+    let host = Ipv4Addr::new(198, 18, 50, 7);
+    let to_subnet = |sim: &mut Sim, i: usize| {
+        let before = sim.nodes[gw].tun.len();
+        let src = sim.ipv4(i).unwrap();
+        for _ in 0..3 {
+            sim.tun_send(i, &udp4(src, host, b"to the subnet"));
+            sim.run_for(Duration::from_secs(1));
+        }
+        sim.nodes[gw].tun.len() > before
+    };
+    assert!(
+        to_subnet(&mut sim, web),
+        "web may talk to gw, and so to its subnet"
+    );
+    assert!(!to_subnet(&mut sim, other), "other may not");
+    assert!(
+        sim.nodes[other].node.counters().dropped_policy
+            + sim.nodes[gw].node.counters().dropped_policy
+            >= 1
+    );
+}

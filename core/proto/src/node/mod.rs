@@ -30,6 +30,7 @@ mod cover;
 mod dns;
 mod guard;
 mod mtu;
+mod routes;
 
 pub use dns::dns_address;
 
@@ -61,6 +62,14 @@ const REJECT_AFTER_EXTRA: Duration = Duration::from_secs(60);
 /// A peer without traffic is forgotten entirely after this (its status row disappears). It
 /// outlives the age a handshake timestamp may have, so the peer's last timestamp is still
 /// known whenever a replayed message 1 could still pass the age check.
+/// A session on which we kept sending for [`UNANSWERED_SPAN`] and heard nothing for this
+/// long is presumed dead (the peer restarted and lost it): a new handshake starts, and the
+/// old session serves until it completes. (WireGuard's 15 s, without its passive keepalive,
+/// which would break an idle link's silence: a one-way flow costs a handshake every 15 s,
+/// and a last packet that needs no answer costs nothing.)
+const PEER_UNANSWERED: Duration = Duration::from_secs(15);
+/// How long we must have kept sending after the last packet we received.
+const UNANSWERED_SPAN: Duration = Duration::from_secs(5);
 const PEER_FORGET_AFTER: Duration = MAX_HANDSHAKE_AGE.saturating_add(Duration::from_secs(60));
 /// Registration request timeout.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -306,6 +315,8 @@ struct Peer {
     /// Incoming packets from the claimed IPv4, waiting for its verification.
     hold: VecDeque<Vec<u8>>,
     last_data: Instant,
+    /// The unanswered-session check (`PEER_UNANSWERED`) may start a handshake from then on.
+    dead_check_after: Instant,
     last_ts: Option<u64>,
     tx_bytes: u64,
     rx_bytes: u64,
@@ -388,6 +399,8 @@ pub struct Node {
     lookups: BTreeMap<u32, Lookup>,
     /// Overlay DNS: name lookups, their cache and answers (`node/dns.rs`).
     dns: dns::DnsState,
+    /// Subnet routes and exits: others' announcements, the routes in use (`node/routes.rs`).
+    routes: routes::RouteState,
     lookup_by_addr: BTreeMap<IpAddr, u32>,
     negative: BTreeMap<IpAddr, Instant>,
     next_req: u32,
@@ -492,6 +505,7 @@ impl Node {
             reflexive: None,
             lookups: BTreeMap::new(),
             dns: dns::DnsState::default(),
+            routes: routes::RouteState::default(),
             lookup_by_addr: BTreeMap::new(),
             negative: BTreeMap::new(),
             next_req: 1,
@@ -731,6 +745,11 @@ impl Node {
                 self.on_lookup_reply(now, &b);
                 None
             }
+            Frame::Announcement => {
+                let b = buf[body].to_vec();
+                self.on_announcement(&b);
+                None
+            }
             Frame::Unreachable => {
                 if body.len() >= 8 {
                     let h = read_u64(&buf[body.start..]);
@@ -902,6 +921,13 @@ impl Node {
     /// a packet from an IPv4 not yet verified is held) and clamps a SYN's MSS. True when
     /// the caller delivers it.
     fn accept_inner(&mut self, now: Instant, pk: [u8; 32], pkt: &mut [u8]) -> bool {
+        // Only packets for us, or for what we route: a member must not reach past this
+        // node into networks it does not advertise.
+        if !ip_destination(pkt).is_some_and(|d| self.local_destination(d)) {
+            self.counters.dropped_destination += 1;
+            return false;
+        }
+        let routed = ip_source(pkt).is_some_and(|s| self.routed_source(&pk, s));
         let Some(peer) = self.peers.get_mut(&pk) else {
             return false;
         };
@@ -910,7 +936,12 @@ impl Node {
             return false;
         }
         peer.last_data = now;
-        match source_check(pkt, peer) {
+        let check = if routed {
+            SourceCheck::Ok
+        } else {
+            source_check(pkt, peer)
+        };
+        match check {
             SourceCheck::Ok => {
                 peer.rx_bytes += pkt.len() as u64;
                 self.counters.rx_packets += 1;
@@ -1352,9 +1383,19 @@ impl Node {
             IpAddr::V4(a) => self.route4.get(&a).copied(),
             IpAddr::V6(a) => self.route6.get(&a).copied(),
         };
-        let Some(pk) = pk else {
-            self.route_unknown(now, dst, packet);
-            return None;
+        let pk = match pk {
+            Some(pk) => pk,
+            // Outside the overlay: a subnet route or the exit, if one takes it.
+            None => match self.route_for(dst).filter(|_| !self.in_overlay(dst)) {
+                Some((pk, handle)) => {
+                    self.ensure_peer(now, pk, Path::Relayed(handle));
+                    pk
+                }
+                None => {
+                    self.route_unknown(now, dst, packet);
+                    return None;
+                }
+            },
         };
         let refused = self.peers.get(&pk).is_some_and(|p| {
             p.sessions.current.is_some()
@@ -1732,6 +1773,7 @@ impl Node {
                 queue: VecDeque::new(),
                 hold: VecDeque::new(),
                 last_data: now,
+                dead_check_after: now,
                 last_ts: None,
                 tx_bytes: 0,
                 rx_bytes: 0,
@@ -2370,6 +2412,7 @@ impl Node {
             self.relay.up = true;
             self.events.push_back(NodeEvent::RelayUp(self.relay.addr));
         }
+        self.announce_routes(now);
         // Peers that waited for the relay get their handshakes now, and packets queued for
         // peers whose session outlived the outage go out at once, in order.
         let waiting: Vec<([u8; 32], bool)> = self
@@ -2450,6 +2493,11 @@ impl Node {
     }
 
     fn open_record(&self, sealed: &[u8]) -> Option<Record> {
+        Record::decode(&self.open_blob(b"veil record", sealed)?)
+    }
+
+    /// Opens what [`Node::seal_blob`] sealed with the same `aad`.
+    fn open_blob(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < 24 + 16 {
             return None;
         }
@@ -2459,18 +2507,24 @@ impl Node {
         let tag = chacha20poly1305::Tag::clone_from_slice(&pt[tag_at..]);
         pt.truncate(tag_at);
         self.record_cipher
-            .decrypt_in_place_detached(nonce.into(), b"veil record", &mut pt, &tag)
+            .decrypt_in_place_detached(nonce.into(), aad, &mut pt, &tag)
             .ok()?;
-        Record::decode(&pt)
+        Some(pt)
     }
 
     fn seal_record(&mut self, r: &Record) -> Vec<u8> {
+        let pt = r.encode();
+        self.seal_blob(b"veil record", &pt)
+    }
+
+    /// Seals `pt` with the network's record key (members can open it, relays cannot).
+    fn seal_blob(&mut self, aad: &[u8], pt: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; 24];
         self.rng.fill_bytes(&mut nonce);
-        let mut pt = r.encode();
+        let mut pt = pt.to_vec();
         let tag = self
             .record_cipher
-            .encrypt_in_place_detached((&nonce).into(), b"veil record", &mut pt)
+            .encrypt_in_place_detached((&nonce).into(), aad, &mut pt)
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&pt);
@@ -2619,7 +2673,12 @@ impl Node {
                         .cfg
                         .rekey_after_packets
                         .min(s.cipher().rekey_after_packets());
-                    if age >= due || s.send_counter >= packets {
+                    let dead = unanswered(s, last_rx(p), now) && now >= p.dead_check_after;
+                    if dead {
+                        // Once per PEER_UNANSWERED while it lasts.
+                        p.dead_check_after = now + PEER_UNANSWERED;
+                    }
+                    if age >= due || s.send_counter >= packets || dead {
                         to_handshake.push(*pk);
                     }
                 }
@@ -2849,6 +2908,13 @@ impl Node {
                     rekey + Duration::from_secs(30)
                 };
                 t.push(s.created + due);
+                if s.last_tx.saturating_duration_since(last_rx(p)) >= UNANSWERED_SPAN {
+                    t.push(
+                        (last_rx(p) + PEER_UNANSWERED)
+                            .max(s.created + PEER_UNANSWERED)
+                            .max(p.dead_check_after),
+                    );
+                }
             }
             if let Some(s) = &p.sessions.previous {
                 t.push(s.created + reject + Duration::from_millis(1));
@@ -2892,6 +2958,7 @@ impl Node {
             previous_key_until: self.previous.as_ref().map(|(_, until)| *until),
             name: self.cfg.name.clone(),
             name_taken: self.dns.name_taken,
+            routes: self.active_routes(),
             relay_rtt_ms: self
                 .relay
                 .rtt
@@ -3179,6 +3246,29 @@ fn handshake_wait(attempts: u32) -> Duration {
         4..=5 => Duration::from_secs(2),
         _ => Duration::from_secs(4),
     }
+}
+
+/// We kept sending on `s` for [`UNANSWERED_SPAN`] after the last packet that came back from
+/// the peer (`rx`, on any of its sessions: after a re-key it may answer on the previous one
+/// for a while), and nothing has come back for [`PEER_UNANSWERED`].
+fn unanswered<const W: usize, A: crate::crypto::SessionCrypto>(
+    s: &Session<W, A>,
+    rx: Instant,
+    now: Instant,
+) -> bool {
+    s.last_tx.saturating_duration_since(rx) >= UNANSWERED_SPAN
+        && now.saturating_duration_since(rx) >= PEER_UNANSWERED
+        && now.saturating_duration_since(s.created) >= PEER_UNANSWERED
+}
+
+/// The last time anything came from the peer, on any of its sessions.
+fn last_rx(p: &Peer) -> Instant {
+    [&p.sessions.current, &p.sessions.previous]
+        .into_iter()
+        .flatten()
+        .map(|s| s.last_rx)
+        .max()
+        .unwrap_or(p.direct_rx)
 }
 
 fn read_u64(b: &[u8]) -> u64 {

@@ -57,6 +57,9 @@ const HS_BURST: u32 = 50;
 const HS_KEYS: usize = 65_536;
 /// Largest record a node may store.
 const MAX_RECORD: usize = 512;
+/// Largest sealed route announcement, and most clients with one.
+const MAX_ANNOUNCE: usize = 1024;
+const MAX_ANNOUNCERS: usize = 1024;
 
 /// A relay's session with a client: a shallower replay window than end-to-end sessions.
 /// Always ChaCha20-Poly1305 ([`ChaChaAead`]): relays never agree to AES-256-GCM, and the
@@ -124,6 +127,10 @@ pub struct Relay {
     rng: ChaCha20Rng,
     base: (Instant, Duration),
     clients: BTreeMap<u64, Client>,
+    /// Sealed route announcements by client (only nodes that route have one; opaque here).
+    announcements: BTreeMap<u64, Box<[u8]>>,
+    /// Clients whose announcement left with them, to tell the others at the next chance.
+    withdrawn: Vec<u64>,
     by_public: BTreeMap<[u8; 32], u64>,
     cids: HashMap<[u8; 8], u64>,
     /// Blinded name → owning client handle.
@@ -181,6 +188,8 @@ impl Relay {
             by_public: BTreeMap::new(),
             cids: HashMap::new(),
             names: HashMap::new(),
+            announcements: BTreeMap::new(),
+            withdrawn: Vec::new(),
             last_ts: BTreeMap::new(),
             reasm: Reassembler::default(),
             transmits: VecDeque::new(),
@@ -388,6 +397,12 @@ impl Relay {
             }
             Frame::Close => {
                 self.remove_client(handle);
+                self.flush_withdrawn(now);
+                None
+            }
+            Frame::Announce => {
+                let b = buf[body].to_vec();
+                self.on_announce(now, handle, &b);
                 None
             }
             Frame::Policy => {
@@ -515,6 +530,20 @@ impl Relay {
         self.send_frame(now, handle, Frame::RegisterReply, &reply);
         if let Some(p) = self.policy.as_ref().map(crate::cert::Policy::to_bytes) {
             self.send_frame(now, handle, Frame::Policy, &p);
+        }
+        // The routes others announced, so a node that just joined can use them.
+        let routes: Vec<Vec<u8>> = self
+            .announcements
+            .iter()
+            .filter(|(h, _)| **h != handle)
+            .map(|(h, b)| {
+                let mut f = h.to_be_bytes().to_vec();
+                f.extend_from_slice(b);
+                f
+            })
+            .collect();
+        for f in routes {
+            self.send_frame(now, handle, Frame::Announcement, &f);
         }
     }
 
@@ -773,6 +802,7 @@ impl Relay {
             self.counters.clients_revoked += 1;
             self.remove_client(h);
         }
+        self.flush_withdrawn(now);
         let bytes = p.to_bytes();
         self.policy = Some(p);
         self.counters.policies += 1;
@@ -798,6 +828,59 @@ impl Relay {
                 self.names.remove(n);
             }
         }
+        if self.announcements.remove(&handle).is_some() {
+            self.withdrawn.push(handle);
+        }
+    }
+
+    /// A client's route announcement: kept, and passed to every other client when it changed
+    /// (empty: withdrawn).
+    fn on_announce(&mut self, now: Instant, handle: u64, body: &[u8]) {
+        if body.len() > MAX_ANNOUNCE {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        if body.is_empty() {
+            if self.announcements.remove(&handle).is_some() {
+                self.broadcast_announcement(now, handle, &[]);
+            }
+            return;
+        }
+        if self
+            .announcements
+            .get(&handle)
+            .is_some_and(|b| **b == *body)
+        {
+            return;
+        }
+        if !self.announcements.contains_key(&handle) && self.announcements.len() >= MAX_ANNOUNCERS {
+            self.counters.announcements_refused += 1;
+            return;
+        }
+        self.announcements.insert(handle, body.into());
+        self.counters.announcements += 1;
+        self.broadcast_announcement(now, handle, body);
+    }
+
+    fn broadcast_announcement(&mut self, now: Instant, from: u64, blob: &[u8]) {
+        let mut frame = from.to_be_bytes().to_vec();
+        frame.extend_from_slice(blob);
+        let others: Vec<u64> = self
+            .clients
+            .keys()
+            .copied()
+            .filter(|h| *h != from)
+            .collect();
+        for h in others {
+            self.send_frame(now, h, Frame::Announcement, &frame);
+        }
+    }
+
+    /// Tells the clients about announcements that left with their clients.
+    fn flush_withdrawn(&mut self, now: Instant) {
+        for h in std::mem::take(&mut self.withdrawn) {
+            self.broadcast_announcement(now, h, &[]);
+        }
     }
 
     /// Expires silent nodes, old sessions and partial handshakes.
@@ -812,6 +895,7 @@ impl Relay {
             self.counters.clients_expired += 1;
             self.remove_client(h);
         }
+        self.flush_withdrawn(now);
         let reject = self.cfg.reject_after_time;
         for c in self.clients.values_mut() {
             if c.previous
