@@ -3,9 +3,10 @@
 # behind it; ex is an exit in front of an "internet" namespace; c uses both (--exit-node ex)
 # with the kill switch on. Checks: c's status lists the routes; c reaches the lan host (ping,
 # HTTP) and the internet host (HTTP) only through the overlay: a capture on c's link has no
-# packet to either subnet, only UDP; the lan host sees gw's address (masquerade); ex killed
-# mid-way: nothing leaves c in clear, and the internet is back once ex returns; `veil down`
-# on ex withdraws the exit at once; c's own `veil down` leaves no route or rule behind.
+# packet to either subnet, only UDP; the lan host sees gw's address (masquerade); the relay
+# and ex killed in the middle of a download: nothing leaves c in clear, and the internet is
+# back once they return; `veil down` on ex withdraws the exit at once; c's own `veil down`
+# leaves no route or rule behind.
 #
 # Needs root, nftables, tcpdump, curl (scripts/setup.sh).
 set -euo pipefail
@@ -73,12 +74,23 @@ netns_exec c curl -sf --max-time 5 -o /dev/null "http://$INET.10:8080/" || netns
 grep -q "^$INET.1 " "${NETNS_LOG[inetweb]}" || netns_fail "the internet host did not see ex's address"
 ok "lan (ping, HTTP; seen as $LAN.1) and internet (HTTP; seen as $INET.1)"
 
-step "ex killed: nothing in clear; back when ex returns"
-kill -KILL "${NETNS_PID[node-ex]}"
-wait "${NETNS_PID[node-ex]}" 2>/dev/null || true
+step "relay and ex killed mid-download: nothing in clear; back when they return"
+head -c $((64 << 20)) /dev/urandom >"$NETNS_DIR/big"
+netns_spawn c dl curl -s --limit-rate 4M -o "$NETNS_DIR/dl" "http://$INET.10:8080/big"
+sleep 2
+[ -s "$NETNS_DIR/dl" ] || netns_fail "the download through the exit did not start"
+kill -KILL "${NETNS_PID[node-ex]}" "${NETNS_PID[relay]}"
+wait "${NETNS_PID[node-ex]}" "${NETNS_PID[relay]}" 2>/dev/null || true
+sleep 3
+got=$(stat -c %s "$NETNS_DIR/dl")
 if netns_exec c curl -sf --max-time 3 -o /dev/null "http://$INET.10:8080/"; then
   netns_fail "c reached the internet with its exit dead"
 fi
+[ "$got" -lt $((64 << 20)) ] || netns_fail "the download finished without the exit"
+netns_stop dl 2
+netns_spawn relay relay2 "$VEIL_BIN" relay --listen "${NETNS_IP[relay]}:7000" \
+  --token-file "$NETNS_DIR/net/relay-1.token" --state-dir "$NETNS_DIR/state/relay"
+netns_wait_relay_ready relay "$NETNS_DIR/state/relay" relay2 20
 netns_spawn ex node-ex2 "$VEIL_BIN" up --token-file "$NETNS_DIR/net/join.token" --state-dir "$NETNS_DIR/state/ex" \
   --name ex --advertise-exit
 netns_wait_veil_ready ex "$NETNS_DIR/state/ex" node-ex2 30
@@ -93,7 +105,7 @@ if [ "$back" != 1 ]; then
   netns_exec ex "$VEIL_BIN" status --json --state-dir "$NETNS_DIR/state/ex" | jq -c '{id, relay_connected, counters: (.counters | with_entries(select(.key | test("dropped|handshake|rx_packets"))))}'
   netns_fail "c did not reach the internet again after ex returned"
 fi
-ok "the internet came back through the restarted exit"
+ok "download stalled at $got bytes with the exit and relay gone; the internet came back through them"
 netns_stop cap 3
 count() { tcpdump -n -r "$NETNS_DIR/c.pcap" "$1" 2>/dev/null | wc -l; }
 [ "$(count "src host ${NETNS_IP[c]}")" -gt 0 ] || netns_fail "empty capture"

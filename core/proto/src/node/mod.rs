@@ -1388,7 +1388,10 @@ impl Node {
             // Outside the overlay: a subnet route or the exit, if one takes it.
             None => match self.route_for(dst).filter(|_| !self.in_overlay(dst)) {
                 Some((pk, handle)) => {
-                    self.ensure_peer(now, pk, Path::Relayed(handle));
+                    // The announcement's relay handle is the advertiser's current one.
+                    if self.peers.get(&pk).is_none_or(|p| p.handle != Some(handle)) {
+                        self.ensure_peer(now, pk, Path::Relayed(handle));
+                    }
                     pk
                 }
                 None => {
