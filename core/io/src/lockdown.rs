@@ -30,47 +30,50 @@ pub struct LockdownError {
     pub detail: String,
 }
 
-/// The name of the table for the TUN `tun`.
-pub fn table_name(tun: &str) -> String {
-    let safe: String = tun
-        .chars()
+/// `tun` as part of an nftables identifier (anything but ASCII letters and digits is `_`).
+pub fn nft_safe(tun: &str) -> String {
+    tun.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("veil_lockdown_{safe}")
+        .collect()
 }
 
-fn nft(script: &str, table: &str) -> Result<(), LockdownError> {
-    let err = |detail: String| LockdownError {
-        table: table.to_owned(),
-        detail,
-    };
+/// The name of the table for the TUN `tun`.
+pub fn table_name(tun: &str) -> String {
+    format!("veil_lockdown_{}", nft_safe(tun))
+}
+
+/// Runs an nftables script (`nft -f -`); the error says what failed.
+pub fn nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            err(format!(
-                "cannot run nft ({e}); install nftables (scripts/setup.sh)"
-            ))
-        })?;
+        .map_err(|e| format!("cannot run nft ({e}); install nftables (scripts/setup.sh)"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| err(format!("writing to nft: {e}")))?;
+            .map_err(|e| format!("writing to nft: {e}"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| err(format!("waiting for nft: {e}")))?;
+        .map_err(|e| format!("waiting for nft: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(err(format!(
+        Err(format!(
             "nft failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        ))
     }
+}
+
+fn nft_table(script: &str, table: &str) -> Result<(), LockdownError> {
+    nft(script).map_err(|detail| LockdownError {
+        table: table.to_owned(),
+        detail,
+    })
 }
 
 /// The ruleset of the kill switch for `tun`.
@@ -106,7 +109,7 @@ impl Lockdown {
     /// Blocks everything but the tunnel, loopback and Veil's own (marked) sockets.
     pub fn install(tun: &str) -> Result<Lockdown, LockdownError> {
         let table = table_name(tun);
-        nft(&ruleset(tun), &table)?;
+        nft_table(&ruleset(tun), &table)?;
         Ok(Lockdown { table })
     }
 
@@ -120,14 +123,14 @@ impl Lockdown {
             .status()
             .is_ok_and(|s| s.success());
         if exists {
-            nft(&format!("delete table inet {table}\n"), &table)?;
+            nft_table(&format!("delete table inet {table}\n"), &table)?;
         }
         Ok(exists)
     }
 
     /// Lets traffic out again.
     pub fn remove(self) -> Result<(), LockdownError> {
-        nft(&format!("delete table inet {}\n", self.table), &self.table)
+        nft_table(&format!("delete table inet {}\n", self.table), &self.table)
     }
 
     /// The table's name.

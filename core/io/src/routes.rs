@@ -12,9 +12,8 @@
 //!
 //! Both are undone on an orderly exit.
 
-use crate::lockdown::MARK;
+use crate::lockdown::{nft, nft_safe, MARK};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use veil_proto::route::Prefix;
@@ -185,41 +184,11 @@ pub struct Forwarding {
 const FORWARD_V4: &str = "/proc/sys/net/ipv4/ip_forward";
 const FORWARD_V6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
-fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft ({e}); install nftables"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("writing to nft: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 impl Forwarding {
     /// Turns forwarding on and masquerades what leaves the overlay (`pool`, `ula`/48) through
     /// any other interface than `tun`.
     pub fn enable(tun: &str, pool: (Ipv4Addr, u8), ula: Ipv6Addr) -> Result<Forwarding, String> {
-        let safe: String = tun
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let table = format!("veil_nat_{safe}");
+        let table = format!("veil_nat_{}", nft_safe(tun));
         let mut before = Vec::new();
         for path in [FORWARD_V4, FORWARD_V6] {
             let old = std::fs::read_to_string(path)
