@@ -171,6 +171,21 @@ netns_add_host() {
   NETNS_IP[$name]=$addr
 }
 
+# netns_attach ROUTER HOST ROUTER_ADDR HOST_ADDR LEN: a new namespace HOST joined to ROUTER by a
+# veth pair (lan0 in ROUTER at ROUTER_ADDR/LEN, eth0 in HOST at HOST_ADDR/LEN), both up.
+# Routes and forwarding are the caller's.
+netns_attach() {
+  local router=$1 host=$2 raddr=$3 haddr=$4 len=$5 rns hns
+  rns=$(netns_name "$router")
+  netns_create "$host"
+  hns=$(netns_name "$host")
+  ip -n "$rns" link add lan0 type veth peer name eth0 netns "$hns"
+  ip -n "$rns" addr add "$raddr/$len" dev lan0
+  ip -n "$rns" link set lan0 up
+  ip -n "$hns" addr add "$haddr/$len" dev eth0
+  ip -n "$hns" link set eth0 up
+}
+
 # netns_wire_segments NAME...: the kernel cuts segmentation-offloaded datagrams (Veil sends
 # runs of equal-sized datagrams with UDP_SEGMENT) before each NAME's eth0, as it does for a
 # NIC without UDP segmentation offload. A veth passes such a run to its peer whole, so a

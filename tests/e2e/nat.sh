@@ -46,17 +46,10 @@ RELAY_EP="${NETNS_IP[relay]}:$RELAY_PORT"
 
 # lan ROUTER NODE OFFSET: node namespace NODE behind ROUTER on $LANBASE.OFFSET/26.
 lan() {
-  local router=$1 node=$2 off=$3 rns nns
-  rns=$(netns_name "$router")
-  netns_create "$node"
-  nns=$(netns_name "$node")
-  ip -n "$rns" link add lan0 type veth peer name eth0 netns "$nns"
-  ip -n "$rns" addr add "$LANBASE.$((off + 1))/26" dev lan0
-  ip -n "$rns" link set lan0 up
-  ip -n "$nns" addr add "$LANBASE.$((off + 2))/26" dev eth0
-  ip -n "$nns" link set eth0 up
-  ip -n "$nns" route add default via "$LANBASE.$((off + 1))"
-  ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
+  local router=$1 node=$2 off=$3
+  netns_attach "$router" "$node" "$LANBASE.$((off + 1))" "$LANBASE.$((off + 2))" 26
+  netns_exec "$node" ip route add default via "$LANBASE.$((off + 1))"
+  netns_exec "$router" sysctl -qw net.ipv4.ip_forward=1
   NETNS_IP[$node]="$LANBASE.$((off + 2))"
 }
 lan r1 a 0

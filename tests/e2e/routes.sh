@@ -28,19 +28,8 @@ veil_network gw ex c
 IFS=. read -r o1 o2 o3 <<<"$NETNS_SUBNET"
 LAN="$o1.$o2.$(((o3 + 1) % 256))"
 INET="$o1.$o2.$(((o3 + 2) % 256))"
-side_link() { # NAME SUBNET HOSTNAME: a namespace HOSTNAME at SUBNET.10 behind NAME (SUBNET.1)
-  local name=$1 sub=$2 host=$3 ns hns
-  netns_create "$host"
-  ns=$(netns_name "$name")
-  hns=$(netns_name "$host")
-  ip -n "$ns" link add side0 type veth peer name eth0 netns "$hns"
-  ip -n "$ns" addr add "$sub.1/24" dev side0
-  ip -n "$ns" link set side0 up
-  ip -n "$hns" addr add "$sub.10/24" dev eth0
-  ip -n "$hns" link set eth0 up
-}
-side_link gw "$LAN" lan
-side_link ex "$INET" inet
+netns_attach gw lan "$LAN.1" "$LAN.10" 24
+netns_attach ex inet "$INET.1" "$INET.10" 24
 netns_spawn lan lanweb /usr/bin/python3 -m http.server 8080 --bind "$LAN.10" --directory "$NETNS_DIR"
 netns_spawn inet inetweb /usr/bin/python3 -m http.server 8080 --bind "$INET.10" --directory "$NETNS_DIR"
 echo "lan page" >"$NETNS_DIR/index.html"

@@ -168,39 +168,22 @@ pub fn render(s: &NodeStatusReport, peers: &[PeerReport]) -> String {
         peers.iter().filter(|p| p.path != "none").count(),
     );
 
-    o.family(
-        "inner_bytes_total",
-        "counter",
-        "Bytes of inner packets by direction and path kind (relayed includes private).",
-    );
-    for (dir, path, key) in [
-        ("tx", "direct", "tx_bytes_direct"),
-        ("tx", "relayed", "tx_bytes_relayed"),
-        ("rx", "direct", "rx_bytes_direct"),
-        ("rx", "relayed", "rx_bytes_relayed"),
+    for (unit, what) in [
+        ("bytes", "Bytes of inner packets"),
+        ("packets", "Inner packets"),
     ] {
-        o.sample(
-            "inner_bytes_total",
-            &[("direction", dir), ("path", path)],
-            c(key),
+        let name = format!("inner_{unit}_total");
+        o.family(
+            &name,
+            "counter",
+            &format!("{what} by direction and path kind (relayed includes private)."),
         );
-    }
-    o.family(
-        "inner_packets_total",
-        "counter",
-        "Inner packets by direction and path kind.",
-    );
-    for (dir, path, key) in [
-        ("tx", "direct", "tx_packets_direct"),
-        ("tx", "relayed", "tx_packets_relayed"),
-        ("rx", "direct", "rx_packets_direct"),
-        ("rx", "relayed", "rx_packets_relayed"),
-    ] {
-        o.sample(
-            "inner_packets_total",
-            &[("direction", dir), ("path", path)],
-            c(key),
-        );
+        for dir in ["tx", "rx"] {
+            for path in ["direct", "relayed"] {
+                let key = format!("{dir}_{unit}_{path}");
+                o.sample(&name, &[("direction", dir), ("path", path)], c(&key));
+            }
+        }
     }
     o.family(
         "datagrams_total",
