@@ -476,6 +476,22 @@ counters!(
         dropped_circuit,
         /// Cover traffic: dummies sent back to nodes that asked for one.
         cover_echoes,
+        /// Shared rendezvous: registrations claimed in the shared store.
+        cluster_claims,
+        /// Shared rendezvous: registrations refused because another relay's node holds a name.
+        cluster_conflicts,
+        /// Shared rendezvous: the store could not be reached; served from this relay alone.
+        cluster_unavailable,
+        /// Shared rendezvous: lookups this relay could not answer, asked of the store…
+        cluster_lookups,
+        /// …and found there (a node homed on another relay).
+        cluster_hits,
+        /// Datagrams carried to or from another relay's nodes on links.
+        transferred,
+        /// Transfers dropped: the link is down, or the destination left.
+        dropped_transfer,
+        /// Links to relays of the shared rendezvous declared dead (silent for 3 s).
+        links_lost,
     }
 );
 

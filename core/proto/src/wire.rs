@@ -94,6 +94,11 @@ pub enum Frame {
     /// Relay → node: `[handle u64][sealed announcement]` of another client; an empty
     /// announcement: that client no longer routes (or left).
     Announcement = 22,
+    /// Relay ↔ relay on a link (relays that share a rendezvous, `relay/cluster.rs`):
+    /// `[destination handle at the receiver u64][source handle at the sender u64][inner
+    /// datagram]`, a node's Forward carried to the destination's home relay. On a link,
+    /// `Unreachable` answers one: `[destination handle u64][source handle u64]`.
+    Transfer = 23,
 }
 
 /// The first plaintext byte of a frame.
@@ -133,6 +138,7 @@ impl Frame {
             20 => Circuit,
             21 => Announce,
             22 => Announcement,
+            23 => Transfer,
             _ => return None,
         })
     }
@@ -458,12 +464,12 @@ mod tests {
         assert_eq!(c.addr(), Some(addrs[1]));
         assert_eq!(c.addr(), None);
         assert_eq!(Cursor(&[5, 1, 2, 3, 4, 0, 1]).addr(), None);
-        for k in 0..=22u8 {
+        for k in 0..=23u8 {
             let f = Frame::from_u8(k).expect("kind");
             assert_eq!(frame_byte(f) & 0x1f, k);
             assert_eq!(frame_byte(f) >> 5, VERSION);
         }
-        assert_eq!(Frame::from_u8(23), None);
+        assert_eq!(Frame::from_u8(24), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use veil_proto::{
-    create_network, Identity, JoinToken, Node, NodeConfig, NodeEvent, Relay, RelayConfig,
-    MAX_DATAGRAM,
+    create_network, relay::MemoryStore, Identity, JoinToken, Node, NodeConfig, NodeEvent, Relay,
+    RelayConfig, MAX_DATAGRAM,
 };
 
 /// Impairments applied to every datagram.
@@ -173,6 +173,10 @@ pub struct Sim {
     /// token lists the first relay, then these in order.
     pub more_relays: Vec<(SocketAddr, Relay)>,
     more_tokens: Vec<veil_proto::RelayToken>,
+    /// The relays' shared rendezvous ([`Sim::with_cluster`]): answered at once.
+    pub store: Option<MemoryStore>,
+    /// The relay new nodes try first (index in token order; see [`Sim::home_next_at`]).
+    first_relay: usize,
 }
 
 impl Sim {
@@ -200,6 +204,47 @@ impl Sim {
     /// all of them in token order) and `n` nodes.
     pub fn with_relays(seed: u64, relays: usize, n: usize, cfg: NodeConfig) -> Sim {
         Sim::build(seed, n, cfg, Impairment::default(), None, relays)
+    }
+
+    /// Like [`Sim::with_relays`], with the relays sharing one rendezvous (the in-memory
+    /// store): nodes homed on different relays find each other, and reach each other through
+    /// relay links.
+    pub fn with_cluster(seed: u64, relays: usize, n: usize, cfg: NodeConfig) -> Sim {
+        let mut sim = Sim::build(seed, 0, cfg.clone(), Impairment::default(), None, relays);
+        sim.store = Some(MemoryStore::new());
+        sim.relay.enable_cluster();
+        for (_, r) in &mut sim.more_relays {
+            r.enable_cluster();
+        }
+        sim.publish_directory();
+        for _ in 0..n {
+            sim.add_node(cfg.clone());
+        }
+        sim
+    }
+
+    /// Gives every clustered relay the directory of all relays (key, address).
+    pub fn publish_directory(&mut self) {
+        let mut dir = vec![(self.relay.public_key(), self.relay_addr)];
+        dir.extend(self.more_relays.iter().map(|(a, r)| (r.public_key(), *a)));
+        let now = self.now;
+        if self.relay.is_clustered() {
+            self.relay.set_cluster_relays(now, &dir);
+        }
+        for (_, r) in &mut self.more_relays {
+            if r.is_clustered() {
+                r.set_cluster_relays(now, &dir);
+            }
+        }
+        self.drain_relay();
+        for k in 0..self.more_relays.len() {
+            self.drain_more(k);
+        }
+    }
+
+    /// Nodes added from now on try relay `k` (token order) first, then the others in order.
+    pub fn home_next_at(&mut self, k: usize) {
+        self.first_relay = k;
     }
 
     fn build(
@@ -261,6 +306,8 @@ impl Sim {
             blocked: Vec::new(),
             mtu_limits: Vec::new(),
             dropped_too_big: 0,
+            store: None,
+            first_relay: 0,
         };
         for _ in 0..n {
             sim.add_node(cfg.clone());
@@ -331,6 +378,8 @@ impl Sim {
             .zip(&self.token.relays)
             .map(|(a, r)| (a, r.public_key))
             .collect();
+        let first = self.first_relay % cfg.relays.len().max(1);
+        cfg.relays.rotate_left(first);
         let unix = self.base_unix + self.elapsed();
         let mut node = Node::new(&self.token, id, cfg, seed32(&mut self.rng), self.now, unix);
         node.set_local_candidates(self.now, &[addr]);
@@ -471,6 +520,15 @@ impl Sim {
     }
 
     fn drain_more(&mut self, k: usize) {
+        if let Some(store) = self.store.as_mut() {
+            let now = self.now;
+            let r = &mut self.more_relays[k].1;
+            while let Some(op) = r.poll_cluster() {
+                if let Some((id, a)) = store.apply(&op) {
+                    MemoryStore::answer(r, now, id, a);
+                }
+            }
+        }
         while let Some(t) = self.more_relays[k].1.poll_transmit(&mut self.out) {
             let bytes = self.out[..t.len].to_vec();
             let from = self.more_relays[k].0;
@@ -479,6 +537,13 @@ impl Sim {
     }
 
     fn drain_relay(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            while let Some(op) = self.relay.poll_cluster() {
+                if let Some((id, a)) = store.apply(&op) {
+                    MemoryStore::answer(&mut self.relay, self.now, id, a);
+                }
+            }
+        }
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {
             let bytes = self.out[..t.len].to_vec();
             let from = self.relay_addr;
@@ -691,6 +756,10 @@ impl Sim {
             self.now,
             self.unix_now(),
         );
+        if self.store.is_some() {
+            self.relay.enable_cluster();
+            self.publish_directory();
+        }
     }
 
     /// Replaces further relay `k` (see [`Sim::with_relays`]) with a fresh process of the
@@ -705,6 +774,10 @@ impl Sim {
             self.now,
             self.unix_now(),
         );
+        if self.store.is_some() {
+            self.more_relays[k].1.enable_cluster();
+            self.publish_directory();
+        }
     }
 
     /// Restarts further relay `k` with a token that has no peering key (one made before

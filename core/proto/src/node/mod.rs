@@ -53,6 +53,13 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 const RELAY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An unanswered echo request to the relay is repeated this often until the timeout.
 const RELAY_PROBE_RESEND: Duration = Duration::from_secs(1);
+/// With more than one relay in the token: a relay that sent nothing for this long while
+/// the node kept sending through it is probed at once…
+const RELAY_ACTIVE_SILENCE: Duration = Duration::from_millis(750);
+/// …with echo requests this often, and given up (failover) when none is answered in this
+/// time: a relay that dies under traffic costs about 1.5 s, not the idle 25 + 5 s.
+const RELAY_FAST_RESEND: Duration = Duration::from_millis(250);
+const RELAY_FAST_TIMEOUT: Duration = Duration::from_millis(750);
 /// First wait between relay handshake attempts (it doubles per failure).
 const RELAY_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between relay handshake attempts.
@@ -79,6 +86,9 @@ const NAME_INDEX: usize = 3;
 const MAX_LOOKUPS: usize = 256;
 /// Remembered misses.
 const MAX_NEGATIVE: usize = 4096;
+/// Relayed peers that carried data this recently are reconnected at once when the node's
+/// relay changes (failover or a relay restart).
+const RECONNECT_ACTIVE: Duration = Duration::from_secs(10);
 /// Failed handshakes with a relay before the next relay of the token is tried.
 const RELAY_FAILOVER_ATTEMPTS: u32 = 4;
 /// IPv4 candidates tried one after the other before backing off for `REGISTER_TIMEOUT`.
@@ -250,6 +260,9 @@ struct RelayLink {
     /// When the outstanding echo request is sent again (one lost datagram must not cost
     /// the relay link).
     probe_next: Instant,
+    /// The outstanding probe is the fast one (traffic went unanswered), with its shorter
+    /// resend interval and timeout.
+    probe_fast: bool,
     up: bool,
 }
 
@@ -271,6 +284,7 @@ impl RelayLink {
             registered: false,
             probe_sent: None,
             probe_next: now,
+            probe_fast: false,
             up: false,
         }
     }
@@ -1252,6 +1266,7 @@ impl Node {
         // tells us our new reflexive address.
         if self.relay.probe_sent.is_none() && self.send_relay_frame(now, Frame::Keepalive, &[1]) {
             self.relay.probe_sent = Some(now);
+            self.relay.probe_fast = false;
             self.relay.probe_next = now + RELAY_PROBE_RESEND;
         }
         // Direct paths from the old address are suspect (a NAT in front of the peer filters
@@ -2377,9 +2392,12 @@ impl Node {
             self.relay.registering = Some((req, now));
             return;
         }
+        let mut reconnect = Vec::new();
         if self.relay.handle.is_some_and(|h| h != handle) {
             // The relay lost its state (restart or failover): every relay handle we know
-            // is stale, so peers are looked up again on their next packet.
+            // is stale, so peers are looked up again on their next packet — at once for
+            // relayed peers that carried data in the last seconds, so that a peer that only
+            // sends (and only knows our old handle) hears from us on the new one.
             let all: Vec<[u8; 32]> = self.peers.keys().copied().collect();
             for pk in all {
                 if self.peers.get(&pk).is_some_and(|p| p.direct.is_some()) {
@@ -2387,6 +2405,13 @@ impl Node {
                         p.handle = None;
                     }
                 } else {
+                    if let Some(p) = self
+                        .peers
+                        .get(&pk)
+                        .filter(|p| now.saturating_duration_since(p.last_data) < RECONNECT_ACTIVE)
+                    {
+                        reconnect.push(IpAddr::V6(p.ipv6));
+                    }
                     self.forget_peer(pk);
                 }
             }
@@ -2416,6 +2441,11 @@ impl Node {
             self.events.push_back(NodeEvent::RelayUp(self.relay.addr));
         }
         self.announce_routes(now);
+        for target in reconnect {
+            if !self.lookup_by_addr.contains_key(&target) && self.lookups.len() < MAX_LOOKUPS {
+                self.start_lookup(now, target, LookupPurpose::Route(VecDeque::new()));
+            }
+        }
         // Peers that waited for the relay get their handshakes now, and packets queued for
         // peers whose session outlived the outage go out at once, in order.
         let waiting: Vec<([u8; 32], bool)> = self
@@ -2431,6 +2461,32 @@ impl Node {
                 self.start_peer_handshake(now, pk);
             }
         }
+    }
+
+    /// Timeout and resend interval of the outstanding relay probe.
+    fn relay_probe_times(&self) -> (Duration, Duration) {
+        if self.relay.probe_fast {
+            (RELAY_FAST_TIMEOUT, RELAY_FAST_RESEND)
+        } else {
+            (RELAY_PROBE_TIMEOUT, RELAY_PROBE_RESEND)
+        }
+    }
+
+    /// When the relay's silence under our traffic calls for a fast probe: only with another
+    /// relay to move to, a registered session, no probe out, and something sent to the relay
+    /// since it last spoke.
+    fn relay_fast_probe_due(&self) -> Option<Instant> {
+        // (Two hops: the guard link has its own loss detection, and the home relay's
+        // successor in the token is the guard.)
+        if self.cfg.relays.len() < 2
+            || self.guard.is_some()
+            || !self.relay.registered
+            || self.relay.probe_sent.is_some()
+        {
+            return None;
+        }
+        let s = self.relay.sessions.current.as_ref()?;
+        (s.last_tx > s.last_rx).then_some(s.last_rx + RELAY_ACTIVE_SILENCE)
     }
 
     fn relay_lost(&mut self, now: Instant) {
@@ -2563,11 +2619,18 @@ impl Node {
             .as_ref()
             .map(|s| now.saturating_duration_since(s.created));
         if let Some(sent) = self.relay.probe_sent {
-            if now.saturating_duration_since(sent) >= RELAY_PROBE_TIMEOUT {
+            let (timeout, resend) = self.relay_probe_times();
+            if now.saturating_duration_since(sent) >= timeout {
                 self.relay_lost(now);
             } else if now >= self.relay.probe_next {
-                self.relay.probe_next = now + RELAY_PROBE_RESEND;
+                self.relay.probe_next = now + resend;
                 self.send_relay_frame(now, Frame::Keepalive, &[1]);
+            }
+        } else if let Some(due) = self.relay_fast_probe_due() {
+            if now >= due && self.send_relay_frame(now, Frame::Keepalive, &[1]) {
+                self.relay.probe_sent = Some(now);
+                self.relay.probe_fast = true;
+                self.relay.probe_next = now + RELAY_FAST_RESEND;
             }
         }
         let needs_handshake = match current_age {
@@ -2606,6 +2669,7 @@ impl Node {
                     && self.send_relay_frame(now, Frame::Keepalive, &[1])
                 {
                     self.relay.probe_sent = Some(now);
+                    self.relay.probe_fast = false;
                     self.relay.probe_next = now + RELAY_PROBE_RESEND;
                 }
             }
@@ -2880,8 +2944,10 @@ impl Node {
         // (Every home-relay timer waits while a two-hop node has no circuit: the relay
         // timers do nothing then, so a deadline here would be a busy loop.)
         if let Some(p) = self.relay.probe_sent.filter(|_| home_reachable) {
-            t.push(p + RELAY_PROBE_TIMEOUT);
+            t.push(p + self.relay_probe_times().0);
             t.push(self.relay.probe_next);
+        } else if let Some(due) = self.relay_fast_probe_due().filter(|_| home_reachable) {
+            t.push(due);
         }
         if let Some((_, at)) = self.relay.registering.filter(|_| home_reachable) {
             t.push(at + REGISTER_TIMEOUT);

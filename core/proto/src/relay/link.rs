@@ -52,11 +52,11 @@ pub(super) struct Link {
     previous: Option<ClientSession>,
     pending: Option<LinkPending>,
     next_attempt: Instant,
-    last_rx: Instant,
+    pub(super) last_rx: Instant,
     /// The other relay's last accepted handshake timestamp (responder side).
     last_ts: u64,
-    /// Circuit frame bodies waiting for the session.
-    waiting: VecDeque<Vec<u8>>,
+    /// Frames (circuit datagrams, transfers) waiting for the session.
+    waiting: VecDeque<(Frame, Vec<u8>)>,
     /// Clients whose Extend waits for this link to come up.
     awaiting: Vec<u64>,
 }
@@ -65,6 +65,15 @@ impl Link {
     pub(super) fn is_up(&self) -> bool {
         self.current.is_some()
     }
+
+    /// Holds a frame until the session is up; false when the queue is full.
+    pub(super) fn queue(&mut self, kind: Frame, body: Vec<u8>) -> bool {
+        if self.waiting.len() >= LINK_QUEUE {
+            return false;
+        }
+        self.waiting.push_back((kind, body));
+        true
+    }
 }
 
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -72,7 +81,7 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Relay {
-    fn new_link(
+    pub(super) fn new_link(
         &mut self,
         now: Instant,
         public: [u8; 32],
@@ -103,7 +112,7 @@ impl Relay {
         h
     }
 
-    fn remove_link(&mut self, now: Instant, link: u64) {
+    pub(super) fn remove_link(&mut self, now: Instant, link: u64) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
@@ -212,9 +221,7 @@ impl Relay {
             return;
         };
         if !l.is_up() {
-            if l.waiting.len() < LINK_QUEUE {
-                l.waiting.push_back(body);
-            } else {
+            if !l.queue(Frame::Circuit, body) {
                 self.counters.dropped_circuit += 1;
             }
             return;
@@ -223,7 +230,7 @@ impl Relay {
         self.send_link_frame(now, link, Frame::Circuit, &body);
     }
 
-    fn send_link_frame(&mut self, now: Instant, link: u64, kind: Frame, body: &[u8]) {
+    pub(super) fn send_link_frame(&mut self, now: Instant, link: u64, kind: Frame, body: &[u8]) {
         // Circuit datagrams are padded by the node already (their size is what its path
         // MTU discovery measured); other link frames in buckets.
         let pad = if kind == Frame::Circuit {
@@ -289,12 +296,20 @@ impl Relay {
                 }
             }
             Frame::Keepalive => {}
+            Frame::Transfer => {
+                let b = buf[body].to_vec();
+                self.on_transfer(now, link, &b);
+            }
+            Frame::Unreachable => {
+                let b = buf[body].to_vec();
+                self.on_link_unreachable(now, link, &b);
+            }
             Frame::Close => self.remove_link(now, link),
             _ => self.counters.dropped_malformed += 1,
         }
     }
 
-    fn start_link_handshake(&mut self, now: Instant, link: u64) {
+    pub(super) fn start_link_handshake(&mut self, now: Instant, link: u64) {
         let Some(peering) = self.peering else {
             return;
         };
@@ -468,11 +483,15 @@ impl Relay {
         }
         l.previous = l.current.replace(session);
         l.last_rx = now;
-        let waiting: Vec<Vec<u8>> = l.waiting.drain(..).collect();
+        let waiting: Vec<(Frame, Vec<u8>)> = l.waiting.drain(..).collect();
         let awaiting = std::mem::take(&mut l.awaiting);
-        for body in waiting {
-            self.counters.circuit_datagrams += 1;
-            self.send_link_frame(now, link, Frame::Circuit, &body);
+        for (kind, body) in waiting {
+            match kind {
+                Frame::Circuit => self.counters.circuit_datagrams += 1,
+                Frame::Transfer => self.counters.transferred += 1,
+                _ => {}
+            }
+            self.send_link_frame(now, link, kind, &body);
         }
         for client in awaiting {
             if self.circuits.get(&client).is_some_and(|(l, _)| *l == link) {
@@ -496,7 +515,11 @@ impl Relay {
                     self.link_cids.remove(&s.recv_cid);
                 }
             }
-            let used = self.circuits.values().any(|(lk, _)| lk == h);
+            let used = self.circuits.values().any(|(lk, _)| lk == h)
+                || self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.has_relay(&l.public));
             if now.saturating_duration_since(l.last_rx) >= timeout && !(used && l.initiator) {
                 give_up.push(*h);
                 continue;
@@ -544,7 +567,8 @@ impl Relay {
             if let Some(s) = &l.previous {
                 consider(s.created + self.cfg.reject_after_time);
             }
-            let used = self.circuits.values().any(|(lk, _)| lk == h);
+            let used =
+                self.circuits.values().any(|(lk, _)| lk == h) || self.is_cluster_link(&l.public);
             if !(used && l.initiator) {
                 consider(l.last_rx + self.cfg.client_timeout);
             }

@@ -20,7 +20,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod link;
+pub use cluster::{
+    ClaimOutcome, ClusterEntry, ClusterOp, ClusterPeer, ClusterStatus, MemoryStore, StoreAnswer,
+};
 use link::Link;
 
 /// Where a client is: an underlay address, or a circuit another relay carries for it (the
@@ -159,6 +163,8 @@ pub struct Relay {
     circuit_clients: HashMap<(u64, u64), u64>,
     /// New links a client may cause (each sends handshakes to an address it chose).
     extend_limit: RateLimiter<u64>,
+    /// The shared rendezvous, when relays share one (`relay/cluster.rs`).
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Relay {
@@ -204,6 +210,7 @@ impl Relay {
             circuits: HashMap::new(),
             circuit_clients: HashMap::new(),
             extend_limit: RateLimiter::new(1, 2, 4096),
+            cluster: None,
         }
     }
 
@@ -445,6 +452,11 @@ impl Relay {
         h.copy_from_slice(&buf[body.start..body.start + 8]);
         let dst = u64::from_be_bytes(h);
         let Some(target) = self.clients.get_mut(&dst) else {
+            // A node of another relay (an alias) goes on the link to its home relay.
+            let inner = buf[body.start + 8..body.end].to_vec();
+            if self.cluster_forward(now, src, dst, &inner) {
+                return None;
+            }
             self.counters.forward_unreachable += 1;
             self.send_frame(now, src, Frame::Unreachable, &dst.to_be_bytes());
             return None;
@@ -493,16 +505,53 @@ impl Relay {
             return;
         }
         // First come, first served: a name held by another live node is a conflict.
-        if let Some(i) = names
+        if let Some(i) = self.local_conflict(handle, &names) {
+            self.counters.registration_conflicts += 1;
+            self.refuse_registration(now, handle, req, i);
+            return;
+        }
+        // With a shared rendezvous the names are claimed there first; the reply waits.
+        let mut full = Vec::with_capacity(n);
+        let mut c = Cursor(&body[5..]);
+        for _ in 0..n {
+            full.extend(c.array::<32>());
+        }
+        if self.cluster_claim(now, handle, req, &names, &full, record) {
+            return;
+        }
+        self.commit_registration(now, handle, req, names, record);
+    }
+
+    /// The index of the first of `names` another live client of this relay holds.
+    fn local_conflict(&self, handle: u64, names: &[Name]) -> Option<usize> {
+        names
             .iter()
             .position(|name| self.names.get(name).is_some_and(|owner| *owner != handle))
-        {
+    }
+
+    /// Answers a registration with a conflict on name `index`.
+    fn refuse_registration(&mut self, now: Instant, handle: u64, req: u32, index: usize) {
+        let mut reply = req.to_be_bytes().to_vec();
+        reply.push(1);
+        reply.extend_from_slice(&handle.to_be_bytes());
+        reply.push(index as u8);
+        self.send_frame(now, handle, Frame::RegisterReply, &reply);
+    }
+
+    /// Stores a registration and answers it.
+    fn commit_registration(
+        &mut self,
+        now: Instant,
+        handle: u64,
+        req: u32,
+        names: Vec<Name>,
+        record: &[u8],
+    ) {
+        // (Checked again: with a shared rendezvous a local client may have come first
+        // while the claim was out.)
+        if let Some(i) = self.local_conflict(handle, &names) {
             self.counters.registration_conflicts += 1;
-            let mut reply = req.to_be_bytes().to_vec();
-            reply.push(1);
-            reply.extend_from_slice(&handle.to_be_bytes());
-            reply.push(i as u8);
-            self.send_frame(now, handle, Frame::RegisterReply, &reply);
+            self.refuse_registration(now, handle, req, i);
             return;
         }
         let Some(client) = self.clients.get_mut(&handle) else {
@@ -554,6 +603,13 @@ impl Relay {
             return;
         };
         self.counters.lookups += 1;
+        let local = self
+            .names
+            .get(&short(&name))
+            .is_some_and(|owner| self.clients.contains_key(owner));
+        if !local && self.cluster_lookup(now, handle, req, &name) {
+            return;
+        }
         let mut reply = req.to_be_bytes().to_vec();
         match self
             .names
@@ -827,6 +883,7 @@ impl Relay {
             for n in c.names.iter() {
                 self.names.remove(n);
             }
+            self.cluster_release(c.public, &c.names);
         }
         if self.announcements.remove(&handle).is_some() {
             self.withdrawn.push(handle);
@@ -911,6 +968,7 @@ impl Relay {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < MAX_HANDSHAKE_AGE);
         self.counters.reassembly_timeouts += self.reasm.expire(now);
         self.link_timers(now);
+        self.cluster_timers(now);
     }
 
     /// Next queued datagram, copied into `buf`.
@@ -934,10 +992,16 @@ impl Relay {
                     .map(|s| s.created + self.cfg.reject_after_time)
             })
             .min();
-        [clients, reasm, prev, self.link_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            clients,
+            reasm,
+            prev,
+            self.link_deadline(),
+            self.cluster_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Snapshot for `veil relay status`.

@@ -1,0 +1,164 @@
+//! Relays sharing one rendezvous (the in-memory store of `relay/cluster.rs`): nodes homed
+//! on different relays find each other and talk through relay links; names are unique across
+//! relays; a node whose relay dies moves to another and its relayed peers come back.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use veil_proto::{NodeConfig, NodeEvent};
+use veil_sim::{udp4, Sim};
+
+fn relayed_only() -> NodeConfig {
+    NodeConfig {
+        direct: false,
+        ..NodeConfig::default()
+    }
+}
+
+fn counter(sim: &Sim, relay: usize, name: &str) -> u64 {
+    let r = if relay == 0 {
+        &sim.relay
+    } else {
+        &sim.more_relays[relay - 1].1
+    };
+    r.counters()
+        .list()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+fn clients(sim: &Sim, relay: usize) -> usize {
+    let r = if relay == 0 {
+        &sim.relay
+    } else {
+        &sim.more_relays[relay - 1].1
+    };
+    r.status(sim.now).clients
+}
+
+#[test]
+fn nodes_homed_on_different_relays_reach_each_other() {
+    let mut sim = Sim::with_cluster(91, 3, 0, relayed_only());
+    let a = sim.add_node(relayed_only());
+    sim.home_next_at(2);
+    let b = sim.add_node(relayed_only());
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(clients(&sim, 0), 1, "a is homed on relay 0");
+    assert_eq!(clients(&sim, 2), 1, "b is homed on relay 2");
+    let (ab, ba) = sim.ping_both_ways(a, b, 50, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (50, 50), "every packet arrives both ways");
+    // The store found the other relay's node, and the datagrams went relay to relay.
+    assert!(counter(&sim, 0, "cluster_hits") >= 1);
+    assert!(counter(&sim, 0, "transferred") >= 50);
+    assert!(counter(&sim, 2, "transferred") >= 50);
+    assert_eq!(
+        counter(&sim, 1, "transferred"),
+        0,
+        "relay 1 carries nothing"
+    );
+    let st = sim.relay.cluster_status(sim.now).unwrap();
+    assert_eq!(st.peers.len(), 2, "{st:?}");
+    assert!(st.peers.iter().all(|p| p.link_up), "{st:?}");
+    assert_eq!(sim.nodes[a].node.peers(sim.now)[0].path, "relayed");
+}
+
+#[test]
+fn names_are_unique_across_relays() {
+    let named = |n: &str| NodeConfig {
+        name: Some(n.into()),
+        ipv4_hint: Some("100.64.7.7".parse().unwrap()),
+        ..relayed_only()
+    };
+    let mut sim = Sim::with_cluster(92, 2, 0, relayed_only());
+    let a = sim.add_node(named("web"));
+    sim.run_for(Duration::from_secs(2));
+    sim.home_next_at(1);
+    let b = sim.add_node(named("web"));
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.ipv4(a), Some("100.64.7.7".parse().unwrap()));
+    let ib = sim.ipv4(b).unwrap();
+    assert_ne!(ib, "100.64.7.7".parse::<std::net::Ipv4Addr>().unwrap());
+    assert!(
+        sim.nodes[b]
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::NameTaken { .. })),
+        "b is told its name is taken: {:?}",
+        sim.nodes[b].events
+    );
+    assert!(
+        counter(&sim, 1, "cluster_conflicts") >= 2,
+        "the IPv4 and the name"
+    );
+    // A node that leaves releases its names: a third node may take them.
+    sim.with_node(a, |n, now| n.shutdown(now));
+    sim.remove_node(a);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(clients(&sim, 0), 0, "a left relay 0");
+    assert_eq!(
+        sim.store.as_ref().unwrap().len(),
+        3,
+        "a's names were released"
+    );
+    let c = sim.add_node(named("web"));
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        sim.ipv4(c),
+        Some("100.64.7.7".parse().unwrap()),
+        "{:?} {:?} {:?}",
+        sim.nodes[c].events,
+        sim.relay.counters().list(),
+        sim.store.as_ref().map(|s| s.len())
+    );
+    assert!(!sim.nodes[c]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::NameTaken { .. })));
+}
+
+#[test]
+fn a_node_whose_relay_dies_moves_and_its_relayed_peers_come_back_within_2_s() {
+    let mut sim = Sim::with_cluster(93, 3, 0, relayed_only());
+    let a = sim.add_node(relayed_only());
+    sim.home_next_at(1);
+    let b = sim.add_node(relayed_only());
+    sim.run_for(Duration::from_secs(3));
+    let (ab, ba) = sim.ping_both_ways(a, b, 20, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (20, 20));
+    // Relay 0 (a's home) dies: nothing reaches it or leaves it any more.
+    let dead = sim.relay_addr.ip();
+    for i in [a, b] {
+        sim.blocked.push((dead, sim.nodes[i].addr.ip()));
+    }
+    let others: Vec<_> = sim.more_relays.iter().map(|(addr, _)| addr.ip()).collect();
+    for ip in others {
+        sim.blocked.push((dead, ip));
+    }
+    let (ia, ib) = (sim.ipv4(a).unwrap(), sim.ipv4(b).unwrap());
+    // a keeps sending (a transfer in progress); b answers what arrives.
+    let killed = sim.now;
+    let mut back_at = None;
+    for k in 0..400 {
+        let seen = sim.nodes[b].tun.len();
+        sim.tun_send(a, &udp4(ia, ib, format!("data {k}").as_bytes()));
+        sim.run_for(Duration::from_millis(10));
+        if sim.nodes[b].tun.len() > seen && back_at.is_none() && k > 0 {
+            let gap = sim.now - killed;
+            if gap > Duration::from_millis(50) {
+                back_at = Some(gap);
+                break;
+            }
+        }
+    }
+    let back = back_at.expect("a's packets reach b again");
+    assert!(back <= Duration::from_secs(2), "back after {back:?}");
+    assert_eq!(
+        clients(&sim, 0),
+        1,
+        "(the dead relay still thinks it has a)"
+    );
+    // And b's packets reach a on its new relay.
+    let (ab, ba) = sim.ping_both_ways(a, b, 20, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (20, 20));
+}
