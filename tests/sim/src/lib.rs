@@ -242,6 +242,19 @@ impl Sim {
         }
     }
 
+    /// Gives every clustered relay the route announcements the store holds (the I/O layer
+    /// lists them every second; here after every change).
+    fn publish_routes(&mut self) {
+        let Some(routes) = self.store.as_ref().map(MemoryStore::routes) else {
+            return;
+        };
+        let now = self.now;
+        self.relay.set_cluster_routes(now, &routes);
+        for (_, r) in &mut self.more_relays {
+            r.set_cluster_routes(now, &routes);
+        }
+    }
+
     /// Nodes added from now on try relay `k` (token order) first, then the others in order.
     pub fn home_next_at(&mut self, k: usize) {
         self.first_relay = k;
@@ -520,12 +533,23 @@ impl Sim {
     }
 
     fn drain_more(&mut self, k: usize) {
+        let mut announced = false;
         if let Some(store) = self.store.as_mut() {
             let now = self.now;
             let r = &mut self.more_relays[k].1;
             while let Some(op) = r.poll_cluster() {
+                announced |= matches!(op, veil_proto::relay::ClusterOp::Announce { .. });
                 if let Some((id, a)) = store.apply(&op) {
                     MemoryStore::answer(r, now, id, a);
+                }
+            }
+        }
+        if announced {
+            self.publish_routes();
+            self.drain_relay();
+            for j in 0..self.more_relays.len() {
+                if j != k {
+                    self.drain_more(j);
                 }
             }
         }
@@ -537,11 +561,19 @@ impl Sim {
     }
 
     fn drain_relay(&mut self) {
+        let mut announced = false;
         if let Some(store) = self.store.as_mut() {
             while let Some(op) = self.relay.poll_cluster() {
+                announced |= matches!(op, veil_proto::relay::ClusterOp::Announce { .. });
                 if let Some((id, a)) = store.apply(&op) {
                     MemoryStore::answer(&mut self.relay, self.now, id, a);
                 }
+            }
+        }
+        if announced {
+            self.publish_routes();
+            for j in 0..self.more_relays.len() {
+                self.drain_more(j);
             }
         }
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {

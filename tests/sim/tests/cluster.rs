@@ -162,3 +162,78 @@ fn a_node_whose_relay_dies_moves_and_its_relayed_peers_come_back_within_2_s() {
     let (ab, ba) = sim.ping_both_ways(a, b, 20, Duration::from_millis(20), Duration::from_secs(1));
     assert_eq!((ab, ba), (20, 20));
 }
+
+#[test]
+fn a_failover_keeps_direct_sessions() {
+    let mut sim = Sim::with_cluster(94, 2, 0, NodeConfig::default());
+    let a = sim.add_node(NodeConfig::default());
+    sim.home_next_at(1);
+    let b = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(3));
+    let (ab, ba) = sim.ping_both_ways(a, b, 50, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (50, 50));
+    assert_eq!(sim.nodes[a].node.peers(sim.now)[0].path, "direct");
+    let handshakes = sim.nodes[a].node.counters().handshakes_completed;
+    // a's relay dies while a and b talk directly.
+    let dead = sim.relay_addr.ip();
+    for ip in [
+        sim.nodes[a].addr.ip(),
+        sim.nodes[b].addr.ip(),
+        sim.more_relays[0].0.ip(),
+    ] {
+        sim.blocked.push((dead, ip));
+    }
+    let (ab, ba) = sim.ping_both_ways(a, b, 200, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (200, 200), "no packet lost on the direct path");
+    // Keepalive (25 s) + probe timeout: a notices and moves to relay 1.
+    sim.run_for(Duration::from_secs(35));
+    assert_eq!(clients(&sim, 1), 2, "a moved to relay 1");
+    assert_eq!(sim.nodes[a].node.peers(sim.now)[0].path, "direct");
+    let (ab, ba) = sim.ping_both_ways(a, b, 20, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (20, 20));
+    // The direct session was kept: only the relay handshake is new.
+    assert!(
+        sim.nodes[a].node.counters().handshakes_completed <= handshakes + 2,
+        "{} -> {}",
+        handshakes,
+        sim.nodes[a].node.counters().handshakes_completed
+    );
+}
+
+#[test]
+fn a_subnet_behind_a_node_of_another_relay_is_reachable() {
+    let mut sim = Sim::with_cluster(95, 2, 0, relayed_only());
+    let gw = sim.add_node(NodeConfig {
+        advertise_routes: vec!["198.18.50.0/24".parse().unwrap()],
+        ..relayed_only()
+    });
+    sim.home_next_at(1);
+    let client = sim.add_node(relayed_only());
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(clients(&sim, 0), 1);
+    assert_eq!(clients(&sim, 1), 1);
+    let status = sim.nodes[client].node.status(sim.now);
+    assert_eq!(
+        status.routes.len(),
+        1,
+        "the route crossed relays: {:?}",
+        status.routes
+    );
+    let c4 = sim.ipv4(client).unwrap();
+    let host = std::net::Ipv4Addr::new(198, 18, 50, 7);
+    let before = sim.nodes[gw].tun.len();
+    for k in 0..5u8 {
+        sim.tun_send(client, &udp4(c4, host, &[k; 20]));
+        sim.run_for(Duration::from_millis(100));
+    }
+    let got = sim.nodes[gw].tun[before..]
+        .iter()
+        .filter(|p| veil_sim::dst_of(p) == Some(std::net::IpAddr::V4(host)))
+        .count();
+    assert_eq!(got, 5, "the gateway on relay 0 got the subnet's packets");
+    // The gateway leaves: the route is withdrawn at the other relay too.
+    sim.with_node(gw, |n, now| n.shutdown(now));
+    sim.remove_node(gw);
+    sim.run_for(Duration::from_secs(3));
+    assert!(sim.nodes[client].node.status(sim.now).routes.is_empty());
+}

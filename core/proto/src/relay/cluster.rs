@@ -74,7 +74,21 @@ pub enum ClusterOp {
         /// The name.
         name: [u8; 16],
     },
+    /// Client `handle` of this relay (`relay`) announces routes (a sealed blob, opaque
+    /// here); empty: it withdrew them or left. The store keeps one per (relay, handle), and
+    /// the relays read them all ([`Relay::set_cluster_routes`]).
+    Announce {
+        /// This relay's key.
+        relay: [u8; 32],
+        /// The client's handle here.
+        handle: u64,
+        /// Its sealed announcement, or empty.
+        blob: Vec<u8>,
+    },
 }
+
+/// A route announcement of another relay's client, as the store lists it.
+pub type RemoteAnnouncement = ([u8; 32], u64, Vec<u8>);
 
 /// The store's answer to a [`ClusterOp::Claim`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +198,8 @@ pub(super) struct Cluster {
     alias_by: HashMap<([u8; 32], u64), u64>,
     next_tick: Option<Instant>,
     next_heartbeat: Option<Instant>,
+    /// Announcements of other relays' clients, by the alias this relay gives them.
+    routes: HashMap<u64, Box<[u8]>>,
 }
 
 impl Cluster {
@@ -310,6 +326,69 @@ impl Relay {
             }
         }
         self.send_frame(now, client, Frame::LookupReply, &reply);
+    }
+
+    /// The route announcements of every relay's clients, as the store lists them now. Those
+    /// of other relays of the directory are passed to this relay's clients under aliases
+    /// when new or changed, and withdrawn when gone.
+    pub fn set_cluster_routes(&mut self, now: Instant, all: &[RemoteAnnouncement]) {
+        let me = self.public_key();
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let wanted: Vec<&RemoteAnnouncement> = all
+            .iter()
+            .filter(|(r, _, b)| *r != me && c.relays.contains_key(r) && !b.is_empty())
+            .collect();
+        let mut next: HashMap<u64, Box<[u8]>> = HashMap::new();
+        for (relay, handle, blob) in wanted {
+            if blob.len() > super::MAX_ANNOUNCE || next.len() >= super::MAX_ANNOUNCERS {
+                continue;
+            }
+            let alias = self.alias_for(now, *relay, *handle);
+            next.insert(alias, blob.as_slice().into());
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let old = std::mem::take(&mut c.routes);
+        let changed: Vec<(u64, Box<[u8]>)> = next
+            .iter()
+            .filter(|(a, b)| old.get(*a) != Some(*b))
+            .map(|(a, b)| (*a, b.clone()))
+            .collect();
+        let gone: Vec<u64> = old
+            .keys()
+            .filter(|a| !next.contains_key(*a))
+            .copied()
+            .collect();
+        c.routes = next;
+        for (alias, blob) in changed {
+            self.broadcast_announcement(now, alias, &blob);
+        }
+        for alias in gone {
+            self.broadcast_announcement(now, alias, &[]);
+        }
+    }
+
+    /// The announcements of other relays' clients (alias, blob), for a client that just
+    /// registered.
+    pub(super) fn cluster_announcements(&self) -> Vec<(u64, Box<[u8]>)> {
+        self.cluster.as_ref().map_or_else(Vec::new, |c| {
+            c.routes.iter().map(|(a, b)| (*a, b.clone())).collect()
+        })
+    }
+
+    /// A client of ours announced (or withdrew, `blob` empty) routes: tell the store.
+    pub(super) fn cluster_announce(&mut self, handle: u64, blob: &[u8]) {
+        let relay = self.public_key();
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.push_back(ClusterOp::Announce {
+                relay,
+                handle,
+                blob: blob.to_vec(),
+            });
+        }
     }
 
     /// Status of the shared rendezvous (None when this relay has none).
@@ -662,6 +741,7 @@ impl Relay {
 #[derive(Default)]
 pub struct MemoryStore {
     names: HashMap<[u8; 16], Box<[u8]>>,
+    routes: HashMap<([u8; 32], u64), Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -724,7 +804,27 @@ impl MemoryStore {
                 *id,
                 StoreAnswer::Found(self.names.get(name).map(|e| e.to_vec())),
             )),
+            ClusterOp::Announce {
+                relay,
+                handle,
+                blob,
+            } => {
+                if blob.is_empty() {
+                    self.routes.remove(&(*relay, *handle));
+                } else {
+                    self.routes.insert((*relay, *handle), blob.clone());
+                }
+                None
+            }
         }
+    }
+
+    /// Every relay's clients' announcements.
+    pub fn routes(&self) -> Vec<RemoteAnnouncement> {
+        self.routes
+            .iter()
+            .map(|((r, h), b)| (*r, *h, b.clone()))
+            .collect()
     }
 
     /// Hands an answer of [`MemoryStore::apply`] to the relay that asked.

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod link;
 pub use cluster::{
-    ClaimOutcome, ClusterEntry, ClusterOp, ClusterPeer, ClusterStatus, MemoryStore, StoreAnswer,
+    ClaimOutcome, ClusterEntry, ClusterOp, ClusterPeer, ClusterStatus, MemoryStore,
+    RemoteAnnouncement, StoreAnswer,
 };
 use link::Link;
 
@@ -62,8 +63,8 @@ const HS_KEYS: usize = 65_536;
 /// Largest record a node may store.
 const MAX_RECORD: usize = 512;
 /// Largest sealed route announcement, and most clients with one.
-const MAX_ANNOUNCE: usize = 1024;
-const MAX_ANNOUNCERS: usize = 1024;
+pub(crate) const MAX_ANNOUNCE: usize = 1024;
+pub(crate) const MAX_ANNOUNCERS: usize = 1024;
 
 /// A relay's session with a client: a shallower replay window than end-to-end sessions.
 /// Always ChaCha20-Poly1305 ([`ChaChaAead`]): relays never agree to AES-256-GCM, and the
@@ -580,14 +581,17 @@ impl Relay {
         if let Some(p) = self.policy.as_ref().map(crate::cert::Policy::to_bytes) {
             self.send_frame(now, handle, Frame::Policy, &p);
         }
-        // The routes others announced, so a node that just joined can use them.
+        // The routes others announced (here and, under aliases, at other relays), so a node
+        // that just joined can use them.
         let routes: Vec<Vec<u8>> = self
             .announcements
             .iter()
             .filter(|(h, _)| **h != handle)
+            .map(|(h, b)| (*h, b.clone()))
+            .chain(self.cluster_announcements())
             .map(|(h, b)| {
                 let mut f = h.to_be_bytes().to_vec();
-                f.extend_from_slice(b);
+                f.extend_from_slice(&b);
                 f
             })
             .collect();
@@ -887,6 +891,7 @@ impl Relay {
         }
         if self.announcements.remove(&handle).is_some() {
             self.withdrawn.push(handle);
+            self.cluster_announce(handle, &[]);
         }
     }
 
@@ -900,6 +905,7 @@ impl Relay {
         if body.is_empty() {
             if self.announcements.remove(&handle).is_some() {
                 self.broadcast_announcement(now, handle, &[]);
+                self.cluster_announce(handle, &[]);
             }
             return;
         }
@@ -917,6 +923,7 @@ impl Relay {
         self.announcements.insert(handle, body.into());
         self.counters.announcements += 1;
         self.broadcast_announcement(now, handle, body);
+        self.cluster_announce(handle, body);
     }
 
     fn broadcast_announcement(&mut self, now: Instant, from: u64, blob: &[u8]) {
