@@ -5,9 +5,17 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Default state directory of a node.
+#[cfg(not(windows))]
 pub const NODE_STATE_DIR: &str = "/var/lib/veil";
+/// Default state directory of a node.
+#[cfg(windows)]
+pub const NODE_STATE_DIR: &str = r"C:\ProgramData\veil";
 /// Default state directory of a relay.
+#[cfg(not(windows))]
 pub const RELAY_STATE_DIR: &str = "/var/lib/veil-relay";
+/// Default state directory of a relay.
+#[cfg(windows)]
+pub const RELAY_STATE_DIR: &str = r"C:\ProgramData\veil-relay";
 
 /// Veil: an overlay network that joins by token, hides its metadata and opens no port.
 #[derive(Debug, Parser)]
@@ -42,6 +50,73 @@ pub enum Cmd {
     /// CA-signed policies (which tags may talk, which nodes are revoked).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// The system service the desktop app talks to: install it, run it, join and connect.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Run the service in the foreground (what the system service starts): it owns the
+    /// control socket and starts and stops the node on request.
+    Run(ServiceRunArgs),
+    /// Install the system service (systemd; launchd on macOS; the Service Control Manager on
+    /// Windows), create the `veil` group and start it.
+    Install(ServiceInstallArgs),
+    /// Stop and remove the system service (the state dir, its key and token stay).
+    Uninstall(ServiceInstallArgs),
+    /// Whether the service is installed and running, and its state.
+    Status(QueryArgs),
+    /// Give the service a join token (it keeps it in its state dir, readable by root only).
+    Join(ServiceJoinArgs),
+    /// Start the node (with the token given by `join`).
+    Connect(TargetArgs),
+    /// Stop the node; the service keeps running.
+    Disconnect(TargetArgs),
+    /// Disconnect and forget the join token (the node key stays).
+    Leave(TargetArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ServiceRunArgs {
+    /// State directory: node key, join token, control socket.
+    #[arg(long, value_name = "DIR", env = "VEIL_STATE_DIR", default_value = NODE_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Config file (TOML; see docs/config.md), read at each connect.
+    #[arg(long, value_name = "FILE", env = "VEIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's certificate (networks created with --with-ca).
+    #[arg(long, value_name = "FILE", env = "VEIL_CERT")]
+    pub cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    /// State directory the service uses.
+    #[arg(long, value_name = "DIR", default_value = NODE_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Where the systemd unit goes.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Only write (or remove) the files and the group; do not ask the service manager to
+    /// start or stop anything.
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceJoinArgs {
+    /// The join token [env: VEIL_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// File holding the join token [env: VEIL_TOKEN_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Connect at once.
+    #[arg(long)]
+    pub connect: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +318,15 @@ pub struct RelayRunArgs {
         env = "VEIL_RELAY_LEASE_SECS"
     )]
     pub lease_secs: u64,
+    /// Share the rendezvous with the network's other relays through this NATS cluster
+    /// (JetStream on): comma-separated URLs, e.g. nats://10.0.0.5:4222,nats://10.0.0.6:4222.
+    /// Nodes homed on different relays then find each other and are relayed relay to relay.
+    #[arg(long, value_name = "URL[,URL…]", env = "VEIL_RELAY_NATS")]
+    pub nats: Option<String>,
+    /// With --nats: the address the other relays reach this one at, HOST:PORT (UDP, the
+    /// --listen port). Default: the --listen address, when it is not a wildcard.
+    #[arg(long, value_name = "HOST:PORT", env = "VEIL_RELAY_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Args)]

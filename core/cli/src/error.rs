@@ -47,8 +47,15 @@ pub enum CliError {
     /// State directory or node key problem.
     #[error(transparent)]
     State(#[from] veil_io::state::StateError),
-    /// Not root and no CAP_NET_ADMIN.
-    #[error("veil up needs root (or CAP_NET_ADMIN) to create its TUN device: run it with sudo")]
+    /// Not root and no CAP_NET_ADMIN (on Windows: not elevated).
+    #[cfg_attr(
+        not(windows),
+        error("veil up needs root (or CAP_NET_ADMIN) to create its TUN device: run it with sudo")
+    )]
+    #[cfg_attr(
+        windows,
+        error("veil up needs administrator rights to create its Wintun adapter: run it from an elevated prompt (Run as administrator)")
+    )]
     NotPrivileged,
     /// A HOST:PORT argument that is not one.
     #[error("invalid {what} `{value}`: {reason} (expected HOST:PORT, e.g. relay.example.com:7000 or [2001:db8::1]:7000)")]
@@ -98,6 +105,9 @@ pub enum CliError {
     /// The control socket failed or answered an error.
     #[error(transparent)]
     Control(#[from] veil_io::ControlClientError),
+    /// The service's socket failed or refused.
+    #[error(transparent)]
+    Ipc(#[from] veil_ipc::ClientError),
     /// The control socket could not be created.
     #[error("control socket {}: {source}", path.display())]
     ControlBind {
@@ -142,6 +152,9 @@ pub enum CliError {
     /// Arguments clap could not check.
     #[error("{0}")]
     Usage(&'static str),
+
+    #[error("{0}")]
+    Cluster(String),
     /// Files that do not belong together.
     #[error("{0}")]
     Mismatch(String),

@@ -11,9 +11,10 @@ mod network;
 mod ping;
 mod query;
 mod relay_cmd;
+mod service;
 mod up;
 
-use args::{CertCmd, Cli, Cmd, NetworkCmd, PolicyCmd, RelaySub};
+use args::{CertCmd, Cli, Cmd, NetworkCmd, PolicyCmd, RelaySub, ServiceCmd};
 use clap::Parser;
 use error::CliError;
 use std::future::Future;
@@ -50,6 +51,16 @@ fn dispatch(cmd: &Cmd) -> Result<(), CliError> {
         Cmd::Cert(CertCmd::Revoke(a)) => cert::revoke(a),
         Cmd::Policy(PolicyCmd::Sign(a)) => cert::policy_sign(a),
         Cmd::Policy(PolicyCmd::Push(a)) => query::policy_push(a),
+        Cmd::Service(s) => match s {
+            ServiceCmd::Run(a) => service::run(a),
+            ServiceCmd::Install(a) => service::install(a),
+            ServiceCmd::Uninstall(a) => service::uninstall(a),
+            ServiceCmd::Status(a) => service::status(a),
+            ServiceCmd::Join(a) => service::join(a),
+            ServiceCmd::Connect(a) => service::change(a, veil_ipc::Command::Connect),
+            ServiceCmd::Disconnect(a) => service::change(a, veil_ipc::Command::Disconnect),
+            ServiceCmd::Leave(a) => service::change(a, veil_ipc::Command::Leave),
+        },
     }
 }
 
@@ -63,6 +74,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal
 /// that arrives while the node starts is not lost. Needs a running runtime.
+#[cfg(unix)]
 fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
@@ -71,6 +83,25 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    })
+}
+
+/// Completes on Ctrl-C, Ctrl-Break or the console window closing (Windows' stand-ins for
+/// SIGINT and SIGTERM). The handlers are installed before this returns. Needs a running
+/// runtime.
+#[cfg(windows)]
+fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+    let mut int = ctrl_c().map_err(CliError::Runtime)?;
+    let mut brk = ctrl_break().map_err(CliError::Runtime)?;
+    let mut close = ctrl_close().map_err(CliError::Runtime)?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "Ctrl-C",
+            _ = brk.recv() => "Ctrl-Break",
+            _ = close.recv() => "console closed",
         };
         tracing::info!(signal = name, "stopping");
     })

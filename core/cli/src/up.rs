@@ -1,6 +1,7 @@
 //! `veil up`: validates everything it can before touching the system, in this order: token,
 //! config, state dir (and node key), privileges; then binds the control socket and the UDP
-//! socket and hands over to `veil_io::NodeRunner`, which creates the TUN device.
+//! socket and hands over to `veil_io::NodeRunner`, which creates the TUN device. The
+//! service (`veil service run`) starts its node with the same [`prepare`] and [`start`].
 
 use crate::addr::resolve;
 use crate::args::UpArgs;
@@ -9,7 +10,7 @@ use crate::error::CliError;
 use crate::{logging, runtime, shutdown_signal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use veil_io::control::NODE_SOCKET;
+use veil_io::control::{socket_path, NODE_SOCKET};
 use veil_io::lockdown::{Lockdown, MarkingFactory};
 use veil_io::routes::Forwarding;
 use veil_io::state::{self, KEY_FILE};
@@ -26,13 +27,72 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         "join",
     );
     let settings = load_settings(args)?;
+    logging::init(&settings.log);
+    let Prepared { node, guards } =
+        prepare(token, &settings, &args.state_dir, args.cert.as_deref())?;
+    let result = runtime().and_then(|rt| rt.block_on(run(node, &args.state_dir)));
+    guards.release();
+    result
+}
+
+/// Everything a node needs to start, checked: what `NodeRunner::new` takes.
+pub(crate) struct NodeParts {
+    pub token: JoinToken,
+    pub identity: Identity,
+    pub cfg: NodeConfig,
+    pub opts: NodeOptions,
+    pub metrics: Option<std::net::SocketAddr>,
+    pub factory: Arc<dyn SocketFactory>,
+}
+
+/// What a node changed on the host besides its TUN (the kill switch, forwarding for
+/// advertised routes); [`Guards::release`] undoes it on an orderly stop.
+#[derive(Default)]
+pub(crate) struct Guards {
+    lockdown: Option<Lockdown>,
+    forwarding: Option<Forwarding>,
+}
+
+impl Guards {
+    /// Removes the forwarding rules, then the kill switch (a crash leaves the switch on).
+    pub fn release(self) {
+        if let Some(f) = self.forwarding {
+            if let Err(e) = f.disable() {
+                eprintln!("veil: removing the forwarding rules: {e}");
+            }
+        }
+        if let Some(l) = self.lockdown {
+            let table = l.table().to_owned();
+            match l.remove() {
+                Ok(()) => tracing::info!(table, "kill switch removed"),
+                Err(e) => eprintln!("veil: {e}"),
+            }
+        }
+    }
+}
+
+/// A node ready to start and what it set up on the host.
+pub(crate) struct Prepared {
+    pub node: NodeParts,
+    pub guards: Guards,
+}
+
+/// Validates everything before touching the system, in this order: relays for private
+/// mode, state dir (and node key), certificate, privileges, relay addresses; then removes a
+/// kill switch a crashed node left and installs this one's, and forwarding. `veil up` and the
+/// service share it. On an error nothing it set up stays.
+pub(crate) fn prepare(
+    token: JoinToken,
+    settings: &Settings,
+    state_dir: &Path,
+    cert: Option<&Path>,
+) -> Result<Prepared, CliError> {
     if settings.private == veil_proto::Privacy::TwoHop && token.relays.len() < 2 {
         return Err(CliError::TwoHopNeedsTwoRelays(token.relays.len()));
     }
-    logging::init(&settings.log);
-    state::ensure_dir(&args.state_dir)?;
-    let key = state::load_or_create_key(&args.state_dir.join(KEY_FILE), fresh_key)?;
-    let hint = state::read_ipv4_hint(&args.state_dir);
+    state::ensure_dir(state_dir)?;
+    let key = state::load_or_create_key(&state_dir.join(KEY_FILE), fresh_key)?;
+    let hint = state::read_ipv4_hint(state_dir);
     check_privileges()?;
     let relays = token
         .relays
@@ -51,8 +111,26 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
             "relay_transport = tcp, but the join token gives no relay a TCP port (the network was created with --relay-tcp-port 0)",
         ));
     }
+    // Several relays: the nearest first (failover then goes to the next nearest). Two-hop
+    // private mode keeps the token's order (its guard is the home relay's successor).
+    let relays = if relays.len() > 1 && settings.private != veil_proto::Privacy::TwoHop {
+        let (ranked, times) =
+            veil_io::link::rank_relays(relays, &relay_tcp, std::time::Duration::from_millis(500));
+        let shown: Vec<String> = ranked
+            .iter()
+            .zip(&times)
+            .map(|((a, _), t)| match t {
+                Some(t) => format!("{a} ({} µs)", t.as_micros()),
+                None => format!("{a} (not timed)"),
+            })
+            .collect();
+        tracing::info!(relays = %shown.join(", "), "relays by round trip, nearest first");
+        ranked
+    } else {
+        relays
+    };
     let mut cfg = settings.node_config(relays, hint);
-    cfg.cert = load_cert(args, &token, &key)?;
+    cfg.cert = load_cert(cert, &token, &key)?;
     let opts = NodeOptions {
         tun: TunSource::Create {
             name: Some(settings.tun_name.clone()),
@@ -61,14 +139,14 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
         port: settings.port,
         rotate_every: (settings.port_rotation_secs > 0)
             .then(|| std::time::Duration::from_secs(settings.port_rotation_secs)),
-        state_dir: Some(args.state_dir.clone()),
+        state_dir: Some(state_dir.to_owned()),
         relay_transport: settings.relay_transport,
         relay_tcp,
         offload: settings.offload,
     };
     // A kill switch a crashed node left on this TUN goes first; then ours, before anything
     // is sent. A TUN of that name means a node still runs: its switch is not ours to touch.
-    if std::path::Path::new("/sys/class/net")
+    if Path::new("/sys/class/net")
         .join(&settings.tun_name)
         .exists()
     {
@@ -80,75 +158,56 @@ pub fn up(args: &UpArgs) -> Result<(), CliError> {
             settings.tun_name
         );
     }
-    let lockdown = if settings.lockdown {
-        Some(Lockdown::install(&settings.tun_name)?)
-    } else {
-        None
-    };
+    let mut guards = Guards::default();
+    if settings.lockdown {
+        guards.lockdown = Some(Lockdown::install(&settings.tun_name)?);
+    }
     // A node that routes for others forwards and masquerades for the overlay.
-    let forwarding = if settings.advertise_exit || !settings.advertise_routes.is_empty() {
+    if settings.advertise_exit || !settings.advertise_routes.is_empty() {
         let mut ula = [0u8; 16];
         ula[..6].copy_from_slice(&token.keys().ula_prefix());
-        Some(
-            Forwarding::enable(
-                &settings.tun_name,
-                settings.ipv4_pool,
-                std::net::Ipv6Addr::from(ula),
-            )
-            .map_err(CliError::Forwarding)?,
-        )
-    } else {
-        None
-    };
-    // Veil's own sockets carry the mark that the kill switch lets out and that keeps them out
-    // of the routes through the overlay (others' subnets, an exit).
-    let factory: Arc<dyn SocketFactory> = Arc::new(MarkingFactory);
-    let result = runtime().and_then(|rt| {
-        rt.block_on(run(
-            &token,
-            Identity::from_secret(key),
+        match Forwarding::enable(
+            &settings.tun_name,
+            settings.ipv4_pool,
+            std::net::Ipv6Addr::from(ula),
+        ) {
+            Ok(f) => guards.forwarding = Some(f),
+            Err(e) => {
+                guards.release();
+                return Err(CliError::Forwarding(e));
+            }
+        }
+    }
+    Ok(Prepared {
+        node: NodeParts {
+            token,
+            identity: Identity::from_secret(key),
             cfg,
             opts,
-            &args.state_dir,
-            settings.metrics,
-            factory,
-        ))
-    });
-    if let Some(f) = forwarding {
-        if let Err(e) = f.disable() {
-            eprintln!("veil: removing the forwarding rules: {e}");
-        }
-    }
-    // An orderly exit lets traffic out again (a crash leaves the switch on).
-    if let Some(l) = lockdown {
-        let table = l.table().to_owned();
-        match l.remove() {
-            Ok(()) => tracing::info!(table, "kill switch removed"),
-            Err(e) => eprintln!("veil: {e}"),
-        }
-    }
-    result
+            metrics: settings.metrics,
+            // Veil's own sockets carry the mark that the kill switch lets out and that keeps
+            // them out of the routes through the overlay (others' subnets, an exit).
+            factory: Arc::new(MarkingFactory),
+        },
+        guards,
+    })
 }
 
-async fn run(
-    token: &JoinToken,
-    identity: Identity,
-    cfg: NodeConfig,
-    opts: NodeOptions,
-    state_dir: &Path,
-    metrics: Option<std::net::SocketAddr>,
-    factory: Arc<dyn SocketFactory>,
-) -> Result<(), CliError> {
-    let signal = shutdown_signal()?;
-    let sock_path = state_dir.join(NODE_SOCKET);
-    let mut control = ControlServer::bind(&sock_path).map_err(|source| CliError::ControlBind {
-        path: sock_path.clone(),
-        source,
-    })?;
+/// A node built (its socket bound) and its metrics listener serving, if configured. Must run
+/// inside the runtime.
+pub(crate) async fn start(
+    parts: NodeParts,
+) -> Result<(NodeRunner, Option<tokio::task::JoinHandle<()>>), CliError> {
+    let NodeParts {
+        token,
+        identity,
+        cfg,
+        opts,
+        metrics,
+        factory,
+    } = parts;
     let id = identity.id();
-    let runner = NodeRunner::new(token, identity, cfg, opts, factory)?;
-    let handle = runner.handle();
-    let serve = tokio::spawn(control.serve(runner.handle()));
+    let runner = NodeRunner::new(&token, identity, cfg, opts, factory)?;
     let metrics = match metrics {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -162,7 +221,21 @@ async fn run(
         }
         None => None,
     };
-    tracing::info!(%id, state_dir = %state_dir.display(), "veil node starting");
+    tracing::info!(%id, "veil node starting");
+    Ok((runner, metrics))
+}
+
+async fn run(parts: NodeParts, state_dir: &Path) -> Result<(), CliError> {
+    let signal = shutdown_signal()?;
+    let sock_path = socket_path(state_dir, NODE_SOCKET);
+    let mut control = ControlServer::bind(&sock_path).map_err(|source| CliError::ControlBind {
+        path: sock_path.clone(),
+        source,
+    })?;
+    let (runner, metrics) = start(parts).await?;
+    let handle = runner.handle();
+    let serve = tokio::spawn(control.serve(runner.handle()));
+    tracing::info!(state_dir = %state_dir.display(), "state dir");
     let run = runner.run();
     tokio::pin!(run);
     let result = tokio::select! {
@@ -240,17 +313,17 @@ pub fn read_token_file(path: &Path) -> Result<String, CliError> {
 /// The node's certificate: required (and checked now, with a clear error) when the token
 /// carries a CA, refused when it does not.
 fn load_cert(
-    args: &UpArgs,
+    cert: Option<&Path>,
     token: &JoinToken,
     key: &[u8; 32],
 ) -> Result<Option<veil_proto::Certificate>, CliError> {
-    match (&token.ca, &args.cert) {
+    match (&token.ca, cert) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(CliError::CertNotNeeded),
         (Some(_), None) => Err(CliError::NeedCert),
         (Some(ca), Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
             let cert = veil_proto::Certificate::decode(&text)?;
@@ -284,8 +357,13 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         name: args.name.clone(),
         ..Layer::default()
     });
+    settings_from(flags, args.config.as_deref())
+}
+
+/// Settings from `flags`, then the `VEIL_*` environment, then the config file.
+pub(crate) fn settings_from(flags: Source, config: Option<&Path>) -> Result<Settings, CliError> {
     let mut sources = vec![flags, Source::env(|k| std::env::var(k).ok())?];
-    if let Some(path) = &args.config {
+    if let Some(path) = config {
         sources.push(Source::file(path)?);
     }
     Ok(Settings::resolve(&sources)?)
@@ -298,6 +376,7 @@ pub(crate) fn fresh_key() -> std::io::Result<[u8; 32]> {
 }
 
 /// Root, or CAP_NET_ADMIN in the effective set.
+#[cfg(unix)]
 fn check_privileges() -> Result<(), CliError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -308,6 +387,7 @@ fn check_privileges() -> Result<(), CliError> {
     }
 }
 
+#[cfg(unix)]
 fn has_cap_net_admin() -> bool {
     const CAP_NET_ADMIN: u32 = 12;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
@@ -318,4 +398,14 @@ fn has_cap_net_admin() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// An elevated administrator: creating the Wintun adapter needs one.
+#[cfg(windows)]
+fn check_privileges() -> Result<(), CliError> {
+    if veil_io::windows::is_elevated() {
+        Ok(())
+    } else {
+        Err(CliError::NotPrivileged)
+    }
 }

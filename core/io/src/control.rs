@@ -1,31 +1,66 @@
 //! The local control socket: a Unix stream socket in the state directory (`veil.sock` for a
-//! node, `relay.sock` for a relay), owned by root, group `veil` when that group exists, mode
-//! 0660. One JSON request per line, `{"v":1,"cmd":"status"|"peers"|"down"}`, answered by one
-//! JSON line, `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`. This module owns the
-//! socket file (stale ones are removed on bind, ours on drop) and the wire format; what a
-//! command does belongs to the [`ControlHandler`].
+//! node or the service, `relay.sock` for a relay), owned by root, group `veil` when that group
+//! exists, mode 0660. One JSON request per line, answered by one JSON line; the protocol and
+//! its types are `veil-ipc`'s (docs/ipc.md). Version 1 commands (`status`, `peers`, `down`,
+//! `policy`, `adopt`) go to [`ControlHandler::handle`], version 2 ones to
+//! [`ControlHandler::handle_v2`], and `subscribe` turns the connection into a stream of
+//! events from [`ControlHandler::subscribe`]. This module owns the socket file (stale ones
+//! are removed on bind, ours on drop) and the wire; what a command does belongs to the
+//! handler. On Windows the socket is a named pipe ([`socket_path`]) with the same lines.
 
 use serde::{Deserialize, Serialize};
+#[cfg(unix)]
 use std::ffi::CString;
 use std::future::Future;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+#[cfg(unix)]
+use tokio::net::UnixListener;
+use tokio::sync::broadcast;
+use veil_ipc::{Command, ErrorCode, Event, RemoteError, Request, Response};
 
-/// Version of the control protocol.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Newest version of the control protocol (the oldest still answered is
+/// [`veil_ipc::MIN_PROTOCOL_VERSION`]).
+pub const PROTOCOL_VERSION: u32 = veil_ipc::PROTOCOL_VERSION;
 /// Socket file name of a node.
 pub const NODE_SOCKET: &str = "veil.sock";
 /// Socket file name of a relay.
 pub const RELAY_SOCKET: &str = "relay.sock";
 /// Group that may use the control socket besides root.
 pub const CONTROL_GROUP: &str = "veil";
-/// Longest request line accepted.
-const MAX_LINE: usize = 4096;
+/// How long an answer or event may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(windows)]
+mod pipe;
+#[cfg(unix)]
+type Listener = UnixListener;
+#[cfg(windows)]
+type Listener = pipe::PipeListener;
+
+/// Where the control socket `name` ([`NODE_SOCKET`], [`RELAY_SOCKET`]) of the process with
+/// the state directory `state_dir` is: that file in the directory.
+#[cfg(unix)]
+pub fn socket_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(name)
+}
+
+/// Where the control socket `name` ([`NODE_SOCKET`], [`RELAY_SOCKET`]) is on Windows: the
+/// named pipe `\\.\pipe\veil` for a node or the service, `\\.\pipe\veil-relay` for a
+/// relay (pipes live in a namespace of their own, whatever the state directory).
+#[cfg(windows)]
+pub fn socket_path(_state_dir: &Path, name: &str) -> PathBuf {
+    let stem = name.strip_suffix(".sock").unwrap_or(name);
+    PathBuf::from(match stem {
+        "veil" => r"\\.\pipe\veil".to_owned(),
+        other => format!(r"\\.\pipe\veil-{other}"),
+    })
+}
 
 /// A command on the control socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,41 +80,96 @@ pub enum ControlCommand {
     Adopt(String),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    v: u32,
-    cmd: ControlCommand,
-}
+impl ControlCommand {
+    /// The version 1 command of a request, or the request's command back when it is of a
+    /// later version.
+    pub fn from_ipc(cmd: Command) -> Result<ControlCommand, Command> {
+        Ok(match cmd {
+            Command::Status => ControlCommand::Status,
+            Command::Peers => ControlCommand::Peers,
+            Command::Down => ControlCommand::Down,
+            Command::Policy(t) => ControlCommand::Policy(t),
+            Command::Adopt(t) => ControlCommand::Adopt(t),
+            other => return Err(other),
+        })
+    }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Response {
-    ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    /// The same command in `veil-ipc`'s terms.
+    pub fn into_ipc(self) -> Command {
+        match self {
+            ControlCommand::Status => Command::Status,
+            ControlCommand::Peers => Command::Peers,
+            ControlCommand::Down => Command::Down,
+            ControlCommand::Policy(t) => Command::Policy(t),
+            ControlCommand::Adopt(t) => Command::Adopt(t),
+        }
+    }
 }
 
 /// The future a handler returns: the result object, or an error message for the client.
 pub type HandlerFuture<'a> =
     Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + 'a>>;
 
-/// What answers control commands (a node or a relay handle).
+/// The future of a version 2 command: the result object, or a typed refusal.
+pub type ServiceFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<serde_json::Value, RemoteError>> + Send + 'a>>;
+
+/// The future of `subscribe`.
+pub type SubscribeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<EventFeed, RemoteError>> + Send + 'a>>;
+
+/// What a subscription gets: the answer to `subscribe` (a `Hello`), the events to send
+/// first (the current state), then everything the channel carries.
+#[derive(Debug)]
+pub struct EventFeed {
+    /// The answer line's result.
+    pub hello: serde_json::Value,
+    /// Events sent before the channel's.
+    pub first: Vec<Event>,
+    /// The live events.
+    pub events: broadcast::Receiver<Event>,
+}
+
+/// What answers control commands (a node or a relay handle, the service).
 pub trait ControlHandler: Clone + Send + Sync + 'static {
-    /// Executes `cmd`.
+    /// Executes a version 1 command.
     fn handle(&self, cmd: ControlCommand) -> HandlerFuture<'_>;
+
+    /// Executes a version 2 command (never `subscribe`, which goes to
+    /// [`ControlHandler::subscribe`]). Only the service knows them all; by default each is
+    /// refused, naming the service.
+    fn handle_v2(&self, cmd: Command) -> ServiceFuture<'_> {
+        Box::pin(async move { Err(not_service(&cmd)) })
+    }
+
+    /// Starts a subscription. Refused by default.
+    fn subscribe(&self) -> SubscribeFuture<'_> {
+        Box::pin(async move { Err(not_service(&Command::Subscribe)) })
+    }
+}
+
+/// The refusal of a version 2 command by a process that is not the service.
+pub fn not_service(cmd: &Command) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::NotService,
+        format!(
+            "`{}` is answered by the veil service only, and this process is a relay or a node started with `veil up`: stop it (`veil down`) and run the service (`sudo veil service install`)",
+            cmd.name()
+        ),
+    )
 }
 
 /// A bound control socket. Dropping it removes the socket file.
 #[derive(Debug)]
 pub struct ControlServer {
-    listener: Option<UnixListener>,
+    listener: Option<Listener>,
     path: PathBuf,
 }
 
 impl ControlServer {
     /// Binds the socket at `path`: refuses if a live process answers there, removes a stale
     /// file, then sets owner root, group `veil` (if it exists) and mode 0660.
+    #[cfg(unix)]
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -103,6 +193,16 @@ impl ControlServer {
         }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         Ok(server)
+    }
+
+    /// Creates the named pipe `path` (`\\.\pipe\…`, see [`socket_path`]); refuses if another
+    /// process has it. Must be called inside a tokio runtime.
+    #[cfg(windows)]
+    pub fn bind(path: &Path) -> io::Result<ControlServer> {
+        Ok(ControlServer {
+            listener: Some(pipe::PipeListener::bind(path)?),
+            path: path.to_owned(),
+        })
     }
 
     /// The socket path.
@@ -133,19 +233,55 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
+        // A named pipe goes with its last handle.
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-async fn serve_client<H: ControlHandler>(stream: UnixStream, handler: H) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(read.take(64 * 1024)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = match parse_request(&line) {
+async fn serve_client<H, S>(stream: S, handler: H)
+where
+    H: ControlHandler,
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // One line at a time, each bounded: a client may send many requests.
+        let limit = veil_ipc::MAX_REQUEST_LINE as u64 + 1;
+        match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') && buf.len() as u64 >= limit {
+            let e = RemoteError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "request too long (at most {} bytes)",
+                    veil_ipc::MAX_REQUEST_LINE
+                ),
+            );
+            let _ = write_line(&mut write, &Response::error(e)).await;
+            return;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let req = match Request::parse(line.trim_end()) {
+            Ok(req) => req,
+            Err(e) => {
+                if write_line(&mut write, &Response::error(e)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let v1 = req.v == 1;
+        let response = match ControlCommand::from_ipc(req.cmd) {
             // The process may be gone as soon as it accepts `down`: answer first. The client
             // then waits for the socket file to disappear.
             Ok(ControlCommand::Down) => {
-                let sent = write_response(&mut write, &Response::ok("stopping".into())).await;
+                let sent = write_line(&mut write, &Response::ok("stopping".into())).await;
                 let _ = handler.handle(ControlCommand::Down).await;
                 if sent.is_err() {
                     return;
@@ -154,63 +290,98 @@ async fn serve_client<H: ControlHandler>(stream: UnixStream, handler: H) {
             }
             Ok(cmd) => match handler.handle(cmd).await {
                 Ok(result) => Response::ok(result),
+                // Version 1 answers stay as they were: no `code`.
+                Err(e) if v1 => Response {
+                    code: None,
+                    ..Response::error(RemoteError::new(ErrorCode::Failed, e))
+                },
+                Err(e) => Response::error(RemoteError::new(ErrorCode::Failed, e)),
+            },
+            Err(Command::Subscribe) => match handler.subscribe().await {
+                Ok(feed) => {
+                    if write_line(&mut write, &Response::ok(feed.hello))
+                        .await
+                        .is_ok()
+                    {
+                        stream_events(feed.first, feed.events, &mut reader, &mut write).await;
+                    }
+                    return;
+                }
                 Err(e) => Response::error(e),
             },
-            Err(e) => Response::error(e),
+            Err(cmd) => match handler.handle_v2(cmd).await {
+                Ok(result) => Response::ok(result),
+                Err(e) => Response::error(e),
+            },
         };
-        if write_response(&mut write, &response).await.is_err() {
+        if write_line(&mut write, &response).await.is_err() {
             return;
         }
     }
 }
 
-impl Response {
-    fn ok(result: serde_json::Value) -> Self {
-        Response {
-            ok: true,
-            result: Some(result),
-            error: None,
+/// Writes `first`, then every event of `events`, one per line, until the client closes
+/// its end, stops reading for [`WRITE_TIMEOUT`], or the channel closes (the process
+/// stops). Anything the client sends meanwhile is ignored.
+async fn stream_events(
+    first: Vec<Event>,
+    mut events: broadcast::Receiver<Event>,
+    reader: &mut tokio::io::BufReader<impl AsyncRead + Unpin>,
+    write: &mut (impl AsyncWrite + Unpin),
+) {
+    for e in first {
+        if write_line(write, &e).await.is_err() {
+            return;
         }
     }
-
-    fn error(error: String) -> Self {
-        Response {
-            ok: false,
-            result: None,
-            error: Some(error),
+    let mut sink = [0u8; 512];
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => e,
+                Err(broadcast::error::RecvError::Lagged(missed)) => Event::Lagged { missed },
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            r = reader.read(&mut sink) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        if write_line(write, &event).await.is_err() {
+            return;
         }
     }
 }
 
-async fn write_response(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    response: &Response,
+async fn write_line(
+    write: &mut (impl AsyncWrite + Unpin),
+    value: &impl Serialize,
 ) -> io::Result<()> {
-    let mut text = serde_json::to_string(response).unwrap_or_else(|_| {
-        r#"{"ok":false,"error":"internal error: response not serializable"}"#.into()
+    let mut text = serde_json::to_string(value).unwrap_or_else(|_| {
+        r#"{"ok":false,"error":"internal error: answer not serializable"}"#.into()
     });
     text.push('\n');
-    write.write_all(text.as_bytes()).await?;
-    write.flush().await
+    let send = async {
+        write.write_all(text.as_bytes()).await?;
+        write.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, send).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client does not read",
+        )),
+    }
 }
 
 /// The command of one request line, or the error message for the client.
-pub fn parse_request(line: &str) -> Result<ControlCommand, String> {
-    if line.len() > MAX_LINE {
-        return Err("request too long".into());
-    }
-    let req: Request = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
-    if req.v != PROTOCOL_VERSION {
-        return Err(format!(
-            "control protocol version {} is not supported (this veil speaks {PROTOCOL_VERSION})",
-            req.v
-        ));
-    }
-    Ok(req.cmd)
+pub fn parse_request(line: &str) -> Result<Command, String> {
+    Request::parse(line).map(|r| r.cmd).map_err(|e| e.message)
 }
 
 /// The group id of `name`, if the group exists.
-pub(crate) fn group_id(name: &str) -> Option<u32> {
+#[cfg(unix)]
+pub fn group_id(name: &str) -> Option<u32> {
     let cname = CString::new(name).ok()?;
     let mut grp: libc::group = unsafe_zeroed_group();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -230,6 +401,7 @@ pub(crate) fn group_id(name: &str) -> Option<u32> {
     (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
 }
 
+#[cfg(unix)]
 fn unsafe_zeroed_group() -> libc::group {
     // SAFETY: `libc::group` is a plain C struct of integers and raw pointers, for which the
     // all-zero bit pattern is valid (null pointers, gid 0).
@@ -266,40 +438,33 @@ pub enum ControlClientError {
 }
 
 /// Sends `cmd` to the control socket at `path` and returns its result (blocking; for CLIs).
+/// Version 1 commands go as version 1, so that older processes answer them.
 pub fn request(path: &Path, cmd: ControlCommand) -> Result<serde_json::Value, ControlClientError> {
-    let io_err = |source| ControlClientError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
-        ControlClientError::NotRunning {
-            path: path.to_owned(),
-            source,
+    let mut client = veil_ipc::Client::connect(path).map_err(ControlClientError::from)?;
+    client
+        .call_at(1, cmd.into_ipc())
+        .map_err(ControlClientError::from)
+}
+
+impl From<veil_ipc::ClientError> for ControlClientError {
+    fn from(e: veil_ipc::ClientError) -> Self {
+        use veil_ipc::ClientError as E;
+        match e {
+            E::NotRunning { path, source } | E::PermissionDenied { path, source } => {
+                if source.kind() == io::ErrorKind::PermissionDenied {
+                    ControlClientError::Io { path, source }
+                } else {
+                    ControlClientError::NotRunning { path, source }
+                }
+            }
+            E::Io { path, source } => ControlClientError::Io { path, source },
+            E::Remote(r) => ControlClientError::Remote(r.message),
+            E::Protocol(p) => ControlClientError::Protocol(p),
         }
-    })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io_err)?;
-    let mut line = serde_json::to_string(&Request {
-        v: PROTOCOL_VERSION,
-        cmd,
-    })
-    .map_err(|e| ControlClientError::Protocol(e.to_string()))?;
-    line.push('\n');
-    (&stream).write_all(line.as_bytes()).map_err(io_err)?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(io_err)?;
-    let response: Response = serde_json::from_str(&answer)
-        .map_err(|e| ControlClientError::Protocol(format!("{e}: {}", answer.trim())))?;
-    match (response.ok, response.result, response.error) {
-        (true, result, _) => Ok(result.unwrap_or(serde_json::Value::Null)),
-        (false, _, error) => Err(ControlClientError::Remote(error.unwrap_or_default())),
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
@@ -348,6 +513,82 @@ mod tests {
         assert!(!path.exists());
         let gone = request(&path, ControlCommand::Status);
         assert!(matches!(gone, Err(ControlClientError::NotRunning { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A handler with a subscription: two events first, then what the channel carries.
+    #[derive(Clone)]
+    struct Feed(broadcast::Sender<Event>);
+    impl ControlHandler for Feed {
+        fn handle(&self, _: ControlCommand) -> HandlerFuture<'_> {
+            Box::pin(async move { Err("v1 refused".into()) })
+        }
+        fn subscribe(&self) -> SubscribeFuture<'_> {
+            Box::pin(async move {
+                Ok(EventFeed {
+                    hello: serde_json::json!({"protocol": 2, "min_protocol": 1,
+                        "version": "t", "mode": "service", "state": "connected"}),
+                    first: vec![Event::RelayUp],
+                    events: self.0.subscribe(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_refusals_and_a_subscription() {
+        let dir = std::env::temp_dir().join(format!("veil-io-ctl2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(NODE_SOCKET);
+        let mut server = ControlServer::bind(&path).unwrap();
+        let (tx, _) = broadcast::channel(4);
+        let task = tokio::spawn(server.serve(Feed(tx.clone())));
+        let p = path.clone();
+        let sender = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            // Version 1 errors carry no code, as before; version 2 ones do.
+            let mut c = veil_ipc::Client::connect(&p).unwrap();
+            let e = c.call_at(1, Command::Status).unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::Other), "{e}");
+            let e = c.call(Command::Status).unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::Failed));
+            let e = c.call(Command::Counters).unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::NotService));
+            assert!(e.to_string().contains("veil service install"), "{e}");
+            let e = c.call_at(1, Command::Hello).unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::Version));
+            // Many requests on one connection, then a subscription on it.
+            for _ in 0..200 {
+                assert!(c.call(Command::Peers).is_err());
+            }
+            let (hello, mut sub) = c.subscribe().unwrap();
+            assert_eq!(hello.mode, "service");
+            assert_eq!(sub.next_event().unwrap(), Some(Event::RelayUp));
+            sender.send(Event::PeerUp { id: "p".into() }).unwrap();
+            assert_eq!(
+                sub.next_event().unwrap(),
+                Some(Event::PeerUp { id: "p".into() })
+            );
+        })
+        .await
+        .unwrap();
+        // A request line past the limit ends the connection with a reason.
+        let p = path.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            use std::io::{BufRead, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            s.write_all(&vec![b'x'; veil_ipc::MAX_REQUEST_LINE + 10])
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(s).read_line(&mut line).unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        assert!(answer.contains("request too long"), "{answer}");
+        task.abort();
+        drop(server);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,12 +8,14 @@
 //!
 //! - [`socket`]: the [`SocketFactory`] every UDP socket goes through (Android must `protect()` them).
 //! - [`tun`]: where the TUN device comes from (created by name, or a platform file descriptor).
-//! - [`tun_fd`]: a platform's TUN descriptor (Android, iOS, tests): one packet per read and write.
+//! - [`tun_fd`]: a platform's TUN descriptor (Android, iOS, tests): one packet per read and write
+//!   (Unix).
 //! - [`node`]: [`NodeRunner`], the node's event loop, and its [`NodeHandle`].
 //! - [`relay`]: [`RelayRunner`], the relay's event loop, and its [`RelayHandle`].
 //! - [`relay_tcp`]: the relay's TCP listener for nodes whose network blocks UDP.
 //! - [`link`]: a node's TCP stream to its relay, and when to use it ([`RelayTransport`]).
-//! - [`lockdown`]: the kill switch (nftables; Veil's own sockets carry a firewall mark).
+//! - [`lockdown`]: the kill switch (nftables; Veil's own sockets carry a firewall mark; not on
+//!   Windows yet).
 //! - [`metrics`]: Prometheus text of a node's status and peers (`veil up --metrics`).
 //! - [`dns`]: the node's DNS listener on its overlay address, and systemd-resolved.
 //! - [`control`]: the local control socket (one JSON request and one JSON response per line).
@@ -21,7 +23,10 @@
 //! - [`state`]: files in the state directory (node key, last overlay IPv4).
 //! - [`routes`]: the kernel's routes for subnet routes and exits, and forwarding with NAT.
 //! - [`report`]: the JSON shapes of `status` and `peers`, shared by server and client.
+//! - [`windows`]: Windows only: the elevation check and owner-only ACLs, where Unix has root
+//!   and file modes.
 
+pub mod cluster;
 pub mod control;
 pub mod dns;
 pub mod ifaddrs;
@@ -36,8 +41,11 @@ pub mod routes;
 pub mod socket;
 pub mod state;
 pub mod tun;
+#[cfg(unix)]
 pub mod tun_fd;
 pub mod udp;
+#[cfg(windows)]
+pub mod windows;
 
 pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};
 pub use link::RelayTransport;

@@ -11,10 +11,10 @@
 //! The relay's datagrams go over UDP, or over a TCP stream to the relay where UDP is blocked
 //! ([`crate::link`]: `relay_transport`, and in `auto` the switch between the two).
 
-use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::control::{ControlCommand, ControlHandler, HandlerFuture, ServiceFuture};
 use crate::dns::{self, DnsListener};
 use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
-use crate::report::{Counters, NodeStatusReport, PeerReport};
+use crate::report::{self, Counters, NodeStatusReport, PeerReport};
 use crate::routes::KernelRoutes;
 use crate::socket::{self, SocketFactory};
 use crate::tun::{Tun, TunAddrs, TunError, TunReader, TunSource, TunWriter};
@@ -194,6 +194,53 @@ impl ControlHandler for NodeHandle {
                 None => Err(STOPPED.into()),
             }
         })
+    }
+
+    /// A foreground node (`veil up`) says who it is and counts; joining, connecting and
+    /// events are the service's.
+    fn handle_v2(&self, cmd: veil_ipc::Command) -> ServiceFuture<'_> {
+        Box::pin(async move {
+            let stopped =
+                || veil_ipc::RemoteError::new(veil_ipc::ErrorCode::Failed, STOPPED.into());
+            let internal = |e: serde_json::Error| {
+                veil_ipc::RemoteError::new(
+                    veil_ipc::ErrorCode::Failed,
+                    format!("internal error: {e}"),
+                )
+            };
+            match cmd {
+                veil_ipc::Command::Hello => {
+                    let s = self.status().await.ok_or_else(stopped)?;
+                    serde_json::to_value(foreground_hello(&s)).map_err(internal)
+                }
+                veil_ipc::Command::Counters => {
+                    let s = self.status().await.ok_or_else(stopped)?;
+                    serde_json::to_value(veil_ipc::Traffic::from_status(&s, veil_ipc::unix_ms()))
+                        .map_err(internal)
+                }
+                other => Err(crate::control::not_service(&other)),
+            }
+        })
+    }
+}
+
+/// The `hello` of a node that runs in the foreground.
+pub fn foreground_hello(s: &NodeStatusReport) -> veil_ipc::Hello {
+    veil_ipc::Hello {
+        protocol: veil_ipc::PROTOCOL_VERSION,
+        min_protocol: veil_ipc::MIN_PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: "foreground".into(),
+        state: veil_ipc::StateInfo {
+            state: if s.relay_connected {
+                veil_ipc::ServiceState::Connected
+            } else {
+                veil_ipc::ServiceState::Connecting
+            },
+            error: None,
+            overlay_ipv4: s.overlay_ipv4,
+            relays: s.relay.iter().cloned().collect(),
+        },
     }
 }
 
@@ -599,7 +646,13 @@ impl NodeRunner {
             }
             Some(Command::Peers(reply)) => {
                 let now = Instant::now();
-                let _ = reply.send(self.node.peers(now).iter().map(PeerReport::from).collect());
+                let _ = reply.send(
+                    self.node
+                        .peers(now)
+                        .iter()
+                        .map(report::peer_report)
+                        .collect(),
+                );
                 false
             }
             Some(Command::Policy(text, reply)) => {
@@ -1102,7 +1155,7 @@ fn send(socket: &Udp, link: Option<&mut TcpLink>, buf: &[u8], t: Transmit, c: &m
     }
     match socket.send(t.dst, data, None) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => c.note_too_big(t.dst, t.len),
+        Err(e) if e.raw_os_error() == Some(udp::EMSGSIZE) => c.note_too_big(t.dst, t.len),
         Err(e) => {
             c.send_errors += 1;
             tracing::debug!(error = %e, "UDP send failed");
