@@ -87,6 +87,14 @@ pub enum ConfigError {
         /// The value given.
         got: String,
     },
+    /// A setting this platform has no implementation of yet.
+    #[error("{setting} is not supported on Windows yet: {why} (see docs/windows.md)")]
+    NotOnWindows {
+        /// The flag, variable or config key, as given.
+        setting: String,
+        /// What it would need.
+        why: &'static str,
+    },
 }
 
 /// What a key accepts, for error messages (and `docs/config.md`).
@@ -632,6 +640,8 @@ impl Settings {
             tracing_subscriber::EnvFilter::try_new(v).map_err(|_| invalid(o, "log", v))?;
             s.log = v.clone();
         }
+        #[cfg(windows)]
+        windows_gaps(&mut s, sources)?;
         Ok(s)
     }
 
@@ -668,6 +678,54 @@ impl Settings {
             ..NodeConfig::default()
         }
     }
+}
+
+/// Windows has no kill switch, no forwarding with NAT and no policy routing yet (docs/windows.md):
+/// each setting that needs one is refused, naming where it was given, rather than ignored.
+/// Others' subnet routes are not used there unless asked for, and asking is refused too.
+#[cfg_attr(not(windows), allow(dead_code))]
+fn windows_gaps(s: &mut Settings, sources: &[Source]) -> Result<(), ConfigError> {
+    let refuse = |origin: &Origin, key: &str, why: &'static str| ConfigError::NotOnWindows {
+        setting: match origin {
+            Origin::Flags => format!("--{}", key.replace('_', "-")),
+            Origin::Env => format!("environment variable {}", env_name(key)),
+            Origin::File(p) => format!("`{key}` in config {}", p.display()),
+        },
+        why,
+    };
+    if let Some((true, o)) = pick(sources, |l| l.lockdown.as_ref()) {
+        return Err(refuse(
+            o,
+            "lockdown",
+            "the kill switch is built on nftables and firewall marks",
+        ));
+    }
+    if let Some((routes, o)) = pick(sources, |l| l.advertise_routes.as_ref()) {
+        if !routes.is_empty() {
+            return Err(refuse(
+                o,
+                "advertise_routes",
+                "routing for the network needs IP forwarding and NAT, set up with nftables",
+            ));
+        }
+    }
+    if let Some((true, o)) = pick(sources, |l| l.advertise_exit.as_ref()) {
+        return Err(refuse(
+            o,
+            "advertise_exit",
+            "an exit forwards and masquerades with nftables",
+        ));
+    }
+    if let (Some(_), Some((_, o))) = (&s.exit_node, pick(sources, |l| l.exit_node.as_ref())) {
+        return Err(refuse(o, "exit_node", "the default route through the overlay needs policy routing that keeps Veil's own datagrams outside"));
+    }
+    match pick(sources, |l| l.accept_routes.as_ref()) {
+        Some((true, o)) => {
+            return Err(refuse(o, "accept_routes", "routes into the overlay need policy routing that keeps Veil's own datagrams outside"));
+        }
+        _ => s.accept_routes = false,
+    }
+    Ok(())
 }
 
 fn positive(v: u64) -> Option<u64> {
@@ -731,6 +789,60 @@ mod tests {
         assert_eq!(s.log, "info");
         assert_eq!(s.tun_name, "veil0");
         assert_eq!(s.relay_transport, RelayTransport::Auto);
+    }
+
+    #[test]
+    fn windows_refuses_what_it_lacks_by_name() {
+        let gaps = |sources: &[Source]| {
+            let mut s = Settings::resolve(sources)?;
+            windows_gaps(&mut s, sources).map(|()| s)
+        };
+        let flags = Source::flags;
+        let cases = [
+            (
+                flags(Layer {
+                    lockdown: Some(true),
+                    ..Layer::default()
+                }),
+                "--lockdown is not supported on Windows yet",
+            ),
+            (
+                flags(Layer {
+                    advertise_routes: Some(vec!["192.168.10.0/24".into()]),
+                    ..Layer::default()
+                }),
+                "--advertise-routes is not supported on Windows yet",
+            ),
+            (
+                flags(Layer {
+                    exit_node: Some("out".into()),
+                    ..Layer::default()
+                }),
+                "--exit-node is not supported on Windows yet",
+            ),
+            (
+                env(&[("VEIL_ADVERTISE_EXIT", "yes")]),
+                "environment variable VEIL_ADVERTISE_EXIT is not supported on Windows yet",
+            ),
+            (
+                file("accept_routes = true\n").unwrap(),
+                "`accept_routes` in config /etc/veil.toml is not supported on Windows yet",
+            ),
+        ];
+        for (source, want) in cases {
+            let e = gaps(std::slice::from_ref(&source)).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+            assert!(e.contains("docs/windows.md"), "{e}");
+        }
+        // Off, or empty, is fine; others' routes are not used there unless asked for.
+        let off = file("lockdown = false\nexit_node = \"\"\nadvertise_routes = []\n").unwrap();
+        let s = gaps(&[off]).unwrap();
+        assert!(!s.accept_routes && !s.lockdown && s.exit_node.is_none());
+        // Elsewhere the default stays.
+        assert_eq!(
+            Settings::resolve(&[]).unwrap().accept_routes,
+            !cfg!(windows)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::args::{CreateArgs, RotateArgs};
 use crate::error::CliError;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -52,11 +53,7 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
         let path = path.to_owned();
         move |source| CliError::File { path, source }
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.out)
-        .map_err(file_err(&args.out))?;
+    private_dir(&args.out).map_err(file_err(&args.out))?;
     let join_path = args.out.join("join.token");
     let relay_paths: Vec<PathBuf> = (1..=relay_tokens.len())
         .map(|n| args.out.join(format!("relay-{n}.token")))
@@ -81,7 +78,7 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
 
     println!("{join_text}");
     eprintln!(
-        "network created; tokens written to {} (mode 0600)",
+        "network created; tokens written to {} ({PRIVATE})",
         args.out.display()
     );
     eprintln!(
@@ -152,14 +149,10 @@ pub fn rotate(args: &RotateArgs) -> Result<(), CliError> {
     let next = join.rotated(secret, until);
     let relays: Vec<_> = relay_tokens.iter().map(|t| t.rotated(&next)).collect();
 
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.out)
-        .map_err(|source| CliError::File {
-            path: args.out.clone(),
-            source,
-        })?;
+    private_dir(&args.out).map_err(|source| CliError::File {
+        path: args.out.clone(),
+        source,
+    })?;
     let out_join = args.out.join("join.token");
     let out_relays: Vec<PathBuf> = (1..=relays.len())
         .map(|n| args.out.join(format!("relay-{n}.token")))
@@ -176,7 +169,7 @@ pub fn rotate(args: &RotateArgs) -> Result<(), CliError> {
     }
     println!("{text}");
     eprintln!(
-        "network secret rotated; new tokens in {} (mode 0600); the old secret works for {} s more (until Unix time {until})",
+        "network secret rotated; new tokens in {} ({PRIVATE}); the old secret works for {} s more (until Unix time {until})",
         args.out.display(),
         args.overlap_secs
     );
@@ -194,17 +187,43 @@ pub fn rotate(args: &RotateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Who may read the token files, as the notes say it.
+const PRIVATE: &str = if cfg!(windows) {
+    "readable by their owner, SYSTEM and Administrators only"
+} else {
+    "mode 0600"
+};
+
+/// Creates `dir` (and parents) if it is missing, private to its owner: mode 0700, or on
+/// Windows an access control list of the owner, SYSTEM and Administrators.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    let existed = dir.exists();
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir)?;
+    #[cfg(windows)]
+    if !existed {
+        veil_io::windows::restrict_dir(dir)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
     let err = |source| CliError::File {
         path: path.to_owned(),
         source,
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path).map_err(err)?;
+    // Still empty: the token is written only once nobody else may read it.
+    #[cfg(windows)]
+    veil_io::windows::restrict_file(path).map_err(err)?;
     f.write_all(format!("{text}\n").as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)
 }

@@ -43,8 +43,13 @@ pub fn ping(args: &PingArgs) -> Result<(), CliError> {
         None => println!("PING {v4}"),
     }
     let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| {
+        let need = if cfg!(windows) {
+            "administrator rights (an elevated prompt)"
+        } else {
+            "root or CAP_NET_RAW"
+        };
         CliError::Ping(format!(
-            "cannot open an ICMP socket ({e}); veil ping needs root or CAP_NET_RAW"
+            "cannot open an ICMP socket ({e}); veil ping needs {need}"
         ))
     })?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))

@@ -3,11 +3,13 @@
 //! token, answers come back by token. Where systemd-resolved runs, the TUN is made the DNS
 //! server for the network's domain (`resolvectl dns` / `resolvectl domain ~DOMAIN`), so
 //! `NAME.veil` resolves for every program; elsewhere that step is the operator's
-//! (docs/dns.md). Phones answer inside the TUN instead (`NodeConfig::dns_intercept`).
+//! (docs/dns.md; on Windows a warning says so, docs/windows.md). Phones answer inside the TUN
+//! instead (`NodeConfig::dns_intercept`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+#[cfg(unix)]
 use std::path::Path;
 use tokio::net::UdpSocket;
 
@@ -90,6 +92,7 @@ impl DnsListener {
 /// Where systemd-resolved runs: routes `~domain` to `server` on `tun`. Returns what it did,
 /// for the log; errors are reported, never fatal (DNS is a convenience, the tunnel works
 /// without it).
+#[cfg(unix)]
 pub fn configure_resolved(tun: &str, server: Ipv4Addr, domain: &str) -> Option<String> {
     if !Path::new("/run/systemd/resolve/io.systemd.Resolve").exists() {
         return None;
@@ -113,6 +116,17 @@ pub fn configure_resolved(tun: &str, server: Ipv4Addr, domain: &str) -> Option<S
         );
         None
     }
+}
+
+/// Windows: nothing sends `*.domain` to the node yet (no NRPT rule is made); says so, and how
+/// to ask the node directly (the address only at debug, as everywhere in the log).
+#[cfg(windows)]
+pub fn configure_resolved(_tun: &str, server: Ipv4Addr, domain: &str) -> Option<String> {
+    tracing::warn!(
+        "Windows does not send *.{domain} to the node yet: ask the node's overlay IPv4 directly (nslookup NAME.{domain} ADDRESS, the address `veil status` shows); see docs/windows.md"
+    );
+    tracing::debug!(%server, "DNS server for *.{domain}");
+    None
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The host's interface addresses, for the node's local candidates.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Every address configured on an interface that is up, as `getifaddrs(3)` reports them.
+#[cfg(unix)]
 pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `head` is a valid out-pointer; on success the list is freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -45,6 +47,21 @@ pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Every address configured on an interface that is up, as `GetAdaptersAddresses` reports
+/// them (Windows).
+#[cfg(windows)]
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    use getifaddrs::{Address, InterfaceFlags};
+    Ok(getifaddrs::getifaddrs()?
+        .filter(|i| i.flags.contains(InterfaceFlags::UP))
+        .filter_map(|i| match i.address {
+            Address::V4(a) => Some(IpAddr::V4(a.address)),
+            Address::V6(a) => Some(IpAddr::V6(a.address)),
+            Address::Mac(_) => None,
+        })
+        .collect())
+}
+
 /// The candidates a socket bound to `local` offers: every usable interface address of a
 /// family the socket can send from, with its port. Loopback, link-local, unspecified and
 /// multicast addresses are skipped, and so is anything `overlay` claims (the overlay's own
@@ -82,6 +99,7 @@ pub fn candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn lists_loopback_and_filters_it_out() -> io::Result<()> {

@@ -10,10 +10,16 @@
 //! stays blocked) until the next `veil up` on the same TUN name, which deletes the leftover
 //! first and makes it again only with `--lockdown`. Forwarded traffic (containers, VMs
 //! routed by this host) is not covered.
+//!
+//! Windows has no kill switch yet: [`Lockdown::install`] says so there (`veil up` refuses
+//! `lockdown` before it gets that far), and [`MarkingFactory`] makes plain sockets.
 
 use crate::socket::{self, SocketFactory};
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+#[cfg(unix)]
+use std::net::TcpStream;
+use std::net::{SocketAddr, UdpSocket};
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
@@ -69,6 +75,7 @@ pub fn nft(script: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(unix)]
 fn nft_table(script: &str, table: &str) -> Result<(), LockdownError> {
     nft(script).map_err(|detail| LockdownError {
         table: table.to_owned(),
@@ -107,13 +114,24 @@ pub struct Lockdown {
 
 impl Lockdown {
     /// Blocks everything but the tunnel, loopback and Veil's own (marked) sockets.
+    #[cfg(unix)]
     pub fn install(tun: &str) -> Result<Lockdown, LockdownError> {
         let table = table_name(tun);
         nft_table(&ruleset(tun), &table)?;
         Ok(Lockdown { table })
     }
 
+    /// Windows: no kill switch yet.
+    #[cfg(windows)]
+    pub fn install(tun: &str) -> Result<Lockdown, LockdownError> {
+        Err(LockdownError {
+            table: table_name(tun),
+            detail: "the kill switch is not supported on Windows yet (see docs/windows.md)".into(),
+        })
+    }
+
     /// Deletes the table a crashed node left for `tun`; true when there was one.
+    #[cfg(unix)]
     pub fn remove_leftover(tun: &str) -> Result<bool, LockdownError> {
         let table = table_name(tun);
         let exists = Command::new("nft")
@@ -128,9 +146,22 @@ impl Lockdown {
         Ok(exists)
     }
 
+    /// Windows: no node ever left one.
+    #[cfg(windows)]
+    pub fn remove_leftover(_tun: &str) -> Result<bool, LockdownError> {
+        Ok(false)
+    }
+
     /// Lets traffic out again.
+    #[cfg(unix)]
     pub fn remove(self) -> Result<(), LockdownError> {
         nft_table(&format!("delete table inet {}\n", self.table), &self.table)
+    }
+
+    /// Windows: never installed, nothing to remove.
+    #[cfg(windows)]
+    pub fn remove(self) -> Result<(), LockdownError> {
+        Ok(())
     }
 
     /// The table's name.
@@ -144,6 +175,7 @@ impl Lockdown {
 #[derive(Clone, Copy, Debug)]
 pub struct MarkingFactory;
 
+#[cfg(unix)]
 fn set_mark(fd: i32) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
@@ -168,6 +200,7 @@ fn set_mark(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 impl SocketFactory for MarkingFactory {
     fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         let s = socket::bind_udp(addr)?;
@@ -182,7 +215,15 @@ impl SocketFactory for MarkingFactory {
     }
 }
 
-#[cfg(test)]
+/// Windows has no firewall mark (nor a kill switch or routes that would look for one).
+#[cfg(windows)]
+impl SocketFactory for MarkingFactory {
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
+        socket::bind_udp(addr)
+    }
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -11,18 +11,29 @@
 //!   leaves from the overlay's prefixes through other interfaces.
 //!
 //! Both are undone on an orderly exit.
+//!
+//! Windows has neither yet (no policy routing, and no firewall mark that keeps Veil's own
+//! datagrams out of the tunnel): `veil up` refuses the settings that need them, [`KernelRoutes`]
+//! there only reports the routes it does not install, and [`Forwarding::enable`] says it
+//! cannot.
 
+#[cfg(unix)]
 use crate::lockdown::{nft, nft_safe, MARK};
+#[cfg(unix)]
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
+#[cfg(unix)]
 use std::process::{Command, Stdio};
 use veil_proto::route::Prefix;
 
 /// Routing table of the exit's default routes, and the priorities of its two rules.
 pub const EXIT_TABLE: u32 = 52110;
+#[cfg(unix)]
 const RULE_SUPPRESS: u32 = 5210;
+#[cfg(unix)]
 const RULE_EXIT: u32 = 5211;
 
+#[cfg(unix)]
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
@@ -41,6 +52,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// The routes veil-io put in the kernel for the engine's routes.
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct KernelRoutes {
     tun: String,
@@ -48,6 +60,7 @@ pub struct KernelRoutes {
     installed: [BTreeSet<Prefix>; 2],
 }
 
+#[cfg(unix)]
 impl KernelRoutes {
     /// Nothing installed yet, for the TUN `tun`.
     pub fn new(tun: &str) -> KernelRoutes {
@@ -166,6 +179,7 @@ impl KernelRoutes {
     }
 }
 
+#[cfg(unix)]
 impl Drop for KernelRoutes {
     /// The node loop ended (stopped, or failed): its routes go with it.
     fn drop(&mut self) {
@@ -174,6 +188,7 @@ impl Drop for KernelRoutes {
 }
 
 /// IP forwarding and masquerading for a node that routes for the network.
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct Forwarding {
     table: String,
@@ -181,9 +196,12 @@ pub struct Forwarding {
     before: Vec<(&'static str, String)>,
 }
 
+#[cfg(unix)]
 const FORWARD_V4: &str = "/proc/sys/net/ipv4/ip_forward";
+#[cfg(unix)]
 const FORWARD_V6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
+#[cfg(unix)]
 impl Forwarding {
     /// Turns forwarding on and masquerades what leaves the overlay (`pool`, `ula`/48) through
     /// any other interface than `tun`.
@@ -221,5 +239,62 @@ table inet {table} {{
             let _ = std::fs::write(path, old);
         }
         nft(&format!("delete table inet {}\n", self.table))
+    }
+}
+
+/// Windows: the engine's routes are not put in the kernel yet. Each new, non-empty set is
+/// logged as a warning, so that a route the engine uses but the host does not is never
+/// silent.
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct KernelRoutes {
+    reported: Vec<Prefix>,
+}
+
+#[cfg(windows)]
+impl KernelRoutes {
+    /// Nothing reported yet.
+    pub fn new(_tun: &str) -> KernelRoutes {
+        KernelRoutes {
+            reported: Vec::new(),
+        }
+    }
+
+    /// Warns about `routes` when they changed and are not empty; installs nothing.
+    pub fn apply(&mut self, routes: &[Prefix]) {
+        if routes == self.reported.as_slice() {
+            return;
+        }
+        self.reported = routes.to_vec();
+        if !routes.is_empty() {
+            let list: Vec<String> = routes.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "routes through the overlay are not supported on Windows yet; not installed: {}",
+                list.join(", ")
+            );
+        }
+    }
+
+    /// Nothing was installed: nothing to remove.
+    pub fn clear(&mut self) {
+        self.reported.clear();
+    }
+}
+
+/// Windows: no forwarding with NAT yet.
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct Forwarding;
+
+#[cfg(windows)]
+impl Forwarding {
+    /// Refuses: routing for the network is not supported on Windows yet.
+    pub fn enable(_tun: &str, _pool: (Ipv4Addr, u8), _ula: Ipv6Addr) -> Result<Forwarding, String> {
+        Err("routing for the network (advertised routes, an exit) is not supported on Windows yet (see docs/windows.md)".into())
+    }
+
+    /// Never enabled: nothing to undo.
+    pub fn disable(self) -> Result<(), String> {
+        Ok(())
     }
 }

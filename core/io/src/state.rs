@@ -1,10 +1,13 @@
 //! Files in a node's state directory: the node key (`node.key`) and the last overlay IPv4 the
 //! rendezvous confirmed (`ipv4`). The directory is private to its owner (0700) and the key file
-//! to the key's owner (0600); this module refuses a key others can read.
+//! to the key's owner (0600); this module refuses a key others can read. On Windows a directory
+//! or file made here gets an access control list of its owner, SYSTEM and Administrators
+//! instead of a mode (an existing key's list is not checked).
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -60,22 +63,27 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
         path: dir.to_owned(),
         source,
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).map_err(err)?;
     if !fs::metadata(dir).map_err(err)?.is_dir() {
         return Err(err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "not a directory",
         )));
     }
+    #[cfg(unix)]
     if !existed {
         if let Some(gid) = crate::control::group_id(crate::control::CONTROL_GROUP) {
             std::os::unix::fs::chown(dir, None, Some(gid)).map_err(err)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o710)).map_err(err)?;
         }
+    }
+    #[cfg(windows)]
+    if !existed {
+        crate::windows::restrict_dir(dir).map_err(err)?;
     }
     Ok(())
 }
@@ -92,13 +100,18 @@ pub fn load_or_create_key(
     };
     match fs::metadata(path) {
         Ok(meta) => {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(StateError::KeyPermissions {
-                    path: path.to_owned(),
-                    mode,
-                });
+            #[cfg(unix)]
+            {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(StateError::KeyPermissions {
+                        path: path.to_owned(),
+                        mode,
+                    });
+                }
             }
+            #[cfg(not(unix))]
+            let _ = meta;
             let text = fs::read(path).map_err(io_err)?;
             parse_key(&text).ok_or_else(|| StateError::KeyFormat {
                 path: path.to_owned(),
@@ -131,11 +144,14 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Writes a new file readable by its owner only; fails if it exists.
 fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path)?;
+    // Still empty: nothing is written before only its owner may read it.
+    #[cfg(windows)]
+    crate::windows::restrict_file(path)?;
     f.write_all(data)?;
     f.sync_all()
 }
@@ -190,6 +206,7 @@ mod tests {
         d
     }
 
+    #[cfg(unix)]
     #[test]
     fn key_is_created_private_and_reloaded() {
         let d = scratch("key");

@@ -1,10 +1,14 @@
 //! The TUN device. It either is created here, by name, with the node's overlay addresses (whose
 //! prefix lengths give the kernel its connected routes into the overlay), or is handed over as
-//! a file descriptor by a platform that configures it itself (Android, iOS).
+//! a file descriptor by a platform that configures it itself (Android, iOS). On Windows the
+//! device is a Wintun adapter: tun-rs loads `wintun.dll`, which must lie next to the program
+//! ([`wintun_dll`]).
 
+#[cfg(unix)]
 use crate::tun_fd::FdDevice;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
+#[cfg(unix)]
 use std::os::fd::{AsRawFd, OwnedFd};
 #[cfg(not(any(target_os = "android", target_os = "ios")))]
 use tun_rs::{AsyncDevice, DeviceBuilder};
@@ -24,6 +28,7 @@ pub enum TunSource {
     },
     /// A TUN file descriptor opened and configured by the platform, without packet
     /// information (`IFF_NO_PI`) and without `IFF_VNET_HDR`.
+    #[cfg(unix)]
     Fd(OwnedFd),
 }
 
@@ -50,6 +55,7 @@ pub struct TunError {
 }
 
 impl TunError {
+    #[cfg(unix)]
     fn new(name: String, source: io::Error) -> Self {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => "run veil as root or give it CAP_NET_ADMIN",
@@ -66,12 +72,58 @@ impl TunError {
         };
         TunError { name, hint, source }
     }
+
+    #[cfg(windows)]
+    fn new(name: String, source: io::Error) -> Self {
+        /// ERROR_ACCESS_DENIED.
+        const ACCESS_DENIED: i32 = 5;
+        let hint = if source.raw_os_error() == Some(ACCESS_DENIED)
+            || source.kind() == io::ErrorKind::PermissionDenied
+        {
+            "run veil from an elevated prompt (Run as administrator)"
+        } else if source.kind() == io::ErrorKind::NotFound {
+            "put the amd64 wintun.dll (https://www.wintun.net, or the build output of scripts/build-windows.sh) next to veil.exe"
+        } else {
+            "check that veil runs as administrator and that wintun.dll next to veil.exe is the amd64 build from https://www.wintun.net"
+        };
+        TunError { name, hint, source }
+    }
+}
+
+/// Where `wintun.dll` must be: next to the running program (the first place Windows looks
+/// too, but an absolute path leaves no room for a DLL planted elsewhere on the search path).
+/// `NotFound`, naming the path, when it is not there.
+#[cfg(windows)]
+pub fn wintun_dll() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dll = exe.with_file_name("wintun.dll");
+    if dll.is_file() {
+        Ok(dll)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is missing", dll.display()),
+        ))
+    }
+}
+
+/// A GUID for the Wintun adapter `name`, the same on every run (FNV-1a of the name): Windows
+/// then sees the same network each time instead of a new "Network N" per start.
+#[cfg(windows)]
+fn adapter_guid(name: &str) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in b"veil wintun adapter ".iter().chain(name.as_bytes()) {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h
 }
 
 /// A device made here (tun-rs), or a platform's descriptor.
 enum Dev {
     #[cfg(not(any(target_os = "android", target_os = "ios")))]
     Created(AsyncDevice),
+    #[cfg(unix)]
     Fd(FdDevice),
 }
 
@@ -93,6 +145,7 @@ impl Tun {
     pub fn open(source: TunSource, addrs: TunAddrs, offload: bool) -> Result<Tun, TunError> {
         match source {
             TunSource::Create { name, mtu } => Self::create(name, mtu, addrs, offload),
+            #[cfg(unix)]
             TunSource::Fd(fd) => Self::from_fd(fd),
         }
     }
@@ -124,8 +177,26 @@ impl Tun {
         let mut builder = DeviceBuilder::new()
             .mtu(mtu)
             .ipv4(addrs.ipv4.0, addrs.ipv4.1, None)
-            .ipv6(addrs.ipv6, IPV6_PREFIX_LEN)
-            .packet_information(false);
+            .ipv6(addrs.ipv6, IPV6_PREFIX_LEN);
+        #[cfg(unix)]
+        {
+            builder = builder.packet_information(false);
+        }
+        #[cfg(windows)]
+        {
+            let dll = wintun_dll().map_err(|e| TunError::new(label.clone(), e))?;
+            let dll = dll.to_str().map(str::to_owned).ok_or_else(|| {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the path {} is not Unicode", dll.display()),
+                );
+                TunError::new(label.clone(), e)
+            })?;
+            builder = builder.wintun_file(dll);
+            if let Some(name) = &name {
+                builder = builder.device_guid(adapter_guid(name));
+            }
+        }
         #[cfg(target_os = "linux")]
         {
             // The kernel hands over (and takes) TCP segments of up to 64 KiB with a
@@ -150,6 +221,7 @@ impl Tun {
         })
     }
 
+    #[cfg(unix)]
     fn from_fd(fd: OwnedFd) -> Result<Tun, TunError> {
         let name = format!("fd {}", fd.as_raw_fd());
         let dev = FdDevice::new(fd).map_err(|e| TunError::new(name.clone(), e))?;
@@ -178,10 +250,13 @@ impl Tun {
         if !self.managed || self.ipv4 == Some((addr, prefix)) {
             return Ok(());
         }
-        #[cfg(not(any(target_os = "android", target_os = "ios")))]
-        if let Dev::Created(dev) = &self.dev {
-            dev.set_network_address(addr, prefix, None)
-                .map_err(|e| TunError::new(self.name.clone(), e))?;
+        match &self.dev {
+            #[cfg(not(any(target_os = "android", target_os = "ios")))]
+            Dev::Created(dev) => dev
+                .set_network_address(addr, prefix, None)
+                .map_err(|e| TunError::new(self.name.clone(), e))?,
+            #[cfg(unix)]
+            Dev::Fd(_) => {}
         }
         self.ipv4 = Some((addr, prefix));
         Ok(())
@@ -192,6 +267,7 @@ impl Tun {
         match &self.dev {
             #[cfg(not(any(target_os = "android", target_os = "ios")))]
             Dev::Created(d) => d.readable().await,
+            #[cfg(unix)]
             Dev::Fd(d) => d.readable().await,
         }
     }
@@ -200,6 +276,7 @@ impl Tun {
         match &self.dev {
             #[cfg(not(any(target_os = "android", target_os = "ios")))]
             Dev::Created(d) => d.try_recv(buf),
+            #[cfg(unix)]
             Dev::Fd(d) => d.try_recv(buf),
         }
     }
@@ -208,6 +285,7 @@ impl Tun {
         match &self.dev {
             #[cfg(not(any(target_os = "android", target_os = "ios")))]
             Dev::Created(d) => d.try_send(packet),
+            #[cfg(unix)]
             Dev::Fd(d) => d.try_send(packet),
         }
     }

@@ -32,6 +32,14 @@ pub const MAX_RUN_BYTES: usize = 64_000;
 /// plus two layers of overhead and padding.
 pub const SLOT: usize = 65_536 + 4_096;
 
+/// The OS error of a send larger than the interface allows with DF set (`EMSGSIZE`;
+/// `WSAEMSGSIZE` on Windows, where quinn-udp sets `IP_DONTFRAGMENT`).
+#[cfg(not(windows))]
+pub const EMSGSIZE: i32 = libc::EMSGSIZE;
+/// See the Unix definition.
+#[cfg(windows)]
+pub const EMSGSIZE: i32 = 10040;
+
 /// Which offloads the fast path uses (config key `offload`): normally all the kernel has;
 /// fewer to find out what each is worth, or to work around a driver that mishandles one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -326,7 +334,7 @@ impl TxRun {
                     self.runs += 1;
                     self.run_datagrams += count as u64;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                Err(e) if e.raw_os_error() == Some(EMSGSIZE) => {
                     failures.push(SendFailure::TooBig(dst, self.segment));
                 }
                 Err(e) => failures.push(SendFailure::Other(e, count)),
