@@ -13,6 +13,8 @@
 #                               overhead (scripts/bench-private.sh)
 #   scripts/bench.sh crit [--save]  criterion medians vs the committed docs/perf-baseline.tsv
 #                               (scripts/bench-crit.sh)
+#   scripts/bench.sh cluster [N...]  the shared rendezvous (memory and NATS) at N nodes
+#                               (scripts/bench-cluster.sh; default 100,000)
 #
 # Needs root for the namespace part. SIZE_MIB (default 500) sets the transfer size.
 set -euo pipefail
@@ -27,12 +29,13 @@ case "${1:-}" in
   net) shift; exec bash "$ROOT/scripts/bench-net.sh" "$@" ;;
   private) shift; exec bash "$ROOT/scripts/bench-private.sh" "$@" ;;
   crit) shift; exec bash "$ROOT/scripts/bench-crit.sh" "$@" ;;
+  cluster) shift; exec bash "$ROOT/scripts/bench-cluster.sh" "$@" ;;
 esac
 for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --net) ONLY_NET=1 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -20,7 +20,7 @@ fn target(state_dir: &Path, socket: Option<&PathBuf>, file: &str, what: &str) ->
             format!("no {what} is running at {} (no socket there)", p.display()),
         ),
         None => {
-            let p = state_dir.join(file);
+            let p = control::socket_path(state_dir, file);
             let msg = format!(
                 "no {what} is running with state dir {} (no socket at {})",
                 state_dir.display(),
@@ -305,6 +305,44 @@ pub fn relay_status(args: &RelayStatusArgs) -> Result<(), CliError> {
         ("circuit clients", s.circuit_clients.to_string()),
     ];
     print_pairs(rows.iter().map(|(k, v)| (*k, v.clone())));
+    match &s.cluster {
+        None => {
+            println!("shared rendezvous: none (this relay serves its own nodes only; see --nats)")
+        }
+        Some(c) => {
+            let health = if c.store.connected { "ok" } else { "DOWN" };
+            println!(
+                "shared rendezvous: {} {health}, {}; {} names held, {} errors; listed as {}",
+                c.store.backend, c.store.detail, c.store.held, c.store.errors, c.advertise
+            );
+            println!(
+                "  {} nodes of other relays in use, {} store requests waiting",
+                c.aliases, c.pending
+            );
+            let rows: Vec<Vec<String>> = c
+                .peers
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.clone(),
+                        p.addr.clone(),
+                        if p.link_up { "up" } else { "down" }.to_string(),
+                        p.last_rx_ms
+                            .map_or_else(|| "-".into(), |ms| format!("{ms} ms ago")),
+                        p.aliases.to_string(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("  no other relay listed yet");
+            } else {
+                print_table(
+                    &["relay", "address", "link", "last heard", "nodes in use"],
+                    &rows,
+                );
+            }
+        }
+    }
     println!("counters:");
     print_counters(&s.counters);
     Ok(())

@@ -6,7 +6,7 @@ use crate::args::RelayRunArgs;
 use crate::error::CliError;
 use crate::up::read_token_file;
 use crate::{logging, runtime, shutdown_signal};
-use veil_io::control::RELAY_SOCKET;
+use veil_io::control::{socket_path, RELAY_SOCKET};
 use veil_io::{state, ControlServer, DefaultSocketFactory, RelayRunner};
 use veil_proto::{RelayConfig, RelayToken};
 
@@ -51,9 +51,39 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         )),
         (None, false) => None,
     };
+    let cluster = match &args.nats {
+        None => {
+            if args.advertise.is_some() {
+                return Err(CliError::Usage(
+                    "--advertise is only used with --nats (the address other relays reach this one at)",
+                ));
+            }
+            None
+        }
+        Some(urls) => {
+            let advertise = match &args.advertise {
+                Some(a) => {
+                    check_host_port("--advertise", a)?;
+                    resolve("advertise address", a)?
+                }
+                None if !listen.ip().is_unspecified() => listen,
+                None => {
+                    return Err(CliError::Usage(
+                        "with --nats and a wildcard --listen, give --advertise HOST:PORT: the address the other relays reach this one at",
+                    ))
+                }
+            };
+            if advertise.port() == 0 {
+                return Err(CliError::Usage(
+                    "--advertise needs the port this relay listens on (not 0)",
+                ));
+            }
+            Some((urls.clone(), advertise))
+        }
+    };
     runtime()?.block_on(async {
         let signal = shutdown_signal()?;
-        let sock_path = args.state_dir.join(RELAY_SOCKET);
+        let sock_path = socket_path(&args.state_dir, RELAY_SOCKET);
         let mut control =
             ControlServer::bind(&sock_path).map_err(|source| CliError::ControlBind {
                 path: sock_path.clone(),
@@ -65,6 +95,18 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         };
         let mut runner = RelayRunner::new(&token, cfg, listen, &DefaultSocketFactory)?;
         runner.set_state_dir(args.state_dir.clone());
+        if let Some((urls, advertise)) = &cluster {
+            let network = nats_network(&token)?;
+            let store = veil_io::cluster::NatsStore::connect(
+                urls,
+                &network,
+                std::time::Duration::from_secs(args.lease_secs),
+            )
+            .await
+            .map_err(|e| CliError::Cluster(format!("--nats: {e}")))?;
+            tracing::info!(nats = %urls, %advertise, "sharing the rendezvous through NATS");
+            runner.enable_cluster(std::sync::Arc::new(store), *advertise);
+        }
         if let Some(addr) = tcp_listen {
             match runner.listen_tcp(addr, &DefaultSocketFactory) {
                 Ok(_) => {}
@@ -91,4 +133,17 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         tracing::info!("veil relay stopped");
         result
     })
+}
+
+/// The name of the network's NATS buckets: a hash of the relays' peering key, which only
+/// relays hold (so the name tells nobody else which network it is, and every relay of the
+/// network derives the same one).
+fn nats_network(token: &RelayToken) -> Result<String, CliError> {
+    let Some(peering) = token.peering else {
+        return Err(CliError::Cluster(
+            "--nats: this relay token has no peering key (it predates relay links); create the network again with `veil network create` to share a rendezvous".into(),
+        ));
+    };
+    let h = veil_proto::crypto::keyed_hash(&peering, &[b"veil nats buckets"]);
+    Ok(h[..8].iter().map(|b| format!("{b:02x}")).collect())
 }

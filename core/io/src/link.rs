@@ -413,6 +413,44 @@ impl Chooser {
     }
 }
 
+/// A relay's measured round trip (None: not timed).
+pub type RelayTime = Option<std::time::Duration>;
+
+/// Orders a token's relays by round trip, nearest first: a TCP connection to each relay's TCP
+/// listener (the kernel's SYN/SYN-ACK, nothing the relay has to answer) is timed, all at
+/// once, for at most `timeout`. Relays that could not be timed (no TCP port, filtered,
+/// slower than `timeout`) follow in token order. Returns the order and each relay's time.
+pub fn rank_relays(
+    relays: Vec<(SocketAddr, [u8; 32])>,
+    tcp: &[(SocketAddr, SocketAddr)],
+    timeout: std::time::Duration,
+) -> (Vec<(SocketAddr, [u8; 32])>, Vec<RelayTime>) {
+    let timed: Vec<RelayTime> = std::thread::scope(|s| {
+        let handles: Vec<_> = relays
+            .iter()
+            .map(|(udp, _)| {
+                let target = tcp.iter().find(|(r, _)| r == udp).map(|(_, t)| *t);
+                s.spawn(move || {
+                    let t = target?;
+                    let start = std::time::Instant::now();
+                    std::net::TcpStream::connect_timeout(&t, timeout).ok()?;
+                    Some(start.elapsed())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    let mut order: Vec<usize> = (0..relays.len()).collect();
+    // Stable: equal keys keep token order; untimed ones go last.
+    order.sort_by_key(|&i| timed[i].map_or((1, std::time::Duration::ZERO), |d| (0, d)));
+    let ranked = order.iter().map(|&i| relays[i]).collect();
+    let times = order.iter().map(|&i| timed[i]).collect();
+    (ranked, times)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

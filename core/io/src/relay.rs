@@ -3,6 +3,7 @@
 //! ([`crate::relay_tcp`]), and a command channel. Like the node loop it only moves bytes and
 //! reads the clock; answering, forwarding and expiring are the engine's decisions.
 
+use crate::cluster::{ClusterAnswer, ClusterTask, RendezvousStore};
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
 use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
@@ -12,6 +13,7 @@ use crate::{os_seed, unix_now, BUF_SIZE};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use veil_proto::{Relay, RelayConfig, RelayToken, Transmit};
@@ -126,6 +128,15 @@ pub struct RelayRunner {
     client_timeout: std::time::Duration,
     buf: Box<[u8]>,
     out: Box<[u8]>,
+    cluster: Option<ClusterIo>,
+}
+
+/// The shared rendezvous of a clustered relay: the task that talks to the store.
+struct ClusterIo {
+    store: Arc<dyn RendezvousStore>,
+    advertise: SocketAddr,
+    ops: mpsc::UnboundedSender<veil_proto::relay::ClusterOp>,
+    answers: mpsc::Receiver<ClusterAnswer>,
 }
 
 impl RelayRunner {
@@ -165,7 +176,37 @@ impl RelayRunner {
             client_timeout,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             out: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            cluster: None,
         })
+    }
+
+    /// Shares the rendezvous with the other relays of `store`: this relay lists itself
+    /// there as reachable at `advertise` (its underlay address as the other relays see it).
+    /// Must be called inside a tokio runtime, before [`RelayRunner::run`].
+    pub fn enable_cluster(&mut self, store: Arc<dyn RendezvousStore>, advertise: SocketAddr) {
+        self.relay.enable_cluster();
+        let (ops, answers) = ClusterTask::spawn(
+            store.clone(),
+            self.relay.public_key(),
+            advertise,
+            self.client_timeout,
+        );
+        self.cluster = Some(ClusterIo {
+            store,
+            advertise,
+            ops,
+            answers,
+        });
+    }
+
+    fn on_cluster_answer(&mut self, a: ClusterAnswer) {
+        let now = Instant::now();
+        match a {
+            ClusterAnswer::Claimed(id, o) => self.relay.cluster_claimed(now, id, o),
+            ClusterAnswer::Found(id, e) => self.relay.cluster_found(now, id, e.as_deref()),
+            ClusterAnswer::Directory(v) => self.relay.set_cluster_relays(now, &v),
+            ClusterAnswer::Routes(v) => self.relay.set_cluster_routes(now, &v),
+        }
     }
 
     /// Also listens on TCP at `addr` (through `factory`), for nodes whose network blocks UDP.
@@ -255,6 +296,11 @@ impl RelayRunner {
                         t.sweep();
                     }
                 }
+                a = cluster_answer(self.cluster.as_mut()) => {
+                    if let Some(a) = a {
+                        self.on_cluster_answer(a);
+                    }
+                }
             }
             self.drain();
         }
@@ -323,6 +369,11 @@ impl RelayRunner {
     }
 
     fn drain(&mut self) {
+        if let Some(c) = &self.cluster {
+            while let Some(op) = self.relay.poll_cluster() {
+                let _ = c.ops.send(op);
+            }
+        }
         while let Some(t) = self.relay.poll_transmit(&mut self.out) {
             self.send_errors += send(&self.socket, self.tcp.as_mut(), &self.out, t);
         }
@@ -357,6 +408,29 @@ impl RelayRunner {
             circuits: s.circuits,
             circuit_clients: s.circuit_clients,
             counters: Counters::from_lists(&s.counters, &io),
+            cluster: self.cluster.as_ref().map(|c| {
+                let st = self.relay.cluster_status(now);
+                crate::report::ClusterReport {
+                    advertise: c.advertise.to_string(),
+                    store: c.store.health(),
+                    aliases: st.as_ref().map_or(0, |s| s.aliases),
+                    pending: st.as_ref().map_or(0, |s| s.pending),
+                    peers: st
+                        .map(|s| {
+                            s.peers
+                                .into_iter()
+                                .map(|p| crate::report::ClusterPeerReport {
+                                    id: p.id,
+                                    addr: p.addr.to_string(),
+                                    link_up: p.link_up,
+                                    last_rx_ms: p.last_rx_ms,
+                                    aliases: p.aliases,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            }),
         }
     }
 }
@@ -384,6 +458,14 @@ fn send(socket: &Udp, tcp: Option<&mut TcpSide>, buf: &[u8], t: Transmit) -> u64
 async fn tcp_event(tcp: Option<&mut TcpSide>) -> Option<ConnEvent> {
     match tcp {
         Some(t) => t.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next answer of the shared store; never without one.
+async fn cluster_answer(c: Option<&mut ClusterIo>) -> Option<ClusterAnswer> {
+    match c {
+        Some(c) => c.answers.recv().await,
         None => std::future::pending().await,
     }
 }

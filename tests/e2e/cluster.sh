@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# End-to-end: three relays sharing one rendezvous through a three-server NATS JetStream
+# cluster, all in one namespace ("core", one underlay address per relay); nodes a and b in
+# namespaces of their own, homed on different relays (each node's kernel drops its TCP
+# timing connections to some relays, so its round-trip ranking puts its home first), relayed
+# only (--no-direct), so everything between them goes relay to relay.
+#
+# Checks: the relays see each other (links up, NATS connected); a and b find each other
+# across relays and a 32 MiB transfer a -> b arrives with the same sha256; a's relay is
+# SIGKILLed in the middle of a transfer and of a 20 ms ping: a fails over, the longest ping
+# gap is at most 2 s, and the transfer completes intact; one NATS server is restarted: the
+# rendezvous keeps every name (a restarted node b is found again, pings go through; its subnet
+# route reaches a on the other relay) and the relays report NATS connected again.
+#
+# Needs root and nats-server (scripts/setup.sh installs it). Env: VEIL_BIN, FULL=1 (256 MiB).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=scripts/lib/netns.sh
+source "$ROOT/scripts/lib/netns.sh"
+
+FULL=${FULL:-0}
+SIZE_MIB=$([ "$FULL" = 1 ] && echo 256 || echo 32)
+XFER_PORT=5001
+
+step() { printf '\n==> %s\n' "$*"; }
+ok() { printf '    ok: %s\n' "$*"; }
+
+[ -x "$VEIL_BIN" ] || { echo "FAIL: $VEIL_BIN not found; cargo build --release -p veil-cli" >&2; exit 1; }
+for tool in nats-server jq python3 socat ping sha256sum curl nft; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool missing; run scripts/setup.sh" >&2; exit 1; }
+done
+
+netns_init
+NET=$NETNS_DIR/net
+SD=$NETNS_DIR/state
+mkdir -p "$NET" "$SD"
+
+step "topology: core (3 relays + 3 NATS servers), a, b"
+netns_hub_create
+netns_add_host core
+netns_add_host a
+netns_add_host b
+R=()
+for i in 1 2 3; do
+  ip="$NETNS_SUBNET.$((200 + i))"
+  netns_exec core ip addr add "$ip/24" dev eth0
+  R+=("$ip")
+done
+ok "relays at ${R[*]} (port 7000, TCP 443)"
+
+step "start a three-server NATS JetStream cluster (127.0.0.1 in core)"
+start_nats() {
+  local i=$1
+  mkdir -p "$NETNS_DIR/nats$i"
+  netns_spawn core "nats$i" nats-server -n "veil-nats-$i" -p $((4221 + i)) -m $((8221 + i)) \
+    -js -sd "$NETNS_DIR/nats$i" --cluster_name veiltest --cluster "nats://127.0.0.1:$((6221 + i))" \
+    --routes "nats://127.0.0.1:6222,nats://127.0.0.1:6223,nats://127.0.0.1:6224"
+}
+nats_ready() { netns_exec core curl -sf "http://127.0.0.1:$((8221 + $1))/healthz?js-enabled-only=true" >/dev/null; }
+for i in 1 2 3; do start_nats "$i"; done
+for i in 1 2 3; do netns_wait_for "NATS server $i ready" 30 nats_ready "$i"; done
+NATS_URLS="nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+ok "NATS servers up (JetStream, cluster of 3)"
+
+step "veil network create with three relays; start them with --nats"
+"$VEIL_BIN" network create --relay "${R[0]}:7000" --relay "${R[1]}:7000" --relay "${R[2]}:7000" \
+  --out "$NET" >/dev/null || netns_fail "veil network create failed"
+start_relay() {
+  local i=$1
+  netns_spawn core "relay$i" "$VEIL_BIN" relay --listen "${R[$((i - 1))]}:7000" \
+    --token-file "$NET/relay-$i.token" --state-dir "$SD/relay$i" --nats "$NATS_URLS"
+  netns_wait_relay_ready core "$SD/relay$i" "relay$i" 30
+}
+for i in 1 2 3; do start_relay "$i"; done
+relay_status() { netns_exec core "$VEIL_BIN" relay status --json --state-dir "$SD/relay$1"; }
+links_up() { [ "$(relay_status "$1" | jq '[.cluster.peers[] | select(.link_up)] | length')" = 2 ]; }
+for i in 1 2 3; do netns_wait_for "relay $i links to both others" 20 links_up "$i"; done
+for i in 1 2 3; do
+  [ "$(relay_status "$i" | jq -r .cluster.store.connected)" = true ] || netns_fail "relay $i: NATS not connected"
+done
+ok "each relay has links up to the other two; NATS connected"
+
+step "nodes: a homed on relay 1, b on relay 2 (relayed only)"
+# The ranking times a TCP connection to each relay; dropping some SYNs makes the others win.
+block_tcp() { # block_tcp NS IP...
+  local ns=$1 ip
+  shift
+  netns_exec "$ns" nft add table inet veiltest
+  netns_exec "$ns" nft add chain inet veiltest out '{ type filter hook output priority 0; }'
+  for ip in "$@"; do
+    netns_exec "$ns" nft add rule inet veiltest out ip daddr "$ip" tcp dport 443 drop
+  done
+}
+block_tcp a "${R[1]}" "${R[2]}"
+block_tcp b "${R[0]}" "${R[2]}"
+veil_node a --no-direct
+veil_node b --no-direct
+clients() { relay_status "$1" | jq .clients; }
+homed() { [ "$(clients 1)" = 1 ] && [ "$(clients 2)" = 1 ]; }
+netns_wait_for "a on relay 1, b on relay 2" 10 homed || true
+[ "$(clients 1)" = 1 ] && [ "$(clients 2)" = 1 ] && [ "$(clients 3)" = 0 ] \
+  || netns_fail "expected a on relay 1 and b on relay 2; clients: $(clients 1) $(clients 2) $(clients 3)"
+A4=$(veil_ipv4 a)
+B4=$(veil_ipv4 b)
+ok "a $A4 on relay 1, b $B4 on relay 2"
+
+step "a and b find each other across relays"
+netns_wait_for "first ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" >/dev/null \
+  || netns_fail "no ping a -> b across relays"
+netns_exec b ping -c 3 -i 0.2 -W 2 "$A4" >/dev/null || netns_fail "ping b -> a lost packets"
+path=$(netns_exec a "$VEIL_BIN" peers --json --state-dir "$SD/a" | jq -r '.[0].path')
+[ "$path" = relayed ] || netns_fail "a's path to b is $path, expected relayed"
+hits=$(relay_status 1 | jq '.counters.cluster_hits')
+moved=$(relay_status 1 | jq '.counters.transferred')
+[ "$hits" -ge 1 ] && [ "$moved" -ge 3 ] || netns_fail "relay 1: cluster_hits $hits, transferred $moved"
+ok "pings both ways; relay 1 found b in NATS ($hits hits) and carried $moved datagrams to relay 2"
+
+# transfer NAME MIB: sends MIB MiB of random data a -> b over TCP, checks sha256 at b.
+SRC=$NETNS_DIR/src.bin
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$SRC"
+SUM=$(sha256sum "$SRC" | cut -d' ' -f1)
+start_sink() {
+  rm -f "$NETNS_DIR/dst.bin"
+  netns_spawn b "sink$1" socat -u "TCP-LISTEN:$XFER_PORT,reuseaddr" "CREATE:$NETNS_DIR/dst.bin"
+  netns_wait_tcp_listen b "$XFER_PORT" 10
+}
+check_sink() {
+  netns_wait_exit "sink$1" 120 || netns_fail "the receiver failed"
+  [ "$(sha256sum "$NETNS_DIR/dst.bin" | cut -d' ' -f1)" = "$SUM" ] || netns_fail "$1: sha256 differs"
+}
+
+step "transfer ${SIZE_MIB} MiB a -> b through relay 1 and relay 2"
+start_sink 1
+t0=$(date +%s.%N)
+netns_exec a socat -u "FILE:$SRC" "TCP:$B4:$XFER_PORT" || netns_fail "sender failed"
+check_sink 1
+t1=$(date +%s.%N)
+ok "sha256 matches ($(python3 -c "print(f'{$SIZE_MIB*8/($t1-$t0):.0f}')") Mbit/s relayed twice)"
+
+step "kill relay 1 (a's home) during a transfer and a 20 ms ping"
+start_sink 2
+netns_spawn a pinger ping -D -i 0.02 -W 1 -c 400 "$B4"
+netns_spawn a sender socat -u "FILE:$SRC" "TCP:$B4:$XFER_PORT"
+sleep 2
+kill -KILL "${NETNS_PID[relay1]}"
+wait "${NETNS_PID[relay1]}" 2>/dev/null || true
+ok "relay 1 killed at $(date +%T.%N | cut -c1-12)"
+netns_wait_exit sender 180 || netns_fail "the transfer did not finish after the failover"
+check_sink 2
+netns_wait_exit pinger 30 || true
+gap=$(python3 - "${NETNS_LOG[pinger]}" <<'EOF'
+import re, sys
+ts = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", open(sys.argv[1]).read(), re.M)]
+print(f"{max(b - a for a, b in zip(ts, ts[1:])):.3f}" if len(ts) > 1 else "inf")
+EOF
+)
+python3 -c "import sys; sys.exit(0 if float('$gap') <= 2.0 else 1)" \
+  || netns_fail "longest ping gap during the failover: ${gap}s (want <= 2 s)"
+ok "transfer intact; longest ping gap ${gap}s; relay clients now: 2 -> $(clients 2), 3 -> $(clients 3)"
+
+step "restart NATS server 1: the rendezvous keeps its names"
+netns_stop nats1 5
+sleep 1
+start_nats 1
+netns_wait_for "NATS server 1 back" 30 nats_ready 1
+netns_stop node-b 5
+# b comes back as a subnet router: its route must reach a, homed on another relay.
+LAN=198.19.254
+[ "$NETNS_SUBNET" != "$LAN" ] || LAN=198.19.253
+veil_node b --no-direct --advertise-routes "$LAN.0/24"
+[ "$(veil_ipv4 b)" = "$B4" ] || netns_fail "b came back with another address"
+a_routes() { netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r '.routes | join("; ")'; }
+netns_wait_for "b's route at a" 10 bash -c "[ -n \"\$(ip netns exec $(netns_name a) $VEIL_BIN status --json --state-dir $SD/a | jq -r '.routes[]?')\" ]" \
+  || netns_fail "a never saw b's route across relays"
+grep -q "$LAN.0/24 via" <<<"$(a_routes)" || netns_fail "a's routes are '$(a_routes)'"
+ok "b's route $LAN.0/24 reached a through the shared rendezvous: $(a_routes)"
+netns_wait_for "ping a -> b after the NATS restart" 20 netns_exec a ping -c 1 -W 1 "$B4" >/dev/null \
+  || netns_fail "a cannot reach the restarted b"
+netns_exec a ping -c 5 -i 0.2 -W 2 "$B4" >/dev/null || netns_fail "pings lost after the NATS restart"
+for i in 2 3; do
+  netns_wait_for "relay $i NATS connected" 20 \
+    bash -c "[ \"\$(ip netns exec $(netns_name core) $VEIL_BIN relay status --json --state-dir $SD/relay$i | jq -r .cluster.store.connected)\" = true ]"
+done
+ok "b re-registered, a found it again, NATS connected on both relays"
+netns_exec core "$VEIL_BIN" relay status --state-dir "$SD/relay2"
+
+step "PASS"
