@@ -6,7 +6,15 @@
 # Prints what it did.
 set -euo pipefail
 
+# What building veil-cli needs from apt besides the Rust toolchain: a C compiler and libc
+# headers (ring's build script compiles C; rustc links through cc). scripts/deploy/Dockerfile's
+# builder installs exactly these (scripts/deploy/check.sh compares the two lists).
+BUILD_PACKAGES=(
+  gcc
+  libc6-dev
+)
 APT_PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   iproute2      # ip netns, veth, bridge
   nftables      # NAT and firewall rules in the namespace tests
   iptables      # NFQUEUE for veil-impair where the kernel lacks nft's `queue` (xt target via nft_compat)
@@ -24,15 +32,26 @@ APT_PACKAGES=(
   python3-pytest  # the FFI tests (tests/ffi/python) with Debian's python3
   python3-prometheus-client # the official parser of the metrics test (tests/e2e/metrics.sh)
   curl            # scrapes the metrics endpoint
+  nats-server     # the NATS JetStream cluster of tests/e2e/cluster.sh and scripts/bench.sh cluster
+  python3-yaml    # scripts/deploy/check.sh parses the Kubernetes manifests
   default-jre-headless       # kotlinc and the Kotlin binding tests (tests/ffi/kotlin)
   libjna-java                # JNA, which UniFFI's Kotlin bindings load the library with
+  gcc-mingw-w64-x86-64       # links veil.exe for Windows (scripts/build-windows.sh)
+  # The desktop app (desktop/, Tauri 2): WebKitGTK and the tray, the Secret Service client's
+  # D-Bus, and for its end-to-end test a headless X server, the WebDriver of WebKitGTK, a
+  # keyring and its command-line client.
+  libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libdbus-1-dev pkg-config
+  xvfb webkit2gtk-driver gnome-keyring dbus-daemon libsecret-tools imagemagick xdotool
 )
 # npm fetches the Kotlin compiler (npm package kotlin-compiler, scripts/test-kotlin.sh). It
 # comes with a nodejs package of NodeSource or with Debian's npm; installed only if missing.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
-CARGO_TOOLS=(boringtun-cli) # userspace WireGuard: the capture test's contrast, the benchmarks' baseline
+# boringtun-cli: userspace WireGuard, the capture test's contrast and the benchmarks' baseline;
+# tauri-driver: the WebDriver server of the desktop app's end-to-end test (tests/e2e/desktop.sh).
+CARGO_TOOLS=(boringtun-cli tauri-driver)
 RUST_COMPONENTS=(rustfmt clippy)
-RUST_TARGETS=(aarch64-linux-android aarch64-apple-ios) # the phones' builds of veil-ffi, checked here
+# The phones' builds of veil-ffi, checked here; veil.exe for Windows (scripts/build-windows.sh).
+RUST_TARGETS=(aarch64-linux-android aarch64-apple-ios x86_64-pc-windows-gnu)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }

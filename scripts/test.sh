@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: setup, release build of the CLI, `cargo test --workspace`
 # (unit, property, simulation and CLI tests), the phones' checks of veil-ffi (Android cross
-# check, iOS static library and Swift names, Kotlin bindings on the JVM), then each namespace
-# end-to-end test in tests/e2e/.
+# check, iOS static library and Swift names, Kotlin bindings on the JVM), the Windows build of
+# veil.exe (scripts/build-windows.sh), the desktop app's build and unit tests (desktop/, its own
+# workspace), then each namespace end-to-end test in tests/e2e/.
 #
 #   scripts/test.sh          the default run (well under 45 minutes on 2 cores)
 #   scripts/test.sh --full   also the long variants (FULL=1 for the e2e scripts)
@@ -107,6 +108,13 @@ stage "ffi: Android cross check (cargo check --target aarch64-linux-android)" 12
 stage "ffi: iOS static library and Swift names (scripts/check-swift.sh)" 1800 bash scripts/check-swift.sh
 stage "ffi: Kotlin bindings on the JVM, Android service against stubs (scripts/test-kotlin.sh)" 1800 \
   bash scripts/test-kotlin.sh
+# The node for Windows: veil.exe cross-linked with MinGW-w64, wintun.dll next to it, both checked.
+stage "windows: veil.exe with wintun (scripts/build-windows.sh)" 1800 bash scripts/build-windows.sh
+# The desktop app is its own workspace (WebKit stays out of the main one): build, then its
+# tauri::test unit tests on the mock runtime; its window is tested by tests/e2e/desktop.sh.
+stage "desktop: build and unit tests (cargo build, cargo test in desktop/)" 3000 \
+  bash -c 'cd desktop && cargo build --quiet && cargo test --quiet'
+stage "deploy: manifests and Dockerfile (scripts/deploy/check.sh)" 600 bash scripts/deploy/check.sh
 
 shopt -s nullglob
 e2e=(tests/e2e/*.sh)
