@@ -10,7 +10,8 @@
 # SIGKILLed in the middle of a transfer and of a 20 ms ping: a fails over, the longest ping
 # gap is at most 2 s, and the transfer completes intact; one NATS server is restarted: the
 # rendezvous keeps every name (a restarted node b is found again, pings go through; its subnet
-# route reaches a on the other relay) and the relays report NATS connected again.
+# route reaches a on the other relay) and the relays report NATS connected again; with UDP
+# between the relays cut, their traffic goes on the NATS bus and pings still get through.
 #
 # Needs root and nats-server (scripts/setup.sh installs it). Env: VEIL_BIN, FULL=1 (256 MiB).
 set -euo pipefail
@@ -183,6 +184,22 @@ for i in 2 3; do
     bash -c "[ \"\$(ip netns exec $(netns_name core) $VEIL_BIN relay status --json --state-dir $SD/relay$i | jq -r .cluster.store.connected)\" = true ]"
 done
 ok "b re-registered, a found it again, NATS connected on both relays"
+
+step "relay 1 back, a home there again; cut UDP between the relays: the NATS bus carries it"
+start_relay 1
+netns_stop node-a 5
+veil_node a --no-direct
+netns_wait_for "a on relay 1 again" 15 bash -c "[ \"\$(ip netns exec $(netns_name core) $VEIL_BIN relay status --json --state-dir $SD/relay1 | jq .clients)\" = 1 ]" \
+  || netns_fail "a did not come back to relay 1"
+netns_exec core nft add table inet veilrelays
+netns_exec core nft add chain inet veilrelays out '{ type filter hook output priority 0; }'
+netns_exec core nft add rule inet veilrelays out ip saddr "{ ${R[0]}, ${R[1]}, ${R[2]} }" \
+  ip daddr "{ ${R[0]}, ${R[1]}, ${R[2]} }" udp dport 7000 drop
+before=$(relay_status 2 | jq '.counters.bus_frames_received')
+netns_exec a ping -c 20 -i 0.1 -W 3 "$B4" >/dev/null || netns_fail "pings lost with the relays' UDP cut"
+netns_exec b ping -c 5 -i 0.1 -W 3 "$A4" >/dev/null || netns_fail "pings b -> a lost with the relays' UDP cut"
+after=$(relay_status 2 | jq '.counters.bus_frames_received')
+ok "pings both ways; relay 2 received $((after - before)) frames on the bus"
 netns_exec core "$VEIL_BIN" relay status --state-dir "$SD/relay2"
 
 step "PASS"

@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use veil_proto::relay::{ClaimOutcome, ClusterOp, RemoteAnnouncement, StoreAnswer};
 
+/// What arrives for a relay on the bus.
+pub type Inbox = mpsc::UnboundedReceiver<Vec<u8>>;
+
 /// A boxed future of a store operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -80,6 +83,10 @@ pub trait RendezvousStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, Result<(), StoreError>>;
     /// Every relay's clients' route announcements.
     fn routes(&self) -> StoreFuture<'_, Result<Vec<RemoteAnnouncement>, StoreError>>;
+    /// Sends a sealed frame to relay `to` on the bus.
+    fn send(&self, to: [u8; 32], payload: Vec<u8>) -> StoreFuture<'_, Result<(), StoreError>>;
+    /// This relay's inbox on the bus.
+    fn inbox(&self, me: [u8; 32]) -> StoreFuture<'_, Result<Inbox, StoreError>>;
     /// Renews the lease of every name (and announcement) this relay holds; returns how many.
     fn refresh(&self) -> StoreFuture<'_, Result<usize, StoreError>>;
     /// A snapshot for status.
@@ -93,6 +100,7 @@ pub struct MemoryStore {
         veil_proto::relay::MemoryStore,
         HashMap<[u8; 32], SocketAddr>,
     )>,
+    bus: Mutex<HashMap<[u8; 32], mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 impl MemoryStore {
@@ -185,6 +193,23 @@ impl RendezvousStore for MemoryStore {
         Box::pin(async move { Ok(v) })
     }
 
+    fn send(&self, to: [u8; 32], payload: Vec<u8>) -> StoreFuture<'_, Result<(), StoreError>> {
+        let bus = self.bus.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = bus.get(&to) {
+            let _ = tx.send(payload);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn inbox(&self, me: [u8; 32]) -> StoreFuture<'_, Result<Inbox, StoreError>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(me, tx);
+        Box::pin(async { Ok(rx) })
+    }
+
     fn refresh(&self) -> StoreFuture<'_, Result<usize, StoreError>> {
         Box::pin(async { Ok(0) })
     }
@@ -212,6 +237,8 @@ pub enum ClusterAnswer {
     Directory(Directory),
     /// Every relay's clients' route announcements, as listed now.
     Routes(Vec<RemoteAnnouncement>),
+    /// A sealed frame from another relay, off the bus.
+    Bus(Vec<u8>),
 }
 
 /// How often the relay lists itself in the directory and reads it.
@@ -275,6 +302,12 @@ impl ClusterTask {
                             });
                             Some(ClusterAnswer::Found(id, e))
                         }
+                        ClusterOp::Send { to, payload } => {
+                            if let Err(e) = store.send(to, payload).await {
+                                tracing::debug!(error = %e, "shared rendezvous: bus send failed");
+                            }
+                            None
+                        }
                         ClusterOp::Announce {
                             relay,
                             handle,
@@ -290,6 +323,22 @@ impl ClusterTask {
                         let _ = answers.send(x).await;
                     }
                 });
+            }
+        });
+        let s = store.clone();
+        let a = ans_tx.clone();
+        tokio::spawn(async move {
+            let mut inbox = match s.inbox(me).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared rendezvous: no bus inbox; frames between relays go on links only");
+                    return;
+                }
+            };
+            while let Some(p) = inbox.recv().await {
+                if a.send(ClusterAnswer::Bus(p)).await.is_err() {
+                    return;
+                }
             }
         });
         let s = store.clone();
@@ -364,6 +413,8 @@ mod nats {
         held: Mutex<HashMap<String, (u64, Bytes)>>,
         errors: AtomicU64,
         urls: String,
+        /// Subject prefix of the relays' bus: `<prefix>.<relay key hex>`.
+        bus: String,
     }
 
     fn hex(b: &[u8]) -> String {
@@ -440,6 +491,7 @@ mod nats {
                 held: Mutex::new(HashMap::new()),
                 errors: AtomicU64::new(0),
                 urls: urls.to_string(),
+                bus: format!("veil_{network}.bus"),
             })
         }
 
@@ -681,6 +733,34 @@ mod nats {
             })
         }
 
+        fn send(&self, to: [u8; 32], payload: Vec<u8>) -> StoreFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.client
+                    .publish(format!("{}.{}", self.bus, hex(&to)), Bytes::from(payload))
+                    .await
+                    .map_err(|e| self.failed(err(e)))
+            })
+        }
+
+        fn inbox(&self, me: [u8; 32]) -> StoreFuture<'_, Result<Inbox, StoreError>> {
+            Box::pin(async move {
+                let mut sub = self
+                    .client
+                    .subscribe(format!("{}.{}", self.bus, hex(&me)))
+                    .await
+                    .map_err(|e| self.failed(err(e)))?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        if tx.send(m.payload.to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                });
+                Ok(rx)
+            })
+        }
+
         fn refresh(&self) -> StoreFuture<'_, Result<usize, StoreError>> {
             Box::pin(async move {
                 let routes: Vec<(String, Bytes)> = {
@@ -789,5 +869,10 @@ mod tests {
         s.publish_relay([1; 32], a).await.unwrap();
         assert_eq!(s.relays().await.unwrap(), vec![([1; 32], a)]);
         assert!(s.health().connected);
+        let mut inbox = s.inbox([2; 32]).await.unwrap();
+        s.send([2; 32], vec![9, 9]).await.unwrap();
+        s.send([3; 32], vec![8]).await.unwrap();
+        assert_eq!(inbox.recv().await, Some(vec![9, 9]));
+        assert!(inbox.try_recv().is_err(), "nothing for relay 3 arrives at relay 2");
     }
 }

@@ -206,6 +206,7 @@ impl RelayRunner {
             ClusterAnswer::Found(id, e) => self.relay.cluster_found(now, id, e.as_deref()),
             ClusterAnswer::Directory(v) => self.relay.set_cluster_relays(now, &v),
             ClusterAnswer::Routes(v) => self.relay.set_cluster_routes(now, &v),
+            ClusterAnswer::Bus(p) => self.relay.cluster_bus(now, &p),
         }
     }
 

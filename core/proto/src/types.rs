@@ -492,6 +492,13 @@ counters!(
         dropped_transfer,
         /// Links to relays of the shared rendezvous declared dead (silent for 3 s).
         links_lost,
+        /// Frames sent to other relays over the store's bus (no link up).
+        bus_frames_sent,
+        /// Frames received from other relays over the store's bus.
+        bus_frames_received,
+        /// Bus frames dropped: not sealed with the network's relay key, or from a relay
+        /// outside the directory.
+        dropped_bus,
     }
 );
 

@@ -177,6 +177,8 @@ pub struct Sim {
     pub store: Option<MemoryStore>,
     /// The relay new nodes try first (index in token order; see [`Sim::home_next_at`]).
     first_relay: usize,
+    /// Drop what relays send on the store's bus.
+    pub bus_down: bool,
 }
 
 impl Sim {
@@ -238,6 +240,28 @@ impl Sim {
         }
         self.drain_relay();
         for k in 0..self.more_relays.len() {
+            self.drain_more(k);
+        }
+    }
+
+    /// Hands a frame of the relays' bus to the relay of key `to` (unless the sim cut the
+    /// bus).
+    fn deliver_bus(&mut self, to: [u8; 32], payload: Vec<u8>) {
+        if self.bus_down {
+            return;
+        }
+        let now = self.now;
+        if self.relay.public_key() == to {
+            self.relay.cluster_bus(now, &payload);
+            self.drain_relay();
+            return;
+        }
+        if let Some(k) = self
+            .more_relays
+            .iter()
+            .position(|(_, r)| r.public_key() == to)
+        {
+            self.more_relays[k].1.cluster_bus(now, &payload);
             self.drain_more(k);
         }
     }
@@ -321,6 +345,7 @@ impl Sim {
             dropped_too_big: 0,
             store: None,
             first_relay: 0,
+            bus_down: false,
         };
         for _ in 0..n {
             sim.add_node(cfg.clone());
@@ -534,15 +559,23 @@ impl Sim {
 
     fn drain_more(&mut self, k: usize) {
         let mut announced = false;
+        let mut bus = Vec::new();
         if let Some(store) = self.store.as_mut() {
             let now = self.now;
             let r = &mut self.more_relays[k].1;
             while let Some(op) = r.poll_cluster() {
                 announced |= matches!(op, veil_proto::relay::ClusterOp::Announce { .. });
+                if let veil_proto::relay::ClusterOp::Send { to, payload } = op {
+                    bus.push((to, payload));
+                    continue;
+                }
                 if let Some((id, a)) = store.apply(&op) {
                     MemoryStore::answer(r, now, id, a);
                 }
             }
+        }
+        for (to, payload) in bus {
+            self.deliver_bus(to, payload);
         }
         if announced {
             self.publish_routes();
@@ -562,13 +595,21 @@ impl Sim {
 
     fn drain_relay(&mut self) {
         let mut announced = false;
+        let mut bus = Vec::new();
         if let Some(store) = self.store.as_mut() {
             while let Some(op) = self.relay.poll_cluster() {
                 announced |= matches!(op, veil_proto::relay::ClusterOp::Announce { .. });
+                if let veil_proto::relay::ClusterOp::Send { to, payload } = op {
+                    bus.push((to, payload));
+                    continue;
+                }
                 if let Some((id, a)) = store.apply(&op) {
                     MemoryStore::answer(&mut self.relay, self.now, id, a);
                 }
             }
+        }
+        for (to, payload) in bus {
+            self.deliver_bus(to, payload);
         }
         if announced {
             self.publish_routes();

@@ -237,3 +237,35 @@ fn a_subnet_behind_a_node_of_another_relay_is_reachable() {
     sim.run_for(Duration::from_secs(3));
     assert!(sim.nodes[client].node.status(sim.now).routes.is_empty());
 }
+
+#[test]
+fn relays_that_cannot_reach_each_other_carry_traffic_on_the_bus() {
+    let mut sim = Sim::with_cluster(96, 2, 0, relayed_only());
+    // No UDP between the two relays: no link can come up.
+    let (r0, r1) = (sim.relay_addr.ip(), sim.more_relays[0].0.ip());
+    sim.blocked.push((r0, r1));
+    // (The link the relays opened at start is declared dead after 3 s of silence.)
+    sim.run_for(Duration::from_secs(5));
+    let a = sim.add_node(relayed_only());
+    sim.home_next_at(1);
+    let b = sim.add_node(relayed_only());
+    sim.run_for(Duration::from_secs(3));
+    let (ab, ba) = sim.ping_both_ways(a, b, 50, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!(
+        (ab, ba),
+        (50, 50),
+        "every packet arrives both ways: r0 {:?} r1 {:?} a {:?} b {:?}",
+        sim.relay.counters().list(),
+        sim.more_relays[0].1.counters().list(),
+        sim.nodes[a].node.counters().list(),
+        sim.nodes[b].node.counters().list()
+    );
+    assert!(counter(&sim, 0, "bus_frames_sent") >= 50);
+    assert!(counter(&sim, 1, "bus_frames_received") >= 50);
+    let st = sim.relay.cluster_status(sim.now).unwrap();
+    assert!(!st.peers[0].link_up, "{st:?}");
+    // With the bus cut too, nothing gets through.
+    sim.bus_down = true;
+    let (ab, ba) = sim.ping_both_ways(a, b, 10, Duration::from_millis(20), Duration::from_secs(1));
+    assert_eq!((ab, ba), (0, 0));
+}

@@ -16,8 +16,10 @@
 //! link to the home relay as `Transfer [dst][src]`; the home relay delivers it under its
 //! own alias for (this relay, src). Links between relays of the directory are kept up
 //! eagerly (the relay with the smaller key opens each), carry a keepalive every second, and
-//! a link silent for 3 s is dead: its aliases are dropped, so the next Forward to one of
-//! them is answered `Unreachable` and the node looks its peer up again.
+//! a link silent for 3 s is dead and opened again. While no link is up, frames between
+//! relays go on the store's message bus (NATS subjects), sealed with a key only relays hold.
+//! A relay that leaves the directory takes its aliases with it, so the next Forward to one
+//! of them is answered `Unreachable` and the node looks its peer up again.
 
 use super::{short, Name, Relay};
 use crate::wire::{Cursor, Frame, Padding};
@@ -30,6 +32,9 @@ use std::time::{Duration, Instant};
 const HEARTBEAT: Duration = Duration::from_millis(1000);
 /// A link silent this long is dead.
 const LINK_DEAD: Duration = Duration::from_secs(3);
+/// A link silent this long (a keepalive missed) carries nothing until it speaks again:
+/// frames for its relay take the bus.
+const LINK_FRESH: Duration = Duration::from_secs(2);
 /// How often the cluster timers run.
 const CLUSTER_TICK: Duration = Duration::from_millis(500);
 /// A claim or lookup the store did not answer in this time is given up (the node asks
@@ -73,6 +78,17 @@ pub enum ClusterOp {
         id: u64,
         /// The name.
         name: [u8; 16],
+    },
+    /// Deliver `payload` to relay `to` over the store's message bus (NATS: a subject per
+    /// relay); it arrives there through [`Relay::cluster_bus`]. Used for Transfer and
+    /// Unreachable frames while no link to that relay is up. The payload is sealed with a
+    /// key only the network's relays hold (from the peering key): the bus's operators see
+    /// sizes and which relay it goes to, nothing more.
+    Send {
+        /// The destination relay's key.
+        to: [u8; 32],
+        /// The sealed frame.
+        payload: Vec<u8>,
     },
     /// Client `handle` of this relay (`relay`) announces routes (a sealed blob, opaque
     /// here); empty: it withdrew them or left. The store keeps one per (relay, handle), and
@@ -565,32 +581,29 @@ impl Relay {
         };
         alias.last_used = now;
         let (relay, handle) = (alias.relay, alias.handle);
-        let Some(link) = self.link_by_public.get(&relay).copied() else {
-            // No link (any more): the node looks its peer up again.
+        if !c.relays.contains_key(&relay) {
+            // That relay left the directory: the node looks its peer up again.
             self.counters.dropped_transfer += 1;
             self.send_frame(now, src, Frame::Unreachable, &dst.to_be_bytes());
             return true;
-        };
+        }
         let mut body = Vec::with_capacity(16 + inner.len());
         body.extend_from_slice(&handle.to_be_bytes());
         body.extend_from_slice(&src.to_be_bytes());
         body.extend_from_slice(inner);
-        self.send_on_link(now, link, Frame::Transfer, body);
+        self.send_to_relay(now, relay, Frame::Transfer, body);
         true
     }
 
-    /// A `Transfer` arrived on `link`: deliver it to our client under an alias of its
-    /// sender.
-    pub(super) fn on_transfer(&mut self, now: Instant, link: u64, body: &[u8]) {
+    /// A `Transfer` arrived from relay `relay` (on a link or the bus): deliver it to our
+    /// client under an alias of its sender.
+    pub(super) fn on_transfer(&mut self, now: Instant, relay: [u8; 32], body: &[u8]) {
         let mut c = Cursor(body);
         let (Some(dst), Some(src)) = (c.u64(), c.u64()) else {
             self.counters.dropped_malformed += 1;
             return;
         };
         let inner = c.rest();
-        let Some(relay) = self.links.get(&link).map(|l| l.public) else {
-            return;
-        };
         let known = self
             .cluster
             .as_ref()
@@ -599,7 +612,9 @@ impl Relay {
             self.counters.dropped_transfer += 1;
             let mut back = dst.to_be_bytes().to_vec();
             back.extend_from_slice(&src.to_be_bytes());
-            self.send_on_link(now, link, Frame::Unreachable, back);
+            if known {
+                self.send_to_relay(now, relay, Frame::Unreachable, back);
+            }
             return;
         }
         let alias = self.alias_for(now, relay, src);
@@ -613,13 +628,10 @@ impl Relay {
     }
 
     /// The home relay says our transfer's destination is gone: tell the sender.
-    pub(super) fn on_link_unreachable(&mut self, now: Instant, link: u64, body: &[u8]) {
+    pub(super) fn on_link_unreachable(&mut self, now: Instant, relay: [u8; 32], body: &[u8]) {
         let mut c = Cursor(body);
         let (Some(dst), Some(src)) = (c.u64(), c.u64()) else {
             self.counters.dropped_malformed += 1;
-            return;
-        };
-        let Some(relay) = self.links.get(&link).map(|l| l.public) else {
             return;
         };
         let Some(cl) = self.cluster.as_mut() else {
@@ -633,22 +645,95 @@ impl Relay {
         self.send_frame(now, src, Frame::Unreachable, &alias.to_be_bytes());
     }
 
-    /// Sends a frame on a link, or queues it while the link's handshake runs.
-    fn send_on_link(&mut self, now: Instant, link: u64, kind: Frame, body: Vec<u8>) {
-        let Some(l) = self.links.get_mut(&link) else {
+    /// Sends a frame to another relay of the directory: on the link when it is up, else on
+    /// the store's bus (and the link is opened, if this relay is its opener).
+    fn send_to_relay(&mut self, now: Instant, relay: [u8; 32], kind: Frame, body: Vec<u8>) {
+        use chacha20poly1305::aead::Aead;
+        if let Some(link) = self.link_by_public.get(&relay).copied() {
+            // A link that missed a keepalive is suspect: the bus until it speaks again.
+            if self
+                .links
+                .get(&link)
+                .is_some_and(|l| l.is_up() && now.saturating_duration_since(l.last_rx) < LINK_FRESH)
+            {
+                if kind == Frame::Transfer {
+                    self.counters.transferred += 1;
+                }
+                self.send_link_frame(now, link, kind, &body);
+                return;
+            }
+        }
+        self.cluster_links(now);
+        let Some(key) = self.bus_key() else {
             self.counters.dropped_transfer += 1;
             return;
         };
-        if !l.is_up() {
-            if !l.queue(kind, body) {
-                self.counters.dropped_transfer += 1;
-            }
+        let me = self.public_key();
+        let mut pt = Vec::with_capacity(33 + body.len());
+        pt.extend_from_slice(&me);
+        pt.push(kind as u8);
+        pt.extend_from_slice(&body);
+        let mut nonce = [0u8; 24];
+        self.rng.fill_bytes(&mut nonce);
+        let Ok(ct) = key.encrypt(
+            (&nonce).into(),
+            chacha20poly1305::aead::Payload {
+                msg: &pt,
+                aad: &relay,
+            },
+        ) else {
             return;
-        }
+        };
+        let mut payload = nonce.to_vec();
+        payload.extend_from_slice(&ct);
         if kind == Frame::Transfer {
             self.counters.transferred += 1;
         }
-        self.send_link_frame(now, link, kind, &body);
+        self.counters.bus_frames_sent += 1;
+        if let Some(c) = self.cluster.as_mut() {
+            c.ops.push_back(ClusterOp::Send { to: relay, payload });
+        }
+    }
+
+    /// The key frames on the store's bus are sealed with: the network's relays only.
+    fn bus_key(&self) -> Option<chacha20poly1305::XChaCha20Poly1305> {
+        use chacha20poly1305::KeyInit;
+        let peering = self.peering?;
+        let k = crate::crypto::keyed_hash(&peering, &[b"veil relay bus"]);
+        Some(chacha20poly1305::XChaCha20Poly1305::new((&k).into()))
+    }
+
+    /// A frame from the store's bus (see [`ClusterOp::Send`]): opened, and handled like
+    /// the same frame on a link with that relay. Anything that does not open, or comes from
+    /// a relay outside the directory, is dropped and counted.
+    pub fn cluster_bus(&mut self, now: Instant, payload: &[u8]) {
+        use chacha20poly1305::aead::Aead;
+        let me = self.public_key();
+        let opened = self.bus_key().and_then(|key| {
+            let (nonce, ct) = (payload.get(..24)?, payload.get(24..)?);
+            key.decrypt(
+                chacha20poly1305::XNonce::from_slice(nonce),
+                chacha20poly1305::aead::Payload { msg: ct, aad: &me },
+            )
+            .ok()
+        });
+        let Some(pt) = opened.filter(|p| p.len() >= 33) else {
+            self.counters.dropped_bus += 1;
+            return;
+        };
+        let mut from = [0u8; 32];
+        from.copy_from_slice(&pt[..32]);
+        if !self.is_cluster_link(&from) {
+            self.counters.dropped_bus += 1;
+            return;
+        }
+        self.counters.bus_frames_received += 1;
+        let body = &pt[33..];
+        match crate::wire::Frame::from_kind(pt[32]) {
+            Some(Frame::Transfer) => self.on_transfer(now, from, body),
+            Some(Frame::Unreachable) => self.on_link_unreachable(now, from, body),
+            _ => self.counters.dropped_bus += 1,
+        }
     }
 
     /// Whether a link goes to a relay of the directory (kept up, with keepalives).
@@ -659,7 +744,7 @@ impl Relay {
     }
 
     /// Opens the links this relay is the opener of (the smaller key of each pair).
-    fn cluster_links(&mut self, now: Instant) {
+    pub(super) fn cluster_links(&mut self, now: Instant) {
         let me = self.public_key();
         let Some(c) = self.cluster.as_ref() else {
             return;
@@ -717,9 +802,10 @@ impl Relay {
                 beat.push(h);
             }
         }
-        for (h, k) in dead {
+        // (Aliases stay: the relay may be alive behind a broken UDP path, and frames go on
+        // the bus meanwhile; a relay that died leaves the directory, and its aliases go then.)
+        for (h, _) in dead {
             self.counters.links_lost += 1;
-            self.drop_aliases_of(&k);
             self.remove_link(now, h);
         }
         for h in beat {
@@ -804,6 +890,8 @@ impl MemoryStore {
                 *id,
                 StoreAnswer::Found(self.names.get(name).map(|e| e.to_vec())),
             )),
+            // The bus is the caller's: it hands the payload to the relay of that key.
+            ClusterOp::Send { .. } => None,
             ClusterOp::Announce {
                 relay,
                 handle,

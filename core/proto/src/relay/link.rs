@@ -296,13 +296,14 @@ impl Relay {
                 }
             }
             Frame::Keepalive => {}
-            Frame::Transfer => {
+            Frame::Transfer | Frame::Unreachable => {
                 let b = buf[body].to_vec();
-                self.on_transfer(now, link, &b);
-            }
-            Frame::Unreachable => {
-                let b = buf[body].to_vec();
-                self.on_link_unreachable(now, link, &b);
+                let relay = l.public;
+                if kind == Frame::Transfer {
+                    self.on_transfer(now, relay, &b);
+                } else {
+                    self.on_link_unreachable(now, relay, &b);
+                }
             }
             Frame::Close => self.remove_link(now, link),
             _ => self.counters.dropped_malformed += 1,
