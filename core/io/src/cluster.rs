@@ -873,6 +873,9 @@ mod tests {
         s.send([2; 32], vec![9, 9]).await.unwrap();
         s.send([3; 32], vec![8]).await.unwrap();
         assert_eq!(inbox.recv().await, Some(vec![9, 9]));
-        assert!(inbox.try_recv().is_err(), "nothing for relay 3 arrives at relay 2");
+        assert!(
+            inbox.try_recv().is_err(),
+            "nothing for relay 3 arrives at relay 2"
+        );
     }
 }
