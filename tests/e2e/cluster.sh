@@ -66,7 +66,7 @@ ok "NATS servers up (JetStream, cluster of 3)"
 
 step "veil network create with three relays; start them with --nats"
 "$VEIL_BIN" network create --relay "${R[0]}:7000" --relay "${R[1]}:7000" --relay "${R[2]}:7000" \
-  --out "$NET" >/dev/null || netns_fail "veil network create failed"
+  --shared-rendezvous --out "$NET" >/dev/null || netns_fail "veil network create failed"
 start_relay() {
   local i=$1
   netns_spawn core "relay$i" "$VEIL_BIN" relay --listen "${R[$((i - 1))]}:7000" \

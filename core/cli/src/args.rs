@@ -262,6 +262,11 @@ pub struct CreateArgs {
     /// relay has none. Default 443 (then the token needs no trailer).
     #[arg(long = "relay-tcp-port", value_name = "PORT")]
     pub relay_tcp_ports: Vec<u16>,
+    /// The relays share one rendezvous (each runs `veil relay --nats`): nodes start at the
+    /// nearest relay (by round trip) instead of the first, and fail over in that order.
+    /// Without it, every node starts at the first relay, so that all meet at one rendezvous.
+    #[arg(long)]
+    pub shared_rendezvous: bool,
 }
 
 #[derive(Debug, Args)]

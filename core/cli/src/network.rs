@@ -33,6 +33,7 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| CliError::Random(e.to_string()))?;
     let (mut join, mut relay_tokens) = veil_proto::create_network(seed, &args.relays);
+    join.shared = args.shared_rendezvous;
     for (relay, port) in join.relays.iter_mut().zip(tcp_ports) {
         relay.tcp_port = port;
     }

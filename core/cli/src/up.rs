@@ -111,9 +111,13 @@ pub(crate) fn prepare(
             "relay_transport = tcp, but the join token gives no relay a TCP port (the network was created with --relay-tcp-port 0)",
         ));
     }
-    // Several relays: the nearest first (failover then goes to the next nearest). Two-hop
-    // private mode keeps the token's order (its guard is the home relay's successor).
-    let relays = if relays.len() > 1 && settings.private != veil_proto::Privacy::TwoHop {
+    // Relays that share a rendezvous: the nearest first (failover then goes to the next
+    // nearest). Otherwise, and in two-hop private mode (its guard is the home relay's
+    // successor), the token's order: relays that do not share one must see every node.
+    let relays = if token.shared
+        && relays.len() > 1
+        && settings.private != veil_proto::Privacy::TwoHop
+    {
         let (ranked, times) =
             veil_io::link::rank_relays(relays, &relay_tcp, std::time::Duration::from_millis(500));
         let shown: Vec<String> = ranked

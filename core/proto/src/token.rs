@@ -24,6 +24,9 @@ const PREVIOUS_TAG: u8 = 0x70;
 const PEERING_TAG: u8 = 0x72;
 /// Marks the relays' TCP ports (join tokens), when one of them is not the default 443.
 const TCP_PORTS_TAG: u8 = 0x74;
+/// Marks a join token whose relays share one rendezvous (`veil relay --nats`): a node may
+/// start at any of them, so it starts at the nearest. No body.
+const SHARED_TAG: u8 = 0x73;
 
 /// Why a token could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +79,9 @@ pub struct JoinToken {
     pub names: Option<[u8; 32]>,
     /// After a rotation: the secret it replaced, still accepted until the overlap ends.
     pub previous: Option<Previous>,
+    /// The relays share one rendezvous (`veil network create --shared-rendezvous`): nodes
+    /// start at the nearest relay instead of the first.
+    pub shared: bool,
 }
 
 /// A key that a rotation replaced and that stays valid during the overlap.
@@ -168,6 +174,9 @@ impl JoinToken {
                 b.extend_from_slice(&r.tcp_port.to_be_bytes());
             }
         }
+        if self.shared {
+            b.push(SHARED_TAG);
+        }
         wrap(JOIN_PREFIX, b)
     }
 
@@ -205,6 +214,7 @@ impl JoinToken {
             ca: t.ca,
             names: t.names,
             previous: t.previous,
+            shared: t.shared,
         })
     }
 
@@ -255,6 +265,7 @@ impl JoinToken {
                 key: self.secret,
                 until,
             }),
+            shared: self.shared,
         }
     }
 }
@@ -281,7 +292,7 @@ impl RelayToken {
         let private_key = r.array::<32>().ok_or(TokenError::Malformed(K))?;
         let relay_base = r.array::<32>().ok_or(TokenError::Malformed(K))?;
         let t = take_trailers(&mut r, 0).ok_or(TokenError::Malformed(K))?;
-        if t.names.is_some() || t.tcp_ports.is_some() {
+        if t.names.is_some() || t.tcp_ports.is_some() || t.shared {
             return Err(TokenError::Malformed(K));
         }
         Ok(RelayToken {
@@ -373,6 +384,7 @@ pub fn create_network(seed: [u8; 32], relay_addrs: &[String]) -> (JoinToken, Vec
             ca: None,
             names: None,
             previous: None,
+            shared: false,
         },
         relay_tokens,
     )
@@ -409,6 +421,7 @@ struct Trailers {
     previous: Option<Previous>,
     peering: Option<[u8; 32]>,
     tcp_ports: Option<Vec<u16>>,
+    shared: bool,
 }
 
 /// Reads the trailers up to the end of the body; None if one is malformed, unknown,
@@ -425,6 +438,7 @@ fn take_trailers(r: &mut Reader<'_>, relays: usize) -> Option<Trailers> {
             PREVIOUS_TAG => 3,
             PEERING_TAG => 5,
             TCP_PORTS_TAG => 4,
+            SHARED_TAG => 6,
             _ => return None,
         };
         if rank <= last {
@@ -435,6 +449,7 @@ fn take_trailers(r: &mut Reader<'_>, relays: usize) -> Option<Trailers> {
             CA_TAG => t.ca = Some(r.array::<32>()?),
             NAMES_TAG => t.names = Some(r.array::<32>()?),
             PEERING_TAG => t.peering = Some(r.array::<32>()?),
+            SHARED_TAG => t.shared = true,
             TCP_PORTS_TAG => {
                 let mut ports = Vec::with_capacity(relays);
                 for _ in 0..relays {
@@ -496,6 +511,13 @@ mod tests {
         let rn = rc.rotated(&jn);
         assert_eq!(JoinToken::decode(&jn.encode()), Ok(jn.clone()));
         assert_eq!(RelayToken::decode(&rn.encode()), Ok(rn.clone()));
+        // Relays that share a rendezvous, with TCP ports: the flag survives, also a rotation.
+        let mut js = jn.clone();
+        js.shared = true;
+        js.relays[1].tcp_port = 8443;
+        assert_eq!(JoinToken::decode(&js.encode()), Ok(js.clone()));
+        assert!(js.rotated([8u8; 32], 1_900_000_001).shared);
+        assert!(!JoinToken::decode(&jn.encode()).is_ok_and(|t| t.shared));
         assert_eq!(r.len(), 2);
         // A relay token does not contain the network secret.
         let rt = r[0].encode();

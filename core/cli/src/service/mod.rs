@@ -797,6 +797,7 @@ mod tests {
                 tcp_port: 443,
             }],
             ca: None,
+            shared: false,
             names: None,
             previous: None,
         }
