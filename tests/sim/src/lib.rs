@@ -2,6 +2,7 @@
 //! nodes, a fake clock, and impairments (latency, jitter that reorders, loss,
 //! duplication), all drawn from one seed. Nothing here sleeps or touches a socket.
 
+pub mod bench;
 pub mod fuzz;
 
 use rand_chacha::ChaCha20Rng;
