@@ -10,9 +10,15 @@
 //!   within [`DONE_WITHIN`] bytes. The first round includes the ceiling, so a clean path is
 //!   confirmed in one round trip; a path with a small hop takes two or three rounds.
 //! * **Confirmation.** While data flows, a probe at the current size goes out every
-//!   [`CONFIRM_INTERVAL`]. [`BLACK_HOLE_LOSSES`] of them lost in a row (each loss is retried at
-//!   once) means the path shrank: the size falls back to [`BASE`] and a new search starts
-//!   (black-hole detection).
+//!   [`CONFIRM_INTERVAL`], with a *companion* probe of [`BASE`] bytes (or the largest step
+//!   below it; none when padding to the MTU, where every loss counts). A lost probe counts
+//!   towards a black hole only if its companion came back and the peer reported (in the
+//!   companion's acknowledgement) no datagram of the size in use since the previous one:
+//!   the path carries small datagrams but not large ones. A loss with its companion lost
+//!   too says nothing about size (congestion, an outage); one while full-size data gets
+//!   through is congestion. [`BLACK_HOLE_LOSSES`] counted losses in a row (each loss is
+//!   retried at once) mean the path shrank: the size falls back to [`BASE`] and a new
+//!   search starts (black-hole detection). A saturated path therefore keeps its size.
 //! * **Raise.** [`RAISE_AFTER`] after a search that stopped below the ceiling, a new search
 //!   tries the sizes above again.
 //!
@@ -47,6 +53,19 @@ pub struct Probe {
     pub id: u32,
     /// UDP payload size of the probe datagram.
     pub size: u16,
+    /// A confirmation's small companion: its acknowledgement must say the largest datagram
+    /// the peer received from us since the previous companion (see the module docs).
+    pub companion: bool,
+}
+
+/// The confirmation probe out, its small companion, and what the companion's
+/// acknowledgement reported (the largest datagram the peer received lately), if it came.
+#[derive(Clone, Copy, Debug)]
+struct Confirm {
+    probe: Probe,
+    companion: Option<Probe>,
+    deadline: Instant,
+    companion_ack: Option<u16>,
 }
 
 /// State of discovery, as `veil peers` shows it.
@@ -92,8 +111,11 @@ pub struct Pmtud {
     round_deadline: Option<Instant>,
     /// When the next search round is due (while searching and no round is out).
     search_due: Instant,
-    /// Outstanding confirmation probe and its deadline.
-    confirm: Option<(Probe, Instant)>,
+    /// Outstanding confirmation.
+    confirm: Option<Confirm>,
+    /// The size of a confirmation's companion: [`BASE`], or the largest step below it
+    /// (a size data has too); None: no companions.
+    companion: Option<u16>,
     confirm_losses: u8,
     next_confirm: Instant,
     raise_at: Option<Instant>,
@@ -104,6 +126,8 @@ pub struct Pmtud {
     pub probes_acked: u64,
     /// Times the path shrank under a confirmed size.
     pub black_holes: u64,
+    /// Confirmation probes lost together with their companion (not counted as evidence).
+    pub inconclusive: u64,
 }
 
 impl Pmtud {
@@ -126,6 +150,7 @@ impl Pmtud {
             round_deadline: None,
             search_due: now,
             confirm: None,
+            companion: Some(BASE),
             confirm_losses: 0,
             next_confirm: now + CONFIRM_INTERVAL,
             raise_at: None,
@@ -133,6 +158,7 @@ impl Pmtud {
             probes_sent: 0,
             probes_acked: 0,
             black_holes: 0,
+            inconclusive: 0,
         }
     }
 
@@ -140,6 +166,16 @@ impl Pmtud {
     /// 0 or 1 probes any size, and a search then ends within [`DONE_WITHIN`] bytes.
     pub fn with_step(mut self, step: u16) -> Self {
         self.step = step.max(1);
+        let companion = BASE / self.step * self.step;
+        self.companion = (companion > 0).then_some(companion);
+        self
+    }
+
+    /// Confirmations go without a companion, and every lost one counts towards a black
+    /// hole: for padding to the MTU, where a datagram smaller than the path's size would
+    /// stand out (congestion can then be taken for a smaller path).
+    pub fn without_companion(mut self) -> Self {
+        self.companion = None;
         self
     }
 
@@ -222,11 +258,21 @@ impl Pmtud {
         Probe {
             id: self.next_id,
             size,
+            companion: false,
         }
     }
 
-    /// An acknowledgement of probe `id` arrived (authenticated by the session).
-    pub fn on_ack(&mut self, now: Instant, id: u32) {
+    /// An acknowledgement of probe `id` arrived (authenticated by the session);
+    /// `peer_rx_max` is the largest datagram the peer says it received from us since the
+    /// previous companion (in this path's sizes), when the acknowledgement carries it.
+    pub fn on_ack(&mut self, now: Instant, id: u32, peer_rx_max: Option<u16>) {
+        if let Some(c) = self.confirm.as_mut() {
+            if c.companion.is_some_and(|q| q.id == id) {
+                self.probes_acked += 1;
+                c.companion_ack = Some(peer_rx_max.unwrap_or(0));
+                return;
+            }
+        }
         if let Some(i) = self.round.iter().position(|p| p.id == id) {
             let p = self.round.swap_remove(i);
             self.probes_acked += 1;
@@ -240,7 +286,7 @@ impl Pmtud {
             }
             return;
         }
-        if self.confirm.is_some_and(|(p, _)| p.id == id) {
+        if self.confirm.is_some_and(|c| c.probe.id == id) {
             self.probes_acked += 1;
             self.confirm = None;
             self.confirm_losses = 0;
@@ -317,10 +363,21 @@ impl Pmtud {
                 }
             }
             PmtuState::Confirmed => {
-                if let Some((_, deadline)) = self.confirm {
-                    if now >= deadline {
+                if let Some(c) = self.confirm {
+                    if now >= c.deadline {
                         self.confirm = None;
-                        self.confirm_losses += 1;
+                        match (c.companion, c.companion_ack) {
+                            // No companion (padding to the MTU): every loss counts.
+                            (None, _) => self.confirm_losses += 1,
+                            // Small datagrams pass, and no large one did lately: evidence.
+                            (Some(_), Some(rx_max)) if rx_max < self.low => {
+                                self.confirm_losses += 1;
+                            }
+                            // Large datagrams reached the peer: the probe was congestion's.
+                            (Some(_), Some(_)) => self.confirm_losses = 0,
+                            // Both lost: nothing learned about the size.
+                            (Some(_), None) => self.inconclusive += 1,
+                        }
                         if self.confirm_losses >= BLACK_HOLE_LOSSES {
                             self.black_hole(now, rtt, out);
                             return;
@@ -338,9 +395,19 @@ impl Pmtud {
                     return;
                 }
                 if self.confirm.is_none() && self.low > BASE && now >= self.next_confirm {
-                    let p = self.fresh(self.low);
-                    self.confirm = Some((p, now + timeout));
-                    out.push(p);
+                    let probe = self.fresh(self.low);
+                    let companion = self.companion.map(|size| Probe {
+                        companion: true,
+                        ..self.fresh(size)
+                    });
+                    self.confirm = Some(Confirm {
+                        probe,
+                        companion,
+                        deadline: now + timeout,
+                        companion_ack: None,
+                    });
+                    out.push(probe);
+                    out.extend(companion);
                 }
             }
         }
@@ -373,7 +440,7 @@ impl Pmtud {
                 }
             }
             PmtuState::Confirmed => {
-                consider(self.confirm.map(|(_, d)| d));
+                consider(self.confirm.map(|c| c.deadline));
                 if self.confirm.is_none() && self.low > BASE {
                     consider(Some(self.next_confirm));
                 }
@@ -400,7 +467,7 @@ mod tests {
             *now += rtt;
             for probe in out {
                 if probe.size <= mtu {
-                    p.on_ack(*now, probe.id);
+                    p.on_ack(*now, probe.id, None);
                 }
             }
             if p.state() == PmtuState::Confirmed {
@@ -456,7 +523,7 @@ mod tests {
                 for probe in out {
                     sizes.push(probe.size);
                     if probe.size <= mtu {
-                        p.on_ack(now, probe.id);
+                        p.on_ack(now, probe.id, None);
                     }
                 }
                 if p.state() == PmtuState::Confirmed {
@@ -500,6 +567,10 @@ mod tests {
             now = p.deadline().unwrap_or(now).max(now);
             out.clear();
             p.poll(now, rtt, &mut out);
+            // Companions pass, and the peer saw nothing above 1252.
+            for probe in out.iter().filter(|q| q.companion) {
+                p.on_ack(now, probe.id, Some(1252));
+            }
             assert!(
                 now - shrunk < Duration::from_secs(2),
                 "no black hole detected"
@@ -511,7 +582,7 @@ mod tests {
         // The new search answers the probes that fit.
         for probe in out.drain(..) {
             if probe.size <= 1252 {
-                p.on_ack(now, probe.id);
+                p.on_ack(now, probe.id, None);
             }
         }
         settle(&mut p, &mut now, 1252);
@@ -537,7 +608,7 @@ mod tests {
             for probe in out {
                 // Every third confirmation is lost.
                 if round % 3 != 0 {
-                    p.on_ack(now, probe.id);
+                    p.on_ack(now, probe.id, None);
                 }
             }
         }
@@ -558,7 +629,7 @@ mod tests {
         p.poll(now, Some(Duration::from_millis(10)), &mut out);
         assert_eq!(p.state(), PmtuState::Searching);
         for probe in out {
-            p.on_ack(now, probe.id);
+            p.on_ack(now, probe.id, None);
         }
         assert_eq!(p.size(), 1435);
         assert_eq!(p.state(), PmtuState::Confirmed);
@@ -585,11 +656,86 @@ mod tests {
         p.on_too_big(now, 1473);
         for probe in out {
             if probe.size <= 1472 {
-                p.on_ack(now, probe.id);
+                p.on_ack(now, probe.id, None);
             }
         }
         let mut now = now;
         settle(&mut p, &mut now, 1472);
         assert!(p.size() <= 1472 && 1472 - p.size() <= DONE_WITHIN);
+    }
+
+    /// Confirmations of a settled path run `rounds` times (each poll reads the previous
+    /// round's outcome and sends the next); `fate` says for each round
+    /// whether the probe and its companion come back, and what the companion reports.
+    fn confirm_rounds(
+        p: &mut Pmtud,
+        now: &mut Instant,
+        rounds: usize,
+        fate: impl Fn(usize) -> (bool, Option<u16>),
+    ) {
+        let rtt = Some(Duration::from_millis(10));
+        for round in 0..rounds {
+            *now = p.deadline().unwrap_or(*now).max(*now);
+            let mut out = Vec::new();
+            p.poll(*now, rtt, &mut out);
+            let (probe_back, companion) = fate(round);
+            for probe in out {
+                match (probe.companion, companion) {
+                    (true, Some(rx)) => p.on_ack(*now, probe.id, Some(rx)),
+                    (false, _) if probe_back => p.on_ack(*now, probe.id, None),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn congestion_that_drops_every_probe_is_not_a_black_hole() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        // A saturated path: probes and companions alike are lost, for many rounds.
+        confirm_rounds(&mut p, &mut now, 51, |_| (false, None));
+        assert_eq!(p.state(), PmtuState::Confirmed);
+        assert_eq!((p.black_holes, p.size()), (0, 1435));
+        assert!(p.inconclusive >= 50, "{}", p.inconclusive);
+    }
+
+    #[test]
+    fn lost_probes_while_full_size_data_arrives_are_not_a_black_hole() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        // Only the large probes are lost, but the peer keeps receiving 1435-byte data.
+        confirm_rounds(&mut p, &mut now, 50, |_| (false, Some(1435)));
+        assert_eq!(
+            (p.state(), p.black_holes, p.size()),
+            (PmtuState::Confirmed, 0, 1435)
+        );
+        // Once no large datagram arrives any more, three losses are a black hole (a round's
+        // outcome is read at the next one's poll).
+        confirm_rounds(&mut p, &mut now, 4, |_| (false, Some(1100)));
+        assert_eq!((p.state(), p.black_holes), (PmtuState::BlackHole, 1));
+    }
+
+    #[test]
+    fn a_confirmation_comes_with_a_base_sized_companion() {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0);
+        settle(&mut p, &mut now, 1472);
+        now = p.deadline().unwrap_or(now).max(now);
+        let mut out = Vec::new();
+        p.poll(now, Some(Duration::from_millis(10)), &mut out);
+        let sizes: Vec<(u16, bool)> = out.iter().map(|q| (q.size, q.companion)).collect();
+        assert_eq!(sizes, [(1435, false), (BASE, true)]);
+    }
+
+    #[test]
+    fn companions_have_a_size_data_has() {
+        let now = Instant::now();
+        assert_eq!(Pmtud::new(1435, now, 0).with_step(64).companion, Some(1152));
+        assert_eq!(Pmtud::new(1435, now, 0).with_step(1).companion, Some(BASE));
+        assert_eq!(Pmtud::new(1435, now, 0).with_step(1400).companion, None);
+        assert_eq!(Pmtud::new(1435, now, 0).without_companion().companion, None);
     }
 }

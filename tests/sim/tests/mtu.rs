@@ -178,6 +178,29 @@ fn a_path_that_shrinks_mid_transfer_recovers_within_a_second() {
 }
 
 #[test]
+fn a_congested_path_keeps_its_size() {
+    let mut sim = two_nodes(75, NodeConfig::default());
+    let warm = stream(&mut sim, 50, Duration::from_millis(10), false, |_, _| {});
+    assert_eq!(warm.len(), 50);
+    assert_eq!(peer_of(&sim, 0).pmtu, Some(1400));
+    // Ten seconds of a path that loses 40 % of all datagrams, large and small alike (a
+    // saturated queue): probes are lost, but so are their companions, and the full-size
+    // data that does arrive shows the size still passes.
+    sim.impair.loss = 0.4;
+    let got = stream(&mut sim, 1000, Duration::from_millis(10), false, |_, _| {});
+    sim.impair.loss = 0.0;
+    assert!(got.len() > 300 && got.len() < 900, "{} arrived", got.len());
+    let p = peer_of(&sim, 0);
+    let c = sim.nodes[0].node.counters();
+    assert_eq!(
+        (p.pmtu, p.pmtu_state, c.pmtu_black_holes),
+        (Some(1400), "confirmed", 0),
+        "loss was taken for a smaller path"
+    );
+    assert!(frag_needed(&sim, 0).is_empty());
+}
+
+#[test]
 fn tcp_syns_get_an_mss_that_fits_the_path() {
     let mut sim = two_nodes(75, NodeConfig::default());
     sim.mtu_limits.push((sim.nodes[1].addr.ip(), HOP_1280));

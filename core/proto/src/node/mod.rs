@@ -341,6 +341,9 @@ struct Peer {
     pmtu: Pmtud,
     /// When we last wrote a Packet Too Big about this peer's path into the TUN.
     last_ptb: Option<Instant>,
+    /// The largest end-to-end datagram received from the peer since its last PMTU
+    /// companion probe (reported in the companion's acknowledgement).
+    rx_max: u16,
 }
 
 enum LookupPurpose {
@@ -834,6 +837,7 @@ impl Node {
                 return None;
             }
         };
+        peer.rx_max = peer.rx_max.max(u16::try_from(dg.len()).unwrap_or(u16::MAX));
         // The authenticated path wins: the relay handle may change after a reconnect, and a
         // direct datagram from a new address (the peer roamed) gets that address checked.
         let mut check = None;
@@ -1800,6 +1804,7 @@ impl Node {
                 up: false,
                 pmtu: mtu::initial_pmtud(now),
                 last_ptb: None,
+                rx_max: 0,
             });
             self.route6.insert(ipv6, pk);
             self.reset_pmtu(now, pk);

@@ -67,8 +67,10 @@ impl Node {
             b if b > wire::PAD_CAP => 64,
             b => u16::try_from(b).unwrap_or(64),
         };
+        let to_mtu = self.cfg.pad_bucket > wire::PAD_CAP;
         if let Some(p) = self.peers.get_mut(&pk) {
-            p.pmtu = Pmtud::new(ceiling, now, first_id).with_step(step);
+            let d = Pmtud::new(ceiling, now, first_id).with_step(step);
+            p.pmtu = if to_mtu { d.without_companion() } else { d };
         }
     }
 
@@ -96,18 +98,32 @@ impl Node {
         let Some(body_len) = usize::from(probe.size).checked_sub(overhead(p)) else {
             return;
         };
-        let mut body = vec![0u8; body_len.max(4)];
+        let mut body = vec![0u8; body_len.max(5)];
         body[..4].copy_from_slice(&probe.id.to_be_bytes());
+        body[4] = u8::from(probe.companion);
         self.send_peer_frame_padded(now, pk, Frame::PmtuProbe, &body, None, Padding::new(0, 0));
     }
 
-    /// A peer's probe: acknowledge it (small, on our best path).
+    /// A peer's probe: acknowledge it (small, on our best path). A companion's
+    /// acknowledgement also says the largest end-to-end datagram received from the peer
+    /// since its previous companion, and starts that count again.
     pub(super) fn on_probe(&mut self, now: Instant, pk: [u8; 32], body: &[u8]) {
-        if body.len() < 4 {
+        let Some(id) = body.get(..4) else {
             self.counters.dropped_malformed += 1;
             return;
-        }
-        self.send_peer_frame(now, pk, Frame::PmtuAck, &body[..4], None);
+        };
+        let mut ack = [0u8; 6];
+        ack[..4].copy_from_slice(id);
+        let len = if body.get(4) == Some(&1) {
+            let Some(p) = self.peers.get_mut(&pk) else {
+                return;
+            };
+            ack[4..].copy_from_slice(&std::mem::take(&mut p.rx_max).to_be_bytes());
+            6
+        } else {
+            4
+        };
+        self.send_peer_frame(now, pk, Frame::PmtuAck, &ack[..len], None);
     }
 
     /// An acknowledgement of one of our probes.
@@ -117,9 +133,13 @@ impl Node {
             self.counters.dropped_malformed += 1;
             return;
         };
+        // The peer counts end-to-end datagrams; this path's sizes add its relay layers.
+        let rx_max = c.array::<2>().map(u16::from_be_bytes);
         if let Some(p) = self.peers.get_mut(&pk) {
+            let layers = overhead(p) - DIRECT_OVERHEAD;
+            let rx_max = rx_max.map(|m| u16::try_from(usize::from(m) + layers).unwrap_or(u16::MAX));
             let before = p.pmtu.probes_acked;
-            p.pmtu.on_ack(now, id);
+            p.pmtu.on_ack(now, id, rx_max);
             self.counters.pmtu_probes_acked += p.pmtu.probes_acked - before;
         }
     }
