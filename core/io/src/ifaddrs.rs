@@ -96,6 +96,156 @@ pub fn candidates(
         .collect()
 }
 
+/// Wakes the node when the host's addresses or links change, so that a roam is noticed at
+/// once and an idle node does not poll. Linux: a `NETLINK_ROUTE` socket in the link and
+/// address multicast groups (any message, or a lost one, means "look again"). Elsewhere, or
+/// when that socket cannot be had: a timer every [`POLL_EVERY`].
+pub struct AddrWatch {
+    #[cfg(target_os = "linux")]
+    fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+/// How often addresses are read again without change notifications.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often they are read again even with them (a missed notification heals).
+pub const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl AddrWatch {
+    /// Subscribes (needs a tokio runtime); falls back to polling if that fails.
+    pub fn new() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            match linux_watch() {
+                Ok(fd) => AddrWatch { fd: Some(fd) },
+                Err(e) => {
+                    tracing::warn!(error = %e, "no address change notifications; polling every 250 ms");
+                    AddrWatch { fd: None }
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        AddrWatch {}
+    }
+
+    /// Whether changes are notified (else [`AddrWatch::changed`] is a poll timer).
+    pub fn notified(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.fd.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// How long the node may go without reading the addresses again.
+    pub fn reread_every(&self) -> std::time::Duration {
+        if self.notified() {
+            REREAD_EVERY
+        } else {
+            POLL_EVERY
+        }
+    }
+
+    /// Returns when something may have changed. With notifications: when the kernel sent
+    /// some (all of them are consumed); a failed socket falls back to polling.
+    pub async fn changed(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = self.fd.as_ref() {
+            match drain_when_readable(fd).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "address change notifications failed; polling");
+                    self.fd = None;
+                }
+            }
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+impl Default for AddrWatch {
+    fn default() -> Self {
+        AddrWatch::new()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux_watch() -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, open descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid; the fields set below are plain integers.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    sa.nl_groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+    // SAFETY: `sa` is a valid sockaddr_nl of the length given; `fd` is open.
+    let r = unsafe {
+        libc::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            std::ptr::from_ref(&sa).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is an `OwnedFd`: open, and the `AsyncFd` owns it (and returns that same
+    // descriptor from `as_raw_fd`) until it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// Waits until the socket is readable, then reads every queued notification. An overflow
+/// (`ENOBUFS`: notifications were dropped) is a change too.
+#[cfg(target_os = "linux")]
+async fn drain_when_readable(
+    fd: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut guard = fd.readable().await?;
+        let mut got = false;
+        loop {
+            // SAFETY: `buf` is writable for its length; the descriptor is open.
+            let n = unsafe {
+                libc::recv(
+                    fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                got = true;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::ENOBUFS) => got = true,
+                Some(libc::EINTR) => {}
+                _ => return Err(e),
+            }
+        }
+        guard.clear_ready();
+        if got {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

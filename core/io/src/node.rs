@@ -34,8 +34,9 @@ pub const IPV4_WAIT: Duration = Duration::from_secs(20);
 pub const POLICY_FILE: &str = "policy";
 /// How long the socket before a rotation is still read.
 pub const OLD_SOCKET_GRACE: Duration = Duration::from_secs(10);
-/// How often the interface addresses are read again (a change is a roam).
-pub const CANDIDATE_RESCAN: Duration = Duration::from_millis(250);
+/// How often the interface addresses are read again where the OS does not say when they
+/// change (a change is a roam); on Linux they are read when it does, and every 30 s.
+pub const CANDIDATE_RESCAN: Duration = ifaddrs::POLL_EVERY;
 
 /// How the runner is set up besides the engine's own configuration.
 #[derive(Debug)]
@@ -466,8 +467,12 @@ impl NodeRunner {
         let give_up = tokio::time::Instant::now() + IPV4_WAIT;
         self.refresh_candidates();
         self.load_policy();
-        let mut rescan = tokio::time::interval(CANDIDATE_RESCAN);
+        // Addresses are read again when the OS says they changed (or, without such news,
+        // every 250 ms), and every 30 s regardless.
+        let mut watch = ifaddrs::AddrWatch::new();
+        let mut rescan = tokio::time::interval(watch.reread_every());
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescan.reset();
         let mut next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
         self.sync_link();
         loop {
@@ -494,6 +499,10 @@ impl NodeRunner {
                     self.node.handle_timeout(Instant::now());
                 }
                 _ = rescan.tick() => self.refresh_candidates(),
+                () = watch.changed() => {
+                    self.refresh_candidates();
+                    rescan.reset();
+                }
                 () = sleep_until(next_rotation) => {
                     self.rotate();
                     next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
