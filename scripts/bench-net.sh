@@ -48,7 +48,12 @@ iperf() {
   for ((i = 0; i < RUNS; i++)); do
     out=$(netns_exec wa iperf3 -c "$dst" -J "${args[@]}" 2>/dev/null || echo '{}')
     if [ "$kind" = udp ]; then
-      jq -r '"\((.end.sum.bits_per_second // 0) * (1 - (.end.sum.lost_percent // 100) / 100) / 1e6 | floor) \(.end.sum.lost_percent // 100)"' <<<"$out"
+      # The receiver's own count (sum_received): `.end.sum` is the sender's view when the
+      # server's report is missing, with 0 % loss whatever was lost. A run without the
+      # receiver's report counts as nothing received.
+      jq -r '.end.sum_received // {} | if (.packets // 0) > 0 then
+          "\((.bits_per_second // 0) / 1e6 | floor) \(.lost_percent // 100)" else "0 100" end' <<<"$out"
+      jq -r '"# udp run to '"$dst"': sent \(.end.sum_sent.packets // 0) datagrams at \((.end.sum_sent.bits_per_second // 0) / 1e6 | floor) Mbit/s; the receiver got \(.end.sum_received.packets // 0), lost \(.end.sum_received.lost_packets // "?") (\(.end.sum_received.lost_percent // "?") %)"' <<<"$out" >&2
     else
       jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | floor' <<<"$out"
     fi
