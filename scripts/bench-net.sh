@@ -5,7 +5,7 @@
 #   tcp1   iperf3, one TCP stream
 #   tcp4   iperf3, four TCP streams
 #   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss
-#   rtt    ping, 200 × 10 ms: average RTT in µs; and 1000 back to back (`ping -A`)
+#   rtt    ping, 200 × 10 ms: average and median RTT in µs; and 1000 back to back (`ping -A`)
 # Each iperf3 figure is the median of RUNS (default 3) runs of BENCH_SECS (default 10) s.
 # Also the CPU seconds the tunnel processes used during tcp1, and the memory (RSS) of one
 # tunnel process idle (10 s after its peer session is up) and at its peak after the run.
@@ -60,13 +60,16 @@ iperf() {
   done | if [ "$kind" = udp ]; then sort -n | awk '{ m[NR] = $1; l[NR] = $2 } END { i = int((NR + 1) / 2); printf "%s %.2f\n", m[i], l[i] }'; else median; fi
 }
 
-rtt() { # DST: average RTT in µs of 200 pings 10 ms apart, then of 1000 back to back
-  # (`ping -A`: the next one leaves when the reply is in, so no process sleeps long enough
-  # for its CPU to idle; the difference is the machine's wake-up latency, not the tunnel's)
+rtt() { # DST: average and median RTT in µs of 200 pings 10 ms apart, then the average of
+  # 1000 back to back (`ping -A`: the next one leaves when the reply is in, so no process
+  # sleeps long enough for its CPU to idle; the difference is the machine's wake-up
+  # latency, not the tunnel's). The median is there because one slow wake-up of a few ms
+  # among 200 moves the average by tens of µs.
   local spaced busy
-  spaced=$(netns_exec wa ping -c 200 -i 0.01 -q "$1" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+  spaced=$(netns_exec wa ping -c 200 -i 0.01 "$1" | awk -F'time=' '/time=/ { split($2, a, " "); print a[1] * 1000 }' |
+    sort -n | awk '{ v[NR] = $1; s += $1 } END { if (NR) printf "%.0f %.0f", s / NR, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; else print "0 0" }')
   busy=$(netns_exec wa ping -c 1000 -A -q "$1" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
-  awk -v a="$spaced" -v b="$busy" 'BEGIN { printf "%.0f %.0f", a * 1000, b * 1000 }'
+  awk -v b="$busy" -v s="$spaced" 'BEGIN { printf "%s %.0f", s, b * 1000 }'
 }
 
 tree() { # PID: it and its descendants
@@ -159,10 +162,11 @@ for s in "${SECTIONS[@]}"; do
       echo "RESULT udp raw_mbps=$rm veil_mbps=$vm boringtun_mbps=$bm veil_over_boringtun=$(ratio "$vm" "$bm") veil_over_raw=$(ratio "$vm" "$rm") raw_loss_pct=$rl veil_loss_pct=$vl boringtun_loss_pct=$bl"
       ;;
     rtt)
-      read -r rs rb <<<"${RAW[rtt]}"
-      read -r vs vb <<<"${VEIL[rtt]}"
-      read -r bs bb <<<"${BT[rtt]:-0 0}"
+      read -r rs rm rb <<<"${RAW[rtt]}"
+      read -r vs vm vb <<<"${VEIL[rtt]}"
+      read -r bs bm bb <<<"${BT[rtt]:-0 0 0}"
       echo "RESULT rtt_us raw=$rs veil=$vs boringtun=$bs veil_overhead_us=$((vs - rs))"
+      echo "RESULT rtt_p50_us raw=$rm veil=$vm boringtun=$bm veil_overhead_us=$((vm - rm))"
       echo "RESULT rtt_busy_us raw=$rb veil=$vb boringtun=$bb veil_overhead_us=$((vb - rb))"
       ;;
   esac
