@@ -6,9 +6,10 @@
 //! * **Search.** Rounds of [`PROBES_PER_ROUND`] authenticated, padded probes at sizes spread
 //!   between the largest size known to pass (`low`, at first [`BASE`]) and the smallest known
 //!   to fail (`high`, at first one above the path's ceiling); the largest acknowledged size
-//!   becomes `low`, the smallest unacknowledged one above it becomes `high`, until they are
-//!   within [`DONE_WITHIN`] bytes. The first round includes the ceiling, so a clean path is
-//!   confirmed in one round trip; a path with a small hop takes two or three rounds.
+//!   becomes `low`; a size becomes `high` once [`MAX_PROBES`] rounds lost a probe at or
+//!   below it (a single loss may be congestion), until they are within [`DONE_WITHIN`]
+//!   bytes. The first round includes the ceiling, so a clean path is
+//!   confirmed in one round trip; a path with a small hop takes three to five rounds.
 //! * **Confirmation.** While data flows, a probe at the current size goes out every
 //!   [`CONFIRM_INTERVAL`], with a *companion* probe of [`BASE`] bytes (or the largest step
 //!   below it; none when padding to the MTU, where every loss counts). A lost probe counts
@@ -39,6 +40,9 @@ pub const DONE_WITHIN: u16 = 8;
 pub const CONFIRM_INTERVAL: Duration = Duration::from_millis(500);
 /// Confirmation probes lost in a row that mean the path shrank.
 pub const BLACK_HOLE_LOSSES: u8 = 3;
+/// Search rounds that must lose a probe at or below a size before it counts as too big
+/// (RFC 8899's MAX_PROBES): one lost probe may be congestion.
+pub const MAX_PROBES: u8 = 3;
 /// A search that stopped below the ceiling is tried again after this.
 pub const RAISE_AFTER: Duration = Duration::from_secs(600);
 /// Probe timeout bounds (the timeout is three round trips within them).
@@ -109,6 +113,10 @@ pub struct Pmtud {
     /// Outstanding probes of the current round, and when the round times out.
     round: Vec<Probe>,
     round_deadline: Option<Instant>,
+    /// Each past round's smallest lost size above `low`, in this search.
+    misses: Vec<u16>,
+    /// When discovery started on this path (the path is as old as this).
+    since: Instant,
     /// When the next search round is due (while searching and no round is out).
     search_due: Instant,
     /// Outstanding confirmation.
@@ -148,6 +156,8 @@ impl Pmtud {
             settled: max == BASE,
             round: Vec::new(),
             round_deadline: None,
+            misses: Vec::new(),
+            since: now,
             search_due: now,
             confirm: None,
             companion: Some(BASE),
@@ -238,6 +248,11 @@ impl Pmtud {
         }
     }
 
+    /// When discovery started on this path: how long the path has been in use.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
     /// The path's ceiling.
     pub fn max(&self) -> u16 {
         self.max
@@ -303,6 +318,7 @@ impl Pmtud {
             self.high = size;
             self.low = BASE;
             self.state = PmtuState::BlackHole;
+            self.misses.clear();
             self.search_due = now;
             self.round.clear();
             self.round_deadline = None;
@@ -321,7 +337,11 @@ impl Pmtud {
     }
 
     fn end_round(&mut self, now: Instant) {
-        // Every probe still outstanding above the known-good size failed.
+        // Every probe still outstanding above the known-good size was lost. A loss may be
+        // the size or congestion, so a size fails only when [`MAX_PROBES`] rounds lost a
+        // probe at or below it (RFC 8899's MAX_PROBES): `misses` holds each round's
+        // smallest loss, and one refuted by a larger acknowledgement (at or below `low`)
+        // is forgotten.
         if let Some(smallest) = self
             .round
             .iter()
@@ -329,7 +349,17 @@ impl Pmtud {
             .filter(|s| *s > self.low)
             .min()
         {
-            self.high = self.high.min(smallest);
+            self.misses.push(smallest);
+        }
+        let low = self.low;
+        self.misses.retain(|s| *s > low);
+        if self.misses.len() >= usize::from(MAX_PROBES) {
+            self.misses.sort_unstable();
+            if let Some(failed) = self.misses.get(usize::from(MAX_PROBES) - 1) {
+                self.high = self.high.min(*failed);
+            }
+            let high = self.high;
+            self.misses.retain(|s| *s < high);
         }
         self.round.clear();
         self.round_deadline = None;
@@ -390,6 +420,7 @@ impl Pmtud {
                     self.raise_at = None;
                     self.high = self.max.saturating_add(1);
                     self.state = PmtuState::Searching;
+                    self.misses.clear();
                     self.search_due = now;
                     self.poll(now, rtt, out);
                     return;
@@ -418,6 +449,7 @@ impl Pmtud {
         self.high = self.low;
         self.low = BASE;
         self.state = PmtuState::BlackHole;
+        self.misses.clear();
         self.search_due = now;
         self.confirm = None;
         self.confirm_losses = 0;
@@ -737,5 +769,52 @@ mod tests {
         assert_eq!(Pmtud::new(1435, now, 0).with_step(1).companion, Some(BASE));
         assert_eq!(Pmtud::new(1435, now, 0).with_step(1400).companion, None);
         assert_eq!(Pmtud::new(1435, now, 0).without_companion().companion, None);
+    }
+
+    /// A search on a path that carries up to `mtu` and loses a `loss` share of all
+    /// probes (a fixed pseudo-random sequence); returns the size it settled on.
+    fn search_with_loss(mtu: u16, loss: u32, seed: u64) -> u16 {
+        let mut now = Instant::now();
+        let mut p = Pmtud::new(1435, now, 0).with_step(64);
+        let mut x = seed;
+        let rtt = Some(Duration::from_millis(10));
+        for _ in 0..500 {
+            let mut out = Vec::new();
+            p.poll(now, rtt, &mut out);
+            for probe in out {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let lost = (x >> 33) % 100 < u64::from(loss);
+                if probe.size <= mtu && !lost {
+                    p.on_ack(now, probe.id, None);
+                }
+            }
+            if p.state() == PmtuState::Confirmed {
+                return p.size();
+            }
+            now = p.deadline().map_or(now, |d| d.max(now));
+        }
+        panic!("no convergence: {p:?}");
+    }
+
+    #[test]
+    fn a_search_under_heavy_loss_does_not_settle_low() {
+        // 30 % of the probes lost: a single lost probe used to become the limit (then 16 of
+        // these 50 searches settled below the ceiling, 3 of them two steps below). Now a
+        // size must be lost in three rounds; a few still end one step short, none further.
+        let sizes: Vec<u16> = (0..50)
+            .map(|seed| search_with_loss(1472, 30, seed))
+            .collect();
+        let short = sizes.iter().filter(|s| **s != 1435).count();
+        assert!(short <= 5, "{short} of 50 settled low: {sizes:?}");
+        assert!(sizes.iter().all(|s| *s >= 1408), "{sizes:?}");
+        // A real hop is still found, loss or not (rarely one step short: 1216 lost thrice).
+        let sizes: Vec<u16> = (0..50)
+            .map(|seed| search_with_loss(1252, 30, seed))
+            .collect();
+        let short = sizes.iter().filter(|s| **s != 1216).count();
+        assert!(short <= 5, "{short} of 50 settled low: {sizes:?}");
+        assert!(sizes.iter().all(|s| *s == 1216 || *s == BASE), "{sizes:?}");
     }
 }

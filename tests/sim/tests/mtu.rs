@@ -114,15 +114,46 @@ fn a_black_hole_hop_is_found_and_nothing_is_lost() {
 fn senders_that_forbid_fragmentation_get_fragmentation_needed() {
     let mut sim = two_nodes(72, NodeConfig::default());
     sim.mtu_limits.push((sim.nodes[1].addr.ip(), HOP_1280));
-    let got = stream(&mut sim, 100, Duration::from_millis(10), true, |_, _| {});
+    // Four seconds: a path is told to the sender once it is 3 s old.
+    let got = stream(&mut sim, 400, Duration::from_millis(10), true, |_, _| {});
     // The packets still arrive (fragmented) while the sender learns.
-    assert_eq!(got.len(), 100);
+    assert_eq!(got.len(), 400);
     let mtus = frag_needed(&sim, 0);
     let pmtu = peer_of(&sim, 0).pmtu.unwrap() as u16;
     assert!(!mtus.is_empty(), "no Fragmentation Needed");
     assert!(mtus.iter().all(|m| *m == pmtu), "{mtus:?} vs {pmtu}");
-    // Rate-limited: one per 100 ms at most over the ~2 s stream.
-    assert!(mtus.len() <= 25, "{} messages", mtus.len());
+    // Rate-limited: one per 100 ms at most over the ~5 s stream.
+    assert!(mtus.len() <= 50, "{} messages", mtus.len());
+}
+
+#[test]
+fn a_path_in_passing_is_not_told_to_the_inner_stack() {
+    let cfg = NodeConfig {
+        direct: false,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::new(76, 2, cfg, Impairment::default());
+    sim.run_for(Duration::from_secs(3));
+    sim.mtu_limits.push((sim.nodes[1].addr.ip(), HOP_1280));
+    // The peer (and its relayed path) is new: for its first 3 s, packets too big for it go
+    // in overlay fragments and the sender is not told, since a path that may be gone a
+    // moment later must not lower the sender's size for the 10 minutes a kernel keeps it.
+    let got = stream(&mut sim, 200, Duration::from_millis(10), true, |_, _| {});
+    assert_eq!(got.len(), 200, "packets lost");
+    assert!(
+        frag_needed(&sim, 0).is_empty(),
+        "told within the path's first 3 s"
+    );
+    assert!(sim.nodes[0].node.counters().fragmented_packets >= 150);
+    // Once the path is older, a sender that forbids fragmentation is told.
+    let got = stream(&mut sim, 150, Duration::from_millis(10), true, |_, _| {});
+    assert_eq!(got.len(), 150);
+    let pmtu = peer_of(&sim, 0).pmtu.unwrap() as u16;
+    let mtus = frag_needed(&sim, 0);
+    assert!(
+        !mtus.is_empty() && mtus.iter().all(|m| *m == pmtu),
+        "{mtus:?}"
+    );
 }
 
 #[test]

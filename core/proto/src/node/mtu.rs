@@ -15,6 +15,12 @@ pub(super) const DIRECT_OVERHEAD: usize = TRANSPORT_OVERHEAD;
 pub(super) const RELAYED_OVERHEAD: usize = 2 * TRANSPORT_OVERHEAD + 8;
 /// At most one Packet Too Big per peer this often.
 const PTB_INTERVAL: Duration = Duration::from_millis(100);
+/// A path is this old before its size is told to the inner stack: the kernel keeps a Packet
+/// Too Big for 10 minutes and no message can raise it again, so a path in passing (the
+/// relay, for the moment a port rotation or a roam takes to validate a direct path again)
+/// must not lower what the sender uses for that long. Meanwhile packets go in overlay
+/// fragments.
+const PTB_PATH_AGE: Duration = Duration::from_secs(3);
 /// Header of a Fragment body: packet id (u32), index, count.
 const FRAG_HDR: usize = 6;
 /// Pieces one inner packet may be cut into.
@@ -201,7 +207,7 @@ impl Node {
     }
 
     /// An inner packet larger than the peer's path carries whole. Once discovery has settled
-    /// on the size, a sender that must not fragment (IPv4 with DF, or IPv6 while the path
+    /// on the size and the path is [`PTB_PATH_AGE`] old, a sender that must not fragment (IPv4 with DF, or IPv6 while the path
     /// carries at least IPv6's 1280) is told with a Packet Too Big (rate-limited); in every
     /// case the packet itself goes in overlay fragments, so nothing is lost meanwhile.
     pub(super) fn send_oversized(&mut self, now: Instant, pk: [u8; 32], packet: &[u8]) -> bool {
@@ -209,7 +215,8 @@ impl Node {
             return false;
         };
         let mtu = inner_mtu(p);
-        let settled = p.pmtu.state() == PmtuState::Confirmed;
+        let settled = p.pmtu.state() == PmtuState::Confirmed
+            && now.saturating_duration_since(p.pmtu.since()) >= PTB_PATH_AGE;
         let v6 = packet.first().map(|b| b >> 4) == Some(6);
         let may_tell = inner::dont_fragment(packet) && (!v6 || mtu >= 1280);
         let due = p
