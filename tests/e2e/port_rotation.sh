@@ -4,7 +4,9 @@
 # the overlay. The port must change at least twice, the data must arrive intact (sha256) and
 # the transfer may carry nothing for at most one second. Then a runs with a long rotation
 # period but sessions that re-key every 4 s (rekey_after_secs = 4): each re-key moves it to a
-# fresh port too (new keys and a new port together), with the same three checks.
+# fresh port too (new keys and a new port together), with the same three checks. In both,
+# the relay's smaller path, used for the moment it takes to validate the direct path again,
+# must never be told to a's stack (no Packet Too Big, no MTU in a's route cache).
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil).
 set -euo pipefail
@@ -53,6 +55,15 @@ transfer() {
   awk -v g="$gap" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' \
     || netns_fail "$phase: the transfer carried nothing for ${gap}s across a rotation (goal ≤ ${MAX_GAP}s)"
   ok "$phase: port changed $((${#ports[@]} - 1)) times; intact; longest gap ${gap}s"
+  # While a direct path is validated again after a rotation, a's data goes through the
+  # relay, whose path is smaller (1394-byte inner MTU). That passing path must not be told to
+  # a's TCP as a Packet Too Big: the kernel would keep the smaller MTU for 10 minutes.
+  local ptb cache
+  ptb=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .counters.too_big_sent)
+  cache=$(netns_exec a ip route show cache "$B4" | grep -o 'mtu [0-9]*' || true)
+  [ "$ptb" = 0 ] && [ -z "$cache" ] \
+    || netns_fail "$phase: a Packet Too Big for a path in passing (too_big_sent $ptb, route cache '${cache}')"
+  ok "$phase: no Packet Too Big, no MTU in a's route cache"
   GAPS+=("$phase ${gap}s")
   netns_exec a "$VEIL_BIN" down --state-dir "$SD/a" >/dev/null 2>&1 || netns_fail "veil down failed"
   netns_wait_exit node-a 10 || netns_fail "node a did not stop"
