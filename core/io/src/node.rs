@@ -917,6 +917,9 @@ impl NodeRunner {
     }
 
     fn on_tun_readable(&mut self) -> Result<(), NodeError> {
+        // One clock read per wake-up: a UDP sender's datagrams come one per read, and the
+        // packets of one wake-up are microseconds apart.
+        let now = Instant::now();
         for _ in 0..MAX_BATCH {
             let (Some(tun), Some(rx)) = (self.tun.as_ref(), self.tun_rx.as_mut()) else {
                 return Ok(());
@@ -930,7 +933,6 @@ impl NodeRunner {
                     break;
                 }
             };
-            let now = Instant::now();
             self.counters.tun_reads += 1;
             self.counters.tun_read_packets += n as u64;
             for i in 0..n {
