@@ -15,7 +15,14 @@ use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+
+/// The socket as the runtime watches it. On Unix, for reading only: a send never waits (a
+/// full buffer is a drop), so write readiness would only wake the loop after every send for
+/// nothing (tokio's `UdpSocket` asks for both).
+#[cfg(unix)]
+type Socket = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
+#[cfg(not(unix))]
+type Socket = tokio::net::UdpSocket;
 
 /// Receive calls per wake-up before the loop looks at its other sources (the TUN, timers):
 /// with GRO one call may return 8 × 64 datagrams, so a busy socket would otherwise keep the
@@ -78,7 +85,7 @@ impl Offload {
 /// A UDP socket with its offload state.
 #[derive(Debug)]
 pub struct Udp {
-    socket: UdpSocket,
+    socket: Socket,
     state: UdpSocketState,
     local: SocketAddr,
     /// Whether sends may be segmented.
@@ -107,8 +114,16 @@ impl Udp {
                 );
             }
         }
-        let socket = UdpSocket::from_std(std_socket)?;
-        let local = socket.local_addr()?;
+        let local = std_socket.local_addr()?;
+        #[cfg(unix)]
+        // SAFETY: the `AsyncFd` owns the socket, and so its descriptor, until it is dropped;
+        // nothing else closes or replaces it meanwhile.
+        let socket = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(std_socket, Interest::READABLE)
+        }
+        .map_err(io::Error::from)?;
+        #[cfg(not(unix))]
+        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
         Ok(Udp {
             socket,
             state,
@@ -122,14 +137,21 @@ impl Udp {
         self.local
     }
 
-    /// Waits until the socket may have datagrams.
+    /// Waits until the socket may have datagrams (the readiness stays until a receive
+    /// finds none).
     pub async fn readable(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        return self.socket.readable().await.map(drop);
+        #[cfg(not(unix))]
         self.socket.readable().await
     }
 
-    /// Waits until the socket may take datagrams (a fresh socket is not known to until the
-    /// runtime has looked once).
+    /// Waits until the socket may take datagrams. On Unix sends never wait, so this does
+    /// not either.
     pub async fn writable(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        return Ok(());
+        #[cfg(not(unix))]
         self.socket.writable().await
     }
 
@@ -151,6 +173,9 @@ impl Udp {
             segment_size: segment.filter(|s| *s < contents.len()),
             src_ip: None,
         };
+        #[cfg(unix)]
+        return self.state.try_send(self.socket.get_ref().into(), &transmit);
+        #[cfg(not(unix))]
         self.socket.try_io(Interest::WRITABLE, || {
             self.state.try_send((&self.socket).into(), &transmit)
         })
@@ -163,6 +188,11 @@ impl Udp {
             let mut it = bufs.iter_mut();
             std::array::from_fn(|_| IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..])))
         };
+        #[cfg(unix)]
+        return self.socket.try_io(Interest::READABLE, |socket| {
+            self.state.recv(socket.into(), &mut slices, &mut meta[..])
+        });
+        #[cfg(not(unix))]
         self.socket.try_io(Interest::READABLE, || {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut meta[..])
