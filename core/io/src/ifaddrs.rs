@@ -99,55 +99,50 @@ pub fn candidates(
 /// Wakes the node when the host's addresses or links change, so that a roam is noticed at
 /// once and an idle node does not poll. Linux: a `NETLINK_ROUTE` socket in the link and
 /// address multicast groups (any message, or a lost one, means "look again"). Elsewhere, or
-/// when that socket cannot be had: a timer every [`POLL_EVERY`].
+/// when that socket cannot be had: a timer every [`POLL_EVERY`]. Either way the caller also
+/// reads the addresses every [`REREAD_EVERY`], so a missed notification heals.
 pub struct AddrWatch {
     #[cfg(target_os = "linux")]
     fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    /// The timer used without notifications. An `Interval` keeps its schedule across the
+    /// caller's `select!` rounds, so a busy loop still polls every [`POLL_EVERY`].
+    poll: tokio::time::Interval,
 }
 
 /// How often addresses are read again without change notifications.
 pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// How often they are read again even with them (a missed notification heals).
+/// How often they are read again even with them.
 pub const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AddrWatch {
     /// Subscribes (needs a tokio runtime); falls back to polling if that fails.
     pub fn new() -> Self {
+        let mut w = AddrWatch::polling();
         #[cfg(target_os = "linux")]
-        {
-            match linux_watch() {
-                Ok(fd) => AddrWatch { fd: Some(fd) },
-                Err(e) => {
-                    tracing::warn!(error = %e, "no address change notifications; polling every 250 ms");
-                    AddrWatch { fd: None }
-                }
+        match linux_watch() {
+            Ok(fd) => w.fd = Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "no address change notifications; polling every 250 ms");
             }
         }
-        #[cfg(not(target_os = "linux"))]
-        AddrWatch {}
+        w
     }
 
-    /// Whether changes are notified (else [`AddrWatch::changed`] is a poll timer).
-    pub fn notified(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            self.fd.is_some()
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
-    }
-
-    /// How long the node may go without reading the addresses again.
-    pub fn reread_every(&self) -> std::time::Duration {
-        if self.notified() {
-            REREAD_EVERY
-        } else {
-            POLL_EVERY
+    /// Without notifications: the timer only.
+    fn polling() -> Self {
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.reset();
+        AddrWatch {
+            #[cfg(target_os = "linux")]
+            fd: None,
+            poll,
         }
     }
 
-    /// Returns when something may have changed. With notifications: when the kernel sent
-    /// some (all of them are consumed); a failed socket falls back to polling.
+    /// Returns when something may have changed: the kernel sent notifications (all of
+    /// them are consumed), or, without them, the poll timer ticked. A socket that fails
+    /// falls back to the timer. Cancel-safe.
     pub async fn changed(&mut self) {
         #[cfg(target_os = "linux")]
         if let Some(fd) = self.fd.as_ref() {
@@ -159,7 +154,7 @@ impl AddrWatch {
                 }
             }
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        self.poll.tick().await;
     }
 }
 
@@ -248,6 +243,30 @@ async fn drain_when_readable(
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn polling_keeps_its_schedule_in_a_busy_loop() {
+        // Without notifications the watch polls every 250 ms, also when the caller's
+        // select! is woken far more often by something else (each round drops the
+        // `changed` future).
+        let mut w = super::AddrWatch::polling();
+        let start = tokio::time::Instant::now();
+        let mut busy = tokio::time::interval(std::time::Duration::from_millis(10));
+        let mut polls = Vec::new();
+        while polls.len() < 3 {
+            tokio::select! {
+                () = w.changed() => polls.push(start.elapsed().as_millis()),
+                _ = busy.tick() => {
+                    assert!(start.elapsed().as_secs() < 2, "no poll in a busy loop: {polls:?}");
+                }
+            }
+        }
+        // 250, 500 and 750 ms, give or take a scheduling delay.
+        for (k, ms) in polls.iter().enumerate() {
+            let want = 250 * (k as u128 + 1);
+            assert!(*ms >= want && *ms < want + 100, "{polls:?}");
+        }
+    }
+
     use super::*;
     use std::net::Ipv4Addr;
 

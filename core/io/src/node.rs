@@ -470,7 +470,7 @@ impl NodeRunner {
         // Addresses are read again when the OS says they changed (or, without such news,
         // every 250 ms), and every 30 s regardless.
         let mut watch = ifaddrs::AddrWatch::new();
-        let mut rescan = tokio::time::interval(watch.reread_every());
+        let mut rescan = tokio::time::interval(ifaddrs::REREAD_EVERY);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         rescan.reset();
         let mut next_rotation = self.rotate_every.map(|d| tokio::time::Instant::now() + d);
