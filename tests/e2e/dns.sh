@@ -27,7 +27,10 @@ A4=$(veil_ipv4 a)
 B4=$(veil_ipv4 b)
 name=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$NETNS_DIR/state/a" | jq -r .name)
 [ "$name" = alpha ] || netns_fail "veil status --json of a shows name '$name'"
-netns_exec a "$VEIL_BIN" status --state-dir "$NETNS_DIR/state/a" | grep -Eq '^ *name +alpha' \
+# The output is read whole before grep looks at it: `grep -q` stops reading at the first
+# match, and under pipefail the writer's broken pipe would fail the line.
+out=$(netns_exec a "$VEIL_BIN" status --state-dir "$NETNS_DIR/state/a")
+grep -Eq '^ *name +alpha' <<<"$out" \
   || netns_fail "veil status of a does not show its name"
 mkdir -p "/etc/netns/$(netns_name b)"
 printf 'nameserver %s\noptions timeout:2 attempts:1\n' "$B4" >"/etc/netns/$(netns_name b)/resolv.conf"
@@ -95,7 +98,8 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 [ "$taken" = true ] || netns_fail "c asked for the name alpha, held by a, and its status does not say it is taken"
-netns_exec c "$VEIL_BIN" status --state-dir "$NETNS_DIR/state/c" | grep -q 'held by another member' \
+out=$(netns_exec c "$VEIL_BIN" status --state-dir "$NETNS_DIR/state/c")
+grep -q 'held by another member' <<<"$out" \
   || netns_fail "veil status of c does not explain the name"
 got=$(netns_exec b getent ahostsv4 alpha.veil | awk 'NR == 1 { print $1 }')
 [ "$got" = "$A4" ] || netns_fail "after c asked for it, alpha.veil resolves to '$got', not a's $A4"

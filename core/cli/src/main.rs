@@ -22,12 +22,32 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !long_running(&cli.cmd) {
+        quiet_broken_pipe();
+    }
     match dispatch(&cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("veil: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands that run a node, a relay or the service: they keep Rust's default of
+/// ignoring SIGPIPE, so that a peer closing a socket is an error to handle, not an exit.
+fn long_running(cmd: &Cmd) -> bool {
+    matches!(cmd, Cmd::Up(_) | Cmd::Service(ServiceCmd::Run(_)))
+        || matches!(cmd, Cmd::Relay(r) if r.sub.is_none())
+}
+
+/// A short command whose reader went away (`veil status | head`, `| grep -q`) ends there,
+/// quietly, as Unix tools do, instead of panicking in `println!` on the broken pipe.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
