@@ -73,6 +73,15 @@ fn stream(
     seen.into_iter().collect()
 }
 
+/// Two nodes whose direct path carried 50 full-size packets and settled on 1400.
+fn warmed(seed: u64) -> Sim {
+    let mut sim = two_nodes(seed, NodeConfig::default());
+    let warm = stream(&mut sim, 50, Duration::from_millis(10), false, |_, _| {});
+    assert_eq!(warm.len(), 50);
+    assert_eq!(peer_of(&sim, 0).pmtu, Some(1400));
+    sim
+}
+
 /// The ICMP Fragmentation Needed messages node `i`'s TUN received: their next-hop MTUs.
 fn frag_needed(sim: &Sim, i: usize) -> Vec<u16> {
     sim.nodes[i]
@@ -179,10 +188,7 @@ fn a_relayed_path_accounts_for_both_legs() {
 
 #[test]
 fn a_path_that_shrinks_mid_transfer_recovers_within_a_second() {
-    let mut sim = two_nodes(74, NodeConfig::default());
-    let warm = stream(&mut sim, 50, Duration::from_millis(10), false, |_, _| {});
-    assert_eq!(warm.len(), 50);
-    assert_eq!(peer_of(&sim, 0).pmtu, Some(1400));
+    let mut sim = warmed(74);
     let ip = sim.nodes[1].addr.ip();
     let got = stream(&mut sim, 400, Duration::from_millis(10), false, |k, sim| {
         if k == 100 {
@@ -210,10 +216,7 @@ fn a_path_that_shrinks_mid_transfer_recovers_within_a_second() {
 
 #[test]
 fn a_congested_path_keeps_its_size() {
-    let mut sim = two_nodes(75, NodeConfig::default());
-    let warm = stream(&mut sim, 50, Duration::from_millis(10), false, |_, _| {});
-    assert_eq!(warm.len(), 50);
-    assert_eq!(peer_of(&sim, 0).pmtu, Some(1400));
+    let mut sim = warmed(75);
     // Ten seconds of a path that loses 40 % of all datagrams, large and small alike (a
     // saturated queue): probes are lost, but so are their companions, and the full-size
     // data that does arrive shows the size still passes.
