@@ -5,6 +5,9 @@
 #   tcp1   iperf3, one TCP stream
 #   tcp4   iperf3, four TCP streams
 #   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss
+#   udprate  the loss-free UDP rate (RFC 2544's throughput): the highest rate iperf3 is told
+#          to send 1372-byte datagrams at whose run loses < 1 %, found by bisection
+#          (UDPRATE_STEPS runs of UDPRATE_SECS, default 7 × 5 s, between 0 and 4000 Mbit/s)
 #   rtt    ping, 200 × 10 ms: average and median RTT in µs; and 1000 back to back (`ping -A`)
 # Each iperf3 figure is the median of RUNS (default 3) runs of BENCH_SECS (default 10) s.
 # Also the CPU seconds the tunnel processes used during tcp1, and the memory (RSS) of one
@@ -19,7 +22,7 @@ cd "$ROOT"
 SECS=${BENCH_SECS:-10}
 RUNS=${RUNS:-3}
 SECTIONS=("$@")
-[ "${#SECTIONS[@]}" -gt 0 ] || SECTIONS=(tcp1 tcp4 udp rtt)
+[ "${#SECTIONS[@]}" -gt 0 ] || SECTIONS=(tcp1 tcp4 udp udprate rtt)
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 bash scripts/setup.sh >/dev/null
 cargo build --release -p veil-cli --quiet
@@ -58,6 +61,31 @@ iperf() {
       jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | floor' <<<"$out"
     fi
   done | if [ "$kind" = udp ]; then sort -n | awk '{ m[NR] = $1; l[NR] = $2 } END { i = int((NR + 1) / 2); printf "%s %.2f\n", m[i], l[i] }'; else median; fi
+}
+
+# udprate DST: "goodput_mbps rate_mbps loss_pct" of the run that lost < 1 % and delivered
+# the most. The unlimited udp section measures how a sender that outruns the path fares (a
+# TUN drops what does not fit in its queue and never blocks the sender); this one measures
+# what the path carries without loss, as a paced sender (video, games, QUIC with its
+# congestion control) sees it.
+udprate() {
+  local dst=$1 lo=0 hi=4000 mid i out got loss best="0 0 100"
+  for ((i = 0; i < ${UDPRATE_STEPS:-7}; i++)); do
+    mid=$(((lo + hi) / 2))
+    out=$(netns_exec wa iperf3 -c "$dst" -J -u -l 1372 -b "${mid}M" -t "${UDPRATE_SECS:-5}" 2>/dev/null || echo '{}')
+    read -r got loss < <(jq -r '.end.sum_received // {} | if (.packets // 0) > 0 then
+        "\((.bits_per_second // 0) / 1e6 | floor) \(.lost_percent // 100)" else "0 100" end' <<<"$out")
+    echo "# udprate to $dst: told ${mid} Mbit/s, received $got Mbit/s, lost $loss %" >&2
+    if awk -v l="$loss" 'BEGIN { exit !(l < 1) }'; then
+      lo=$mid
+      # The most received in a run under 1 %: a faster told rate may deliver less when
+      # the sender itself cannot keep up.
+      [ "$got" -le "${best%% *}" ] || best="$got $mid $loss"
+    else
+      hi=$mid
+    fi
+  done
+  echo "$best"
 }
 
 rtt() { # DST: average and median RTT in µs of 200 pings 10 ms apart, then the average of
@@ -107,6 +135,7 @@ measure() {
       tcp1) c0=$(cpu "$@"); RES[tcp1]=$(iperf tcp1 "$dst"); RES[cpu]=$(awk -v a="$(cpu "$@")" -v b="$c0" 'BEGIN { printf "%.1f", a - b }') ;;
       tcp4) RES[tcp4]=$(iperf tcp4 "$dst") ;;
       udp) RES[udp]=$(iperf udp "$dst") ;;
+      udprate) RES[udprate]=$(udprate "$dst") ;;
       rtt) RES[rtt]=$(rtt "$dst") ;;
     esac
   done
@@ -160,6 +189,12 @@ for s in "${SECTIONS[@]}"; do
       read -r vm vl <<<"${VEIL[udp]}"
       read -r bm bl <<<"${BT[udp]:-0 100}"
       echo "RESULT udp raw_mbps=$rm veil_mbps=$vm boringtun_mbps=$bm veil_over_boringtun=$(ratio "$vm" "$bm") veil_over_raw=$(ratio "$vm" "$rm") raw_loss_pct=$rl veil_loss_pct=$vl boringtun_loss_pct=$bl"
+      ;;
+    udprate)
+      read -r rg rr rl <<<"${RAW[udprate]}"
+      read -r vg vr vl <<<"${VEIL[udprate]}"
+      read -r bg br bl <<<"${BT[udprate]:-0 0 100}"
+      echo "RESULT udprate raw_mbps=$rg veil_mbps=$vg boringtun_mbps=$bg veil_over_boringtun=$(ratio "$vg" "$bg") veil_over_raw=$(ratio "$vg" "$rg") raw_rate=$rr veil_rate=$vr boringtun_rate=$br raw_loss_pct=$rl veil_loss_pct=$vl boringtun_loss_pct=$bl"
       ;;
     rtt)
       read -r rs rm rb <<<"${RAW[rtt]}"
