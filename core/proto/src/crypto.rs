@@ -207,8 +207,11 @@ impl SessionCrypto for ChaChaAead {
 }
 
 /// The data-path AEAD of sessions between nodes: ChaCha20-Poly1305 or AES-256-GCM, as the
-/// handshake agreed (see [`SessionCrypto`] for the nonce and tag).
-pub struct DataAead(AeadKey);
+/// handshake agreed (see [`SessionCrypto`] for the nonce and tag). Cloning shares the key:
+/// a [`crate::session::SealJob`] or [`crate::session::OpenJob`] carries one to whichever
+/// thread runs it.
+#[derive(Clone)]
+pub struct DataAead(std::sync::Arc<AeadKey>);
 
 enum AeadKey {
     ChaCha(ChaChaAead),
@@ -225,25 +228,27 @@ impl DataAead {
     /// Creates the cipher for one direction of one session.
     pub fn new(key: &[u8; KEY_LEN], cipher: Cipher) -> Self {
         match cipher {
-            Cipher::ChaCha20Poly1305 => DataAead(AeadKey::ChaCha(ChaChaAead::from_key(key))),
+            Cipher::ChaCha20Poly1305 => DataAead(std::sync::Arc::new(AeadKey::ChaCha(
+                ChaChaAead::from_key(key),
+            ))),
             #[cfg(feature = "ring")]
             Cipher::Aes256Gcm => {
                 let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
                     .unwrap_or_else(|_| unreachable_key(&ring::aead::AES_256_GCM));
-                DataAead(AeadKey::Aes(Box::new(ring::aead::LessSafeKey::new(
-                    unbound,
+                DataAead(std::sync::Arc::new(AeadKey::Aes(Box::new(
+                    ring::aead::LessSafeKey::new(unbound),
                 ))))
             }
             #[cfg(not(feature = "ring"))]
-            Cipher::Aes256Gcm => {
-                DataAead(AeadKey::Aes(Box::new(aes_gcm::Aes256Gcm::new(key.into()))))
-            }
+            Cipher::Aes256Gcm => DataAead(std::sync::Arc::new(AeadKey::Aes(Box::new(
+                aes_gcm::Aes256Gcm::new(key.into()),
+            )))),
         }
     }
 
     /// Which AEAD this is.
     pub fn cipher(&self) -> Cipher {
-        match self.0 {
+        match *self.0 {
             AeadKey::ChaCha(_) => Cipher::ChaCha20Poly1305,
             AeadKey::Aes(_) => Cipher::Aes256Gcm,
         }
@@ -251,7 +256,7 @@ impl DataAead {
 
     /// Encrypts `buf` in place and returns the tag.
     pub fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        match &self.0 {
+        match &*self.0 {
             AeadKey::ChaCha(k) => k.seal(counter, aad, buf),
             #[cfg(feature = "ring")]
             AeadKey::Aes(k) => ring_seal(k, counter, aad, buf),
@@ -262,7 +267,7 @@ impl DataAead {
 
     /// Decrypts `buf` in place; on failure the contents of `buf` are unspecified.
     pub fn open(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        match &self.0 {
+        match &*self.0 {
             AeadKey::ChaCha(k) => k.open(counter, aad, buf, tag),
             #[cfg(feature = "ring")]
             AeadKey::Aes(k) => ring_open(k, counter, aad, buf, tag),
@@ -404,11 +409,11 @@ impl HeaderMask for HeaderKey {
 /// A header key with its AES key schedule expanded once (about 1 KB; 13 ns a mask instead
 /// of 77 ns, see [`HeaderKey`]): our own keys, which every received datagram is unmasked
 /// with (a node holds one for its peers and one per relay link, a relay one), and the
-/// peer's key in a node's sessions (a node holds a few).
+/// peer's key in a node's sessions (a node holds a few). Cloning shares the schedule.
 #[derive(Clone)]
 pub struct HeaderKeySchedule {
     key: [u8; KEY_LEN],
-    aes: aes::Aes256Enc,
+    aes: std::sync::Arc<aes::Aes256Enc>,
 }
 
 impl HeaderKeySchedule {
@@ -416,7 +421,7 @@ impl HeaderKeySchedule {
     pub fn new(key: [u8; KEY_LEN]) -> Self {
         HeaderKeySchedule {
             key,
-            aes: aes::Aes256Enc::new((&key).into()),
+            aes: std::sync::Arc::new(aes::Aes256Enc::new((&key).into())),
         }
     }
 

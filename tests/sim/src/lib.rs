@@ -156,6 +156,14 @@ pub struct Sim {
     pub captured: Vec<Captured>,
     /// Whether to capture.
     pub capture: bool,
+    /// Nodes seal and open their direct-path datagrams through jobs, as the I/O layer does
+    /// with crypto helper threads (`Node::handle_tun_packet_later`, `Node::open_job`,
+    /// `Node::handle_opened`), instead of inside the engine.
+    pub split_aead: bool,
+    /// With `split_aead`: datagrams sealed and opened by jobs.
+    pub split_sealed: u64,
+    /// See `split_sealed`.
+    pub split_opened: u64,
     heap: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     rng: ChaCha20Rng,
@@ -334,6 +342,9 @@ impl Sim {
             impair,
             captured: Vec::new(),
             capture: false,
+            split_aead: false,
+            split_sealed: 0,
+            split_opened: 0,
             heap: BinaryHeap::new(),
             seq: 0,
             rng,
@@ -651,10 +662,21 @@ impl Sim {
     /// Injects an inner packet as if node `i`'s TUN produced it.
     pub fn tun_send(&mut self, i: usize, packet: &[u8]) {
         let now = self.now;
-        if let Some(t) = self.nodes[i]
-            .node
-            .handle_tun_packet(now, packet, &mut self.out)
-        {
+        let made = if self.split_aead {
+            self.nodes[i]
+                .node
+                .handle_tun_packet_later(now, packet, &mut self.out)
+        } else {
+            self.nodes[i]
+                .node
+                .handle_tun_packet(now, packet, &mut self.out)
+                .map(|t| (t, None))
+        };
+        if let Some((t, job)) = made {
+            if let Some(job) = job {
+                job.run(&mut self.out);
+                self.split_sealed += 1;
+            }
             let bytes = self.out[..t.len].to_vec();
             let from = self.nodes[i].addr;
             self.send(from, t.dst, bytes);
@@ -813,7 +835,20 @@ impl Sim {
         let Some(i) = self.nodes.iter().position(|n| n.addr == to && !n.gone) else {
             return;
         };
-        if let Some(r) = self.nodes[i].node.handle_datagram(now, f.from, &mut buf) {
+        let node = &mut self.nodes[i].node;
+        let job = self
+            .split_aead
+            .then(|| node.open_job(now, f.from, &buf))
+            .flatten();
+        let r = match job {
+            Some(job) => {
+                self.split_opened += 1;
+                let opened = job.run(&mut buf);
+                node.handle_opened(now, f.from, &mut buf, opened)
+            }
+            None => node.handle_datagram(now, f.from, &mut buf),
+        };
+        if let Some(r) = r {
             let p = buf[r].to_vec();
             self.nodes[i].tun.push(p);
         }

@@ -124,6 +124,17 @@ fn spoofed_source_is_dropped() {
 
 #[test]
 fn survives_loss_reordering_and_duplication() {
+    loss_reordering_and_duplication(false);
+}
+
+/// The same with the AEAD split out of the engine into jobs (what the I/O layer does with
+/// crypto helper threads): nothing may change, replays included.
+#[test]
+fn survives_loss_reordering_and_duplication_with_split_aead() {
+    loss_reordering_and_duplication(true);
+}
+
+fn loss_reordering_and_duplication(split_aead: bool) {
     let imp = Impairment {
         latency: Duration::from_millis(10),
         jitter: Duration::from_millis(15),
@@ -131,6 +142,7 @@ fn survives_loss_reordering_and_duplication() {
         duplicate: 0.05,
     };
     let mut sim = joined(4, 5, NodeConfig::default(), imp);
+    sim.split_aead = split_aead;
     warm_up(&mut sim, 0, 1);
     warm_up(&mut sim, 3, 2);
     let got = stream(&mut sim, 0, 1, 400, Duration::from_millis(5));
@@ -149,15 +161,33 @@ fn survives_loss_reordering_and_duplication() {
         sim.nodes[1].node.counters().dropped_replay > 0,
         "duplicates are caught by the replay window"
     );
+    if split_aead {
+        assert!(
+            sim.split_sealed >= 300 && sim.split_opened >= 300,
+            "the data went through jobs: {} sealed, {} opened",
+            sim.split_sealed,
+            sim.split_opened
+        );
+    }
 }
 
 #[test]
 fn sessions_rekey_without_losing_traffic() {
+    rekey_without_loss(false);
+}
+
+#[test]
+fn sessions_rekey_without_losing_traffic_with_split_aead() {
+    rekey_without_loss(true);
+}
+
+fn rekey_without_loss(split_aead: bool) {
     let cfg = NodeConfig {
         rekey_after_time: Duration::from_secs(20),
         ..NodeConfig::default()
     };
     let mut sim = joined(2, 6, cfg, Impairment::default());
+    sim.split_aead = split_aead;
     let got = stream(&mut sim, 0, 1, 1000, Duration::from_millis(100));
     assert_eq!(
         got, 1000,
@@ -168,6 +198,14 @@ fn sessions_rekey_without_losing_traffic() {
         rekeys >= 4,
         "expected several re-keys in 100 s, got {rekeys}"
     );
+    if split_aead {
+        assert!(
+            sim.split_sealed >= 900 && sim.split_opened >= 900,
+            "the data went through jobs: {} sealed, {} opened",
+            sim.split_sealed,
+            sim.split_opened
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
 use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
 use crate::noise::{Initiator, Responder};
 use crate::pmtu::Pmtud;
-use crate::session::{OpenError, Session};
+use crate::session::{OpenError, OpenJob, Opened, SealJob, Session};
 use crate::token::{JoinToken, ROTATION_GRACE_SECS};
 use crate::types::*;
 use crate::wire::{self, Cursor, Frame, HsKind, Padding, BODY_OFFSET, TRANSPORT_OVERHEAD};
@@ -179,6 +179,12 @@ struct Sessions {
 }
 
 impl Sessions {
+    fn get(&self, cid: &[u8; 8]) -> Option<&Session> {
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|s| &s.recv_cid == cid)
+    }
     fn get_mut(&mut self, cid: &[u8; 8]) -> Option<&mut Session> {
         match (&mut self.current, &mut self.previous) {
             (Some(s), _) if &s.recv_cid == cid => Some(s),
@@ -429,6 +435,10 @@ pub struct Node {
     hs_limit: crate::ratelimit::RateLimiter<Path>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
+    /// While [`Node::handle_tun_packet_later`] runs: a datagram on a direct path is left
+    /// for the caller to seal (`sealed_later` takes its job).
+    seal_later: bool,
+    sealed_later: Option<SealJob>,
     events: VecDeque<NodeEvent>,
     counters: NodeCounters,
 }
@@ -531,6 +541,8 @@ impl Node {
             hs_limit: crate::ratelimit::RateLimiter::new(HS_PER_SEC, HS_BURST, HS_KEYS),
             transmits: VecDeque::new(),
             tun_out: VecDeque::new(),
+            seal_later: false,
+            sealed_later: None,
             events: VecDeque::new(),
             counters: NodeCounters::default(),
             keys,
@@ -671,6 +683,50 @@ impl Node {
             return None;
         }
         self.datagram(now, from, buf)
+    }
+
+    /// The AEAD work of a datagram from `from`, if it is an end-to-end datagram of a
+    /// session on a direct path that [`Node::handle_datagram`] would open: the I/O layer
+    /// runs a batch's jobs on several cores, then hands each datagram with its [`Opened`]
+    /// to [`Node::handle_opened`], in the order they came. Anything else (relayed,
+    /// handshakes, private modes, replays) gets no job and goes to `handle_datagram`.
+    pub fn open_job(&self, now: Instant, from: SocketAddr, dg: &[u8]) -> Option<OpenJob> {
+        if self.guard.is_some() || self.cfg.private != Privacy::Off || from == self.relay.addr {
+            return None;
+        }
+        let (cid, counter) = wire::unmask_header(&self.hp, dg)?;
+        let Some(CidOwner::Peer(pk)) = self.cids.get(&cid) else {
+            return None;
+        };
+        let rejected = self.cfg.rekey_after_time + REJECT_AFTER_EXTRA;
+        self.peers
+            .get(pk)?
+            .sessions
+            .get(&cid)?
+            .open_job(now, counter, rejected)
+    }
+
+    /// A datagram from `from` whose [`OpenJob`] ran (`buf` is decrypted in place when
+    /// `opened` says so): [`Node::handle_datagram`] from the AEAD on. A session that went
+    /// away since the job was made (the batch closed or re-keyed it) drops the datagram.
+    pub fn handle_opened(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        opened: Opened,
+    ) -> Option<Range<usize>> {
+        self.counters.rx_datagrams += 1;
+        if self.guard.is_some() || self.cfg.private != Privacy::Off {
+            self.counters.dropped_private += 1;
+            return None;
+        }
+        let Some(CidOwner::Peer(pk)) = self.cids.get(&opened.cid()).copied() else {
+            self.counters.dropped_bad_aead += 1;
+            return None;
+        };
+        let (cid, counter) = (opened.cid(), opened.counter());
+        self.peer_transport_opened(now, pk, Path::Direct(from), cid, counter, buf, Some(opened))
     }
 
     /// A datagram from `from` (the home relay's address when it came through the guard).
@@ -822,6 +878,21 @@ impl Node {
         counter: u64,
         dg: &mut [u8],
     ) -> Option<Range<usize>> {
+        self.peer_transport_opened(now, pk, path, cid, counter, dg, None)
+    }
+
+    /// [`Node::peer_transport`]; with `opened`, the AEAD already ran (an [`OpenJob`]).
+    #[allow(clippy::too_many_arguments)]
+    fn peer_transport_opened(
+        &mut self,
+        now: Instant,
+        pk: [u8; 32],
+        path: Path,
+        cid: [u8; 8],
+        counter: u64,
+        dg: &mut [u8],
+        opened: Option<Opened>,
+    ) -> Option<Range<usize>> {
         if matches!(path, Path::Direct(_)) && self.private_with(&pk) {
             // In private mode a peer may not learn that this address is ours.
             self.counters.dropped_private += 1;
@@ -830,7 +901,11 @@ impl Node {
         let rejected = self.cfg.rekey_after_time + REJECT_AFTER_EXTRA;
         let peer = self.peers.get_mut(&pk)?;
         let session = peer.sessions.get_mut(&cid)?;
-        let (kind, body) = match session.open(now, counter, dg, rejected) {
+        let result = match opened {
+            Some(o) => session.open_opened(now, dg, rejected, o),
+            None => session.open(now, counter, dg, rejected),
+        };
+        let (kind, body) = match result {
             Ok(x) => x,
             Err(e) => {
                 self.count_open_error(e);
@@ -1382,6 +1457,24 @@ impl Node {
         Some(t)
     }
 
+    /// [`Node::handle_tun_packet`], but a datagram for a peer on a direct path comes back
+    /// with its encryption still to do: `out` holds the frame's plaintext, and the
+    /// [`SealJob`] seals it there, on whichever thread the caller likes, before it is sent
+    /// (the I/O layer spreads a batch's jobs over the cores). Other transmits (relayed,
+    /// fragments, control frames) are sealed as usual.
+    pub fn handle_tun_packet_later(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<(Transmit, Option<SealJob>)> {
+        self.seal_later = true;
+        let t = self.handle_tun_packet(now, packet, out);
+        self.seal_later = false;
+        let job = self.sealed_later.take();
+        t.map(|t| (t, job))
+    }
+
     fn tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> Option<Transmit> {
         let Some(dst) = ip_destination(packet) else {
             self.counters.dropped_malformed += 1;
@@ -1498,7 +1591,14 @@ impl Node {
                 return None;
             }
             out[BODY_OFFSET..BODY_OFFSET + packet.len()].copy_from_slice(packet);
-            let len = session.seal(now, out, Frame::Data, packet.len(), pad)?;
+            let len = if self.seal_later {
+                let job = session.seal_later(now, out, Frame::Data, packet.len(), pad)?;
+                let len = job.len();
+                self.sealed_later = Some(job);
+                len
+            } else {
+                session.seal(now, out, Frame::Data, packet.len(), pad)?
+            };
             peer.tx_bytes += packet.len() as u64;
             peer.last_data = now;
             self.counters.tx_packets += 1;
