@@ -2,13 +2,14 @@
 # Measures Veil and prints the figures docs/benchmarks.md quotes, with their baselines from the
 # same run. Not a test: nothing here passes or fails on a number.
 #
-#   scripts/bench.sh            criterion (crypto, handshake), rendezvous at 10k nodes, and
+#   scripts/bench.sh            criterion (crypto, handshake, a batch on helper threads),
+#                               rendezvous at 10k nodes, and
 #                               namespace throughput / first-packet latency
 #   scripts/bench.sh --full     also the rendezvous at 100,000 nodes (about 2 minutes, 600 MB)
 #   scripts/bench.sh --net      only the namespace measurements
 #   scripts/bench.sh mtu [CASE...]  the MTU benchmark against boringtun (scripts/bench-mtu.sh)
 #   scripts/bench.sh flood      throughput under a garbage flood (scripts/bench-flood.sh)
-#   scripts/bench.sh net [tcp1|tcp4|udp|rtt...]  raw veth vs Veil vs boringtun (scripts/bench-net.sh)
+#   scripts/bench.sh net [tcp1|tcp4|udp|udprate|rtt...]  raw veth vs Veil vs boringtun (scripts/bench-net.sh)
 #   scripts/bench.sh private    direct vs private one/two hops vs TCP fallback, cover traffic
 #                               overhead (scripts/bench-private.sh)
 #   scripts/bench.sh crit [--save]  criterion medians vs the committed docs/perf-baseline.tsv
@@ -35,7 +36,7 @@ for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --net) ONLY_NET=1 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +52,10 @@ if [ "$ONLY_NET" = 0 ]; then
   echo
   echo "## criterion: per-packet crypto and handshake"
   cargo bench -p veil-proto --bench datapath -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | grep -E '^[a-z_]+/|time:|thrpt:' || true
+  echo
+  echo "## criterion: the AEAD of a batch alone and shared with a helper thread (crypto_threads)"
+  cargo bench -p veil-io --bench batch -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
     | grep -E '^[a-z_]+/|time:|thrpt:' || true
   echo
   echo "## rendezvous"

@@ -180,6 +180,7 @@ impl VeilNode {
             relay_transport: self.config.relay_transport(),
             relay_tcp: self.relay_tcp.clone(),
             offload: Offload::All,
+            crypto_threads: veil_io::node::auto_crypto_threads(),
         };
         let rt = self.rt()?;
         let runner = self.with_log(|| {

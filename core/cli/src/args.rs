@@ -394,6 +394,11 @@ pub struct UpArgs {
     /// offload). For measuring and for drivers that mishandle an offload.
     #[arg(long, value_name = "all|udp|off")]
     pub offload: Option<String>,
+    /// Helper threads that share the encryption of a batch with the node's thread: `auto`
+    /// (default: one per core beyond two, at most 3) or 0 to 16 (config key
+    /// crypto_threads).
+    #[arg(long, value_name = "auto|N")]
+    pub crypto_threads: Option<String>,
     /// Data cipher with peers: `auto` (default: AES-256-GCM when both CPUs have AES
     /// instructions, else ChaCha20-Poly1305) or `chacha20-poly1305` (config key cipher).
     #[arg(long, value_name = "auto|chacha20-poly1305")]

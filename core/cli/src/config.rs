@@ -11,7 +11,7 @@ use veil_io::{Offload, RelayTransport};
 use veil_proto::NodeConfig;
 
 /// Every key of the config file, in documentation order.
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 26] = [
     "tun_name",
     "port",
     "keepalive_secs",
@@ -27,6 +27,7 @@ pub const KEYS: [&str; 25] = [
     "ipv4_pool",
     "relay_transport",
     "offload",
+    "crypto_threads",
     "cipher",
     "metrics",
     "name",
@@ -114,6 +115,7 @@ fn expected(key: &str) -> &'static str {
         "ipv4_pool" => "an IPv4 prefix such as 100.64.0.0/10 (prefix length 1 to 30)",
         "relay_transport" => "`auto` (UDP, then TCP if UDP gets no answer), `udp` or `tcp`",
         "cipher" => "`auto` (AES-256-GCM with peers when both CPUs have AES instructions, else ChaCha20-Poly1305) or `chacha20-poly1305`",
+        "crypto_threads" => "`auto` (one helper thread per core beyond two, at most 3) or a whole number from 0 (the node's thread alone) to 16",
         "offload" => "`all` (TUN and UDP segmentation offload where the kernel has them), `udp` (UDP GSO/GRO only) or `off`",
         "name" => "a DNS label: 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-` (members reach the node as NAME.<dns_domain>)",
         "dns_domain" => "a domain such as `veil` or `corp.example` (labels of a-z, 0-9 and `-`)",
@@ -123,6 +125,25 @@ fn expected(key: &str) -> &'static str {
         "metrics" => "an ADDRESS:PORT to serve Prometheus metrics on, such as 127.0.0.1:9101 (empty = off)",
         "log" => "a log filter such as `info` or `veil=debug,warn`",
         _ => "a known key",
+    }
+}
+
+/// `crypto_threads` as written: a number, or a word (only `auto` is valid).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Threads {
+    /// A number of helper threads.
+    Count(u64),
+    /// `auto`, or a mistake.
+    Word(String),
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threads::Count(n) => write!(f, "{n}"),
+            Threads::Word(w) => f.write_str(w),
+        }
     }
 }
 
@@ -160,6 +181,8 @@ pub struct Layer {
     pub relay_transport: Option<String>,
     /// Offloads of the fast path: `all`, `udp` or `off`.
     pub offload: Option<String>,
+    /// Helper threads for the AEAD: `auto` or a number.
+    pub crypto_threads: Option<Threads>,
     /// Data cipher with peers: `auto` or `chacha20-poly1305`.
     pub cipher: Option<String>,
     /// Where Prometheus metrics are served (`ADDRESS:PORT`; empty: off).
@@ -297,6 +320,10 @@ impl Source {
             ipv4_pool: get("ipv4_pool"),
             relay_transport: get("relay_transport"),
             offload: get("offload"),
+            crypto_threads: get("crypto_threads").map(|v| match v.trim().parse::<u64>() {
+                Ok(n) => Threads::Count(n),
+                Err(_) => Threads::Word(v),
+            }),
             cipher: get("cipher"),
             metrics: get("metrics"),
             name: get("name"),
@@ -412,6 +439,8 @@ pub struct Settings {
     pub relay_transport: RelayTransport,
     /// Offloads of the fast path.
     pub offload: Offload,
+    /// Helper threads for the AEAD of a batch.
+    pub crypto_threads: usize,
     /// Whether AES-256-GCM is offered to peers (when the CPU has AES instructions).
     pub aes: bool,
     /// Where Prometheus metrics are served (None: off).
@@ -453,6 +482,7 @@ impl Default for Settings {
             ipv4_pool: proto.ipv4_pool,
             relay_transport: RelayTransport::Auto,
             offload: Offload::All,
+            crypto_threads: veil_io::node::auto_crypto_threads(),
             aes: true,
             metrics: None,
             name: None,
@@ -573,6 +603,13 @@ impl Settings {
                 "udp" => Offload::Udp,
                 "off" => Offload::Off,
                 _ => return Err(invalid(o, "offload", v)),
+            };
+        }
+        if let Some((v, o)) = pick(sources, |l| l.crypto_threads.as_ref()) {
+            s.crypto_threads = match v {
+                Threads::Count(n) if *n <= 16 => *n as usize,
+                Threads::Word(w) if w.trim() == "auto" => veil_io::node::auto_crypto_threads(),
+                _ => return Err(invalid(o, "crypto_threads", &v.to_string())),
             };
         }
         if let Some((v, _)) = pick(sources, |l| l.lockdown.as_ref()) {
@@ -921,6 +958,35 @@ mod tests {
         });
         let e = Settings::resolve(&[bad]).unwrap_err().to_string();
         assert!(e.contains("`metrics` must be an ADDRESS:PORT"), "{e}");
+    }
+
+    #[test]
+    fn crypto_threads_from_file_and_env() {
+        assert_eq!(
+            Settings::default().crypto_threads,
+            veil_io::node::auto_crypto_threads()
+        );
+        let f = file("crypto_threads = 2\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f))
+                .unwrap()
+                .crypto_threads,
+            2
+        );
+        let f = file("crypto_threads = \"auto\"\n").unwrap();
+        assert_eq!(
+            Settings::resolve(std::slice::from_ref(&f))
+                .unwrap()
+                .crypto_threads,
+            veil_io::node::auto_crypto_threads()
+        );
+        let e = env(&[("VEIL_CRYPTO_THREADS", "0")]);
+        assert_eq!(Settings::resolve(&[e, f]).unwrap().crypto_threads, 0);
+        for bad in ["crypto_threads = 17\n", "crypto_threads = \"many\"\n"] {
+            let f = file(bad).unwrap();
+            let e = Settings::resolve(&[f]).unwrap_err().to_string();
+            assert!(e.contains("`crypto_threads` must be `auto`"), "{e}");
+        }
     }
 
     #[test]

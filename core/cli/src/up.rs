@@ -5,7 +5,7 @@
 
 use crate::addr::resolve;
 use crate::args::UpArgs;
-use crate::config::{Layer, Settings, Source};
+use crate::config::{Layer, Settings, Source, Threads};
 use crate::error::CliError;
 use crate::{logging, runtime, shutdown_signal};
 use std::path::{Path, PathBuf};
@@ -147,6 +147,7 @@ pub(crate) fn prepare(
         relay_transport: settings.relay_transport,
         relay_tcp,
         offload: settings.offload,
+        crypto_threads: settings.crypto_threads,
     };
     // A kill switch a crashed node left on this TUN goes first; then ours, before anything
     // is sent. A TUN of that name means a node still runs: its switch is not ours to touch.
@@ -356,6 +357,13 @@ fn load_settings(args: &UpArgs) -> Result<Settings, CliError> {
         private_peers: (!args.private_peer.is_empty()).then(|| args.private_peer.clone()),
         relay_transport: args.relay_transport.clone(),
         offload: args.offload.clone(),
+        crypto_threads: args
+            .crypto_threads
+            .as_ref()
+            .map(|v| match v.trim().parse() {
+                Ok(n) => Threads::Count(n),
+                Err(_) => Threads::Word(v.clone()),
+            }),
         cipher: args.cipher.clone(),
         metrics: args.metrics.clone(),
         name: args.name.clone(),

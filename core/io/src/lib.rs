@@ -34,6 +34,7 @@ pub mod link;
 pub mod lockdown;
 pub mod metrics;
 pub mod node;
+pub mod parallel;
 pub mod relay;
 pub mod relay_tcp;
 pub mod report;

@@ -14,6 +14,7 @@
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture, ServiceFuture};
 use crate::dns::{self, DnsListener};
 use crate::link::{Chooser, LinkCounters, Read, Ready, RelayTransport, TcpLink};
+use crate::parallel::Helpers;
 use crate::report::{self, Counters, NodeStatusReport, PeerReport};
 use crate::routes::KernelRoutes;
 use crate::socket::{self, SocketFactory};
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use veil_proto::session::{OpenJob, Opened};
 use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 
 /// How long a node without a remembered address waits for the rendezvous to assign one.
@@ -58,6 +60,17 @@ pub struct NodeOptions {
     pub relay_tcp: Vec<(SocketAddr, SocketAddr)>,
     /// Which offloads the fast path uses.
     pub offload: Offload,
+    /// Helper threads that share the AEAD work of a batch with the node's thread (0: the
+    /// node's thread alone); see [`crate::parallel`] and [`auto_crypto_threads`].
+    pub crypto_threads: usize,
+}
+
+/// The helper threads `crypto_threads = "auto"` starts: one per core beyond the first two,
+/// at most 3. Measured on two shared cores (docs/performance.md, step 7), a helper took
+/// CPU from the other processes of the flow and gained nothing there.
+pub fn auto_crypto_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(2).min(3)
 }
 
 /// Why the node stopped or could not start.
@@ -75,6 +88,9 @@ pub enum NodeError {
     /// The TUN device could not be set up.
     #[error(transparent)]
     Tun(#[from] TunError),
+    /// The AEAD helper threads could not be started.
+    #[error("could not start the node's crypto threads: {0} (set crypto_threads = 0 to run without them)")]
+    Threads(#[source] io::Error),
     /// No overlay IPv4 in time.
     #[error("could not reach the relay at {relay} within {} s: check the address in the token and that `veil relay` runs", IPV4_WAIT.as_secs())]
     RelayUnreachable {
@@ -278,7 +294,7 @@ impl IoCounters {
         }
     }
 
-    fn list(&self, tcp: &LinkCounters, tx: &TxRun) -> [(&'static str, u64); 20] {
+    fn list(&self, tcp: &LinkCounters, tx: &TxRun, h: &Helpers) -> [(&'static str, u64); 22] {
         [
             ("io_send_errors", self.send_errors),
             ("io_send_too_big", self.send_too_big),
@@ -300,6 +316,8 @@ impl IoCounters {
             ("io_udp_recv_datagrams", self.udp_recv_datagrams),
             ("io_udp_runs", tx.runs),
             ("io_udp_run_datagrams", tx.run_datagrams),
+            ("io_crypto_batches", h.batches),
+            ("io_crypto_helper_jobs", h.jobs_by_helpers),
         ]
     }
 }
@@ -317,6 +335,8 @@ pub struct NodeRunner {
     udp_rx: RxBatch,
     /// Sealed datagrams waiting to leave in one segmented send.
     udp_tx: TxRun,
+    /// Threads that share a batch's AEAD work.
+    helpers: Helpers,
     /// Sends that failed since the last look.
     failures: Vec<SendFailure>,
     /// The source of the TUN while it is not open yet.
@@ -413,6 +433,7 @@ impl NodeRunner {
             tun_tx: None,
             udp_rx: RxBatch::default(),
             udp_tx: TxRun::default(),
+            helpers: Helpers::new(opts.crypto_threads).map_err(NodeError::Threads)?,
             failures: Vec::new(),
             tun_source: Some(opts.tun),
             pool_len,
@@ -578,7 +599,8 @@ impl NodeRunner {
             }
         };
         self.last_rotation = tokio::time::Instant::now();
-        self.udp_tx.flush(&self.socket, &mut self.failures);
+        self.udp_tx
+            .flush(&self.socket, &mut self.helpers, &mut self.failures);
         let old = std::mem::replace(&mut self.socket, socket);
         self.old_socket = Some((old, tokio::time::Instant::now() + OLD_SOCKET_GRACE));
         tracing::info!(port = local.port(), "moved to a fresh UDP socket");
@@ -751,7 +773,9 @@ impl NodeRunner {
             local_port: Some(self.local.port()),
             counters: Counters::from_lists(
                 &s.counters,
-                &self.counters.list(&self.link_counters(), &self.udp_tx),
+                &self
+                    .counters
+                    .list(&self.link_counters(), &self.udp_tx, &self.helpers),
             ),
         }
     }
@@ -896,6 +920,10 @@ impl NodeRunner {
     fn on_datagrams(&mut self, n: usize) {
         let now = Instant::now();
         self.counters.udp_recvs += 1;
+        if self.helpers.threads() > 0 {
+            self.on_datagrams_shared(now, n);
+            return;
+        }
         for i in 0..n {
             let Some((from, stride, buf)) = self.udp_rx.get_mut(i) else {
                 continue;
@@ -912,6 +940,50 @@ impl NodeRunner {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// [`NodeRunner::on_datagrams`] with the AEAD of the batch spread over the helpers: the
+    /// engine makes the jobs in order, the helpers and this thread run them, and the engine
+    /// takes the datagrams back in order.
+    fn on_datagrams_shared(&mut self, now: Instant, n: usize) {
+        struct Item<'a> {
+            from: SocketAddr,
+            datagram: &'a mut [u8],
+            job: Option<OpenJob>,
+            opened: Option<Opened>,
+        }
+        let mut items = Vec::new();
+        for (from, stride, buf) in self.udp_rx.iter_mut(n) {
+            for datagram in udp::datagrams(buf, stride) {
+                let job = self.node.open_job(now, from, datagram);
+                items.push(Item {
+                    from,
+                    datagram,
+                    job,
+                    opened: None,
+                });
+            }
+        }
+        self.helpers.for_each(&mut items, |item| {
+            if let Some(job) = &item.job {
+                item.opened = Some(job.run(item.datagram));
+            }
+        });
+        for item in items {
+            self.counters.udp_recv_datagrams += 1;
+            let range = match item.opened {
+                Some(o) => self.node.handle_opened(now, item.from, item.datagram, o),
+                None => self.node.handle_datagram(now, item.from, item.datagram),
+            };
+            if let Some(packet) = range.and_then(|r| item.datagram.get(r)) {
+                write_tun(
+                    self.tun.as_ref(),
+                    self.tun_tx.as_mut(),
+                    packet,
+                    &mut self.counters,
+                );
             }
         }
     }
@@ -937,7 +1009,15 @@ impl NodeRunner {
             self.counters.tun_read_packets += n as u64;
             for i in 0..n {
                 let Some(packet) = rx.packet(i) else { continue };
-                let Some(t) = self.node.handle_tun_packet(now, packet, self.udp_tx.slot()) else {
+                let made = if self.helpers.threads() > 0 {
+                    self.node
+                        .handle_tun_packet_later(now, packet, self.udp_tx.slot())
+                } else {
+                    self.node
+                        .handle_tun_packet(now, packet, self.udp_tx.slot())
+                        .map(|t| (t, None))
+                };
+                let Some((t, job)) = made else {
                     continue;
                 };
                 let link = self
@@ -945,20 +1025,31 @@ impl NodeRunner {
                     .as_mut()
                     .filter(|l| self.chooser.tcp() && l.relay() == t.dst);
                 if let Some(link) = link {
+                    if let Some(job) = job {
+                        job.run(self.udp_tx.slot());
+                    }
                     link.send(self.udp_tx.slot_datagram(t.len));
                 } else {
-                    self.udp_tx
-                        .commit(&self.socket, t.dst, t.len, &mut self.failures);
+                    self.udp_tx.commit(
+                        &self.socket,
+                        t.dst,
+                        t.len,
+                        job,
+                        &mut self.helpers,
+                        &mut self.failures,
+                    );
                 }
             }
             if !self.node.has_transmits() {
                 continue;
             }
             // Something else to send (a handshake, a fragment): in order, after the run.
-            self.udp_tx.flush(&self.socket, &mut self.failures);
+            self.udp_tx
+                .flush(&self.socket, &mut self.helpers, &mut self.failures);
             self.drain()?;
         }
-        self.udp_tx.flush(&self.socket, &mut self.failures);
+        self.udp_tx
+            .flush(&self.socket, &mut self.helpers, &mut self.failures);
         self.drain()
     }
 

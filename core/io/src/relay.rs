@@ -5,6 +5,7 @@
 
 use crate::cluster::{ClusterAnswer, ClusterTask, RendezvousStore};
 use crate::control::{ControlCommand, ControlHandler, HandlerFuture};
+use crate::parallel::Helpers;
 use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
 use crate::socket::SocketFactory;
@@ -117,6 +118,8 @@ pub struct RelayRunner {
     /// leave in one segmented send.
     rx: RxBatch,
     tx: TxRun,
+    /// The relay re-seals in the engine; its runs carry no jobs for helpers.
+    no_helpers: Helpers,
     failures: Vec<SendFailure>,
     started: Instant,
     commands: mpsc::Receiver<Command>,
@@ -165,6 +168,7 @@ impl RelayRunner {
             local,
             rx: RxBatch::default(),
             tx: TxRun::default(),
+            no_helpers: Helpers::none(),
             failures: Vec::new(),
             started: Instant::now(),
             commands,
@@ -338,12 +342,19 @@ impl RelayRunner {
                         continue;
                     }
                     self.tx.slot()[..t.len].copy_from_slice(data);
-                    self.tx
-                        .commit(&self.socket, t.dst, t.len, &mut self.failures);
+                    self.tx.commit(
+                        &self.socket,
+                        t.dst,
+                        t.len,
+                        None,
+                        &mut self.no_helpers,
+                        &mut self.failures,
+                    );
                 }
             }
         }
-        self.tx.flush(&self.socket, &mut self.failures);
+        self.tx
+            .flush(&self.socket, &mut self.no_helpers, &mut self.failures);
         self.drain();
     }
 

@@ -10,11 +10,13 @@
 //! Where the kernel has neither (other platforms, old kernels), the same code sends and
 //! receives one datagram per call.
 
+use crate::parallel::Helpers;
 use crate::socket;
 use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use tokio::io::Interest;
+use veil_proto::session::SealJob;
 
 /// The socket as the runtime watches it. On Unix, for reading only: a send never waits (a
 /// full buffer is a drop), so write readiness would only wake the loop after every send for
@@ -218,6 +220,23 @@ impl Default for RxBatch {
 }
 
 impl RxBatch {
+    /// The first `n` buffers after a receive, as [`RxBatch::get_mut`] gives each.
+    pub fn iter_mut(&mut self, n: usize) -> impl Iterator<Item = (SocketAddr, usize, &mut [u8])> {
+        self.bufs
+            .iter_mut()
+            .zip(&self.meta)
+            .take(n)
+            .filter_map(|(buf, meta)| {
+                let buf = buf.get_mut(..meta.len)?;
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                Some((socket::normalize(meta.addr), stride.max(1), buf))
+            })
+    }
+
     /// Buffer `i` after a receive: its sender (as the engine knows addresses), the segment
     /// size, and the bytes (one datagram per `stride`).
     pub fn get_mut(&mut self, i: usize) -> Option<(SocketAddr, usize, &mut [u8])> {
@@ -273,6 +292,9 @@ pub struct TxRun {
     dst: Option<SocketAddr>,
     /// Most datagrams per send.
     max_segments: usize,
+    /// Datagrams in the run still to be sealed: offset, length and job (see
+    /// [`veil_proto::node::Node::handle_tun_packet_later`]).
+    jobs: Vec<(usize, usize, SealJob)>,
     /// Sends made, and the datagrams they carried.
     pub runs: u64,
     /// See `runs`.
@@ -288,6 +310,7 @@ impl Default for TxRun {
             count: 0,
             dst: None,
             max_segments: 1,
+            jobs: Vec::new(),
             runs: 0,
             run_datagrams: 0,
         }
@@ -315,14 +338,17 @@ impl TxRun {
         &self.buf[self.len..self.len + len.min(SLOT)]
     }
 
-    /// Adds the `len`-byte datagram in the slot for `dst`. Sends the run first when the
-    /// datagram cannot join it, and sends the run when it is full or ended by a short
-    /// datagram. Failures are returned, never fatal.
+    /// Adds the `len`-byte datagram in the slot for `dst`; with a `job`, the datagram is
+    /// sealed when the run is sent (the jobs of a run spread over `helpers`). Sends the run
+    /// first when the datagram cannot join it, and sends the run when it is full or ended
+    /// by a short datagram. Failures are returned, never fatal.
     pub fn commit(
         &mut self,
         udp: &Udp,
         dst: SocketAddr,
         len: usize,
+        job: Option<SealJob>,
+        helpers: &mut Helpers,
         failures: &mut Vec<SendFailure>,
     ) {
         let len = len.min(SLOT);
@@ -335,12 +361,15 @@ impl TxRun {
         if !joins && self.count > 0 {
             // Send the run, then move the new datagram to the front.
             let start = self.len;
-            self.flush(udp, failures);
+            self.flush(udp, helpers, failures);
             self.buf.copy_within(start..start + len, 0);
         }
         if self.count == 0 {
             self.dst = Some(dst);
             self.segment = len;
+        }
+        if let Some(job) = job {
+            self.jobs.push((self.len, len, job));
         }
         self.len += len;
         self.count += 1;
@@ -348,12 +377,37 @@ impl TxRun {
             || self.count >= self.max_segments
             || self.len + self.segment > MAX_RUN_BYTES;
         if ended {
-            self.flush(udp, failures);
+            self.flush(udp, helpers, failures);
         }
     }
 
+    /// Seals the datagrams of the run that wait for it, on this thread and `helpers`.
+    fn seal(&mut self, helpers: &mut Helpers) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let mut items = Vec::with_capacity(self.jobs.len());
+        let mut rest = &mut self.buf[..self.len];
+        let mut at = 0;
+        for (offset, len, job) in &self.jobs {
+            let Some(skip) = offset.checked_sub(at) else {
+                break;
+            };
+            let (_, tail) = rest.split_at_mut(skip.min(rest.len()));
+            let (datagram, tail) = tail.split_at_mut((*len).min(tail.len()));
+            items.push((job, datagram));
+            rest = tail;
+            at = offset + len;
+        }
+        helpers.for_each(&mut items, |(job, datagram)| {
+            job.run(datagram);
+        });
+        self.jobs.clear();
+    }
+
     /// Sends what the run holds.
-    pub fn flush(&mut self, udp: &Udp, failures: &mut Vec<SendFailure>) {
+    pub fn flush(&mut self, udp: &Udp, helpers: &mut Helpers, failures: &mut Vec<SendFailure>) {
+        self.seal(helpers);
         let (Some(dst), count) = (self.dst, self.count) else {
             return;
         };
@@ -428,23 +482,24 @@ mod tests {
         ready(&a).await?;
         let dst = b.local_addr();
         let mut run = TxRun::default();
+        let mut h = Helpers::none();
         let mut failures = Vec::new();
         // 100 full-size datagrams, then a short one that ends the run, then one more.
         let mut sent = Vec::new();
         for i in 0..100u8 {
             seal(&mut run, 1280, i);
-            run.commit(&a, dst, 1280, &mut failures);
+            run.commit(&a, dst, 1280, None, &mut h, &mut failures);
             sent.push(vec![i; 1280]);
         }
         seal(&mut run, 640, 200);
-        run.commit(&a, dst, 640, &mut failures);
+        run.commit(&a, dst, 640, None, &mut h, &mut failures);
         sent.push(vec![200; 640]);
         // A longer datagram cannot join a run of shorter ones: it starts its own.
         seal(&mut run, 64, 201);
-        run.commit(&a, dst, 64, &mut failures);
+        run.commit(&a, dst, 64, None, &mut h, &mut failures);
         seal(&mut run, 128, 202);
-        run.commit(&a, dst, 128, &mut failures);
-        run.flush(&a, &mut failures);
+        run.commit(&a, dst, 128, None, &mut h, &mut failures);
+        run.flush(&a, &mut h, &mut failures);
         sent.push(vec![201; 64]);
         sent.push(vec![202; 128]);
         assert!(failures.is_empty(), "{failures:?}");
@@ -454,11 +509,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn runs_sealed_by_jobs_on_helpers_open_in_order() -> io::Result<()> {
+        use veil_proto::crypto::{Cipher, HeaderKey};
+        use veil_proto::noise::SessionKeys;
+        use veil_proto::session::Session;
+        use veil_proto::wire::{self, Frame, BODY_OFFSET};
+        let (a, b) = pair()?;
+        ready(&a).await?;
+        let now = std::time::Instant::now();
+        let keys = |send, recv| SessionKeys {
+            send: [send; 32],
+            recv: [recv; 32],
+            hash: [0; 32],
+            cipher: Cipher::Aes256Gcm,
+        };
+        let (hpa, hpb) = (HeaderKey::new([7; 32]), HeaderKey::new([8; 32]));
+        let mut tx: Session = Session::new(&keys(1, 2), [0xa; 8], [0xb; 8], hpb.clone(), true, now);
+        let mut rx: Session = Session::new(&keys(2, 1), [0xb; 8], [0xa; 8], hpa, false, now);
+        let mut run = TxRun::default();
+        let mut h = Helpers::new(2)?;
+        let mut failures = Vec::new();
+        // 150 datagrams of 1,000-byte bodies: runs of up to 64 (or what GSO allows),
+        // each sealed by jobs on this thread and the helpers when it is sent.
+        for i in 0..150u32 {
+            let slot = run.slot();
+            slot[BODY_OFFSET..BODY_OFFSET + 1000].fill(i as u8);
+            let job = tx
+                .seal_later(now, slot, Frame::Data, 1000, 64)
+                .ok_or_else(|| io::Error::other("no room"))?;
+            let len = job.len();
+            run.commit(&a, b.local_addr(), len, Some(job), &mut h, &mut failures);
+        }
+        run.flush(&a, &mut h, &mut failures);
+        assert!(failures.is_empty(), "{failures:?}");
+        let got = received(&b, 150).await?;
+        assert_eq!(got.len(), 150);
+        let hp = veil_proto::crypto::HeaderKeySchedule::from(hpb);
+        for (i, mut dg) in got.into_iter().enumerate() {
+            let (_, counter) = wire::unmask_header(&hp, &dg).expect("a header");
+            assert_eq!(counter, i as u64, "in the order made");
+            let (_, body) = rx
+                .open(now, counter, &mut dg, std::time::Duration::MAX)
+                .expect("opens");
+            assert_eq!(&dg[body], &[i as u8; 1000][..]);
+        }
+        assert!(h.batches > 0, "runs were shared");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_run_for_another_destination_is_sent_first() -> io::Result<()> {
         let (a, b) = pair()?;
         let (_, c) = pair()?;
         ready(&a).await?;
         let mut run = TxRun::default();
+        let mut h = Helpers::none();
         let mut failures = Vec::new();
         for (i, dst) in [
             b.local_addr(),
@@ -470,9 +575,9 @@ mod tests {
         .enumerate()
         {
             seal(&mut run, 300, i as u8);
-            run.commit(&a, dst, 300, &mut failures);
+            run.commit(&a, dst, 300, None, &mut h, &mut failures);
         }
-        run.flush(&a, &mut failures);
+        run.flush(&a, &mut h, &mut failures);
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(
             received(&b, 3).await?,
