@@ -966,11 +966,15 @@ impl NodeRunner {
                 });
             }
         }
-        self.helpers.for_each(&mut items, |item| {
+        if !self.helpers.for_each(&mut items, |item| {
             if let Some(job) = &item.job {
                 item.opened = Some(job.run(item.datagram));
             }
-        });
+        }) {
+            // A job panicked (none does today): the batch is not trusted.
+            self.counters.recv_errors += items.len() as u64;
+            return;
+        }
         for item in items {
             self.counters.udp_recv_datagrams += 1;
             let range = match item.opened {

@@ -62,6 +62,8 @@ struct Shared {
     by_helpers: AtomicU64,
     parked: AtomicUsize,
     stop: AtomicBool,
+    /// A helper's job panicked in the current batch.
+    panicked: AtomicBool,
 }
 
 fn unpack(v: u64) -> (u64, u64, u64) {
@@ -92,12 +94,25 @@ impl Shared {
     /// Runs claimed jobs `[from, to)` of the batch in progress (on a helper thread).
     fn run(&self, from: u64, to: u64) {
         // The batch cannot end while these jobs are claimed and not done, so the task is
-        // the one they were claimed from.
-        let task = self.task.lock().ok().and_then(|t| *t);
+        // the one they were claimed from. (Nothing panics while holding the lock, so a
+        // poisoned lock still holds a whole task.)
+        let task = *self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(t) = task {
-            for i in from..to {
-                // SAFETY: see `Task`; index `i` was claimed by this thread only.
-                unsafe { (t.call)(t.base, t.f, i as usize) };
+            // A job that panicked must still count as done, or the node's thread would wait
+            // for it forever; `for_each` then says the batch failed, and the caller drops
+            // it (nothing panics there today: the jobs check their lengths).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for i in from..to {
+                    // SAFETY: see `Task`; index `i` was claimed by this thread only.
+                    unsafe { (t.call)(t.base, t.f, i as usize) };
+                }
+            }));
+            if ran.is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+                tracing::error!("a crypto helper's job panicked");
             }
         }
         self.by_helpers.fetch_add(to - from, Ordering::Relaxed);
@@ -125,6 +140,7 @@ impl Helpers {
             by_helpers: AtomicU64::new(0),
             parked: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
@@ -147,12 +163,15 @@ impl Helpers {
         self.threads.len()
     }
 
-    /// Runs `f` on every item, on this thread and the helpers; returns when all ran.
-    pub fn for_each<T: Send, F: Fn(&mut T) + Sync>(&mut self, items: &mut [T], f: F) {
+    /// Runs `f` on every item, on this thread and the helpers; returns when all ran:
+    /// false if one panicked on a helper (the items are then not to be used: drop the
+    /// batch). A panic on this thread is this thread's.
+    #[must_use]
+    pub fn for_each<T: Send, F: Fn(&mut T) + Sync>(&mut self, items: &mut [T], f: F) -> bool {
         let n = items.len();
         if n < MIN_SHARED || self.threads.is_empty() || n > 0xffff {
             items.iter_mut().for_each(f);
-            return;
+            return true;
         }
         unsafe fn call<T, F: Fn(&mut T)>(base: *mut (), f: *const (), i: usize) {
             // SAFETY: the caller's promise: `base` points at the live batch of `T`s, `i` is
@@ -165,14 +184,12 @@ impl Helpers {
             call: call::<T, F>,
         };
         let s = &*self.shared;
-        if let Ok(mut t) = s.task.lock() {
-            *t = Some(task);
-        } else {
-            items.iter_mut().for_each(f);
-            return;
-        }
+        *s.task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         let generation = (s.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xffff_ffff;
         s.done.store(0, Ordering::Relaxed);
+        s.panicked.store(false, Ordering::Relaxed);
         s.state
             .store((generation << 32) | ((n as u64) << 16), Ordering::Release);
         if s.parked.load(Ordering::SeqCst) > 0 {
@@ -199,11 +216,12 @@ impl Helpers {
                 thread::yield_now();
             }
         }
-        if let Ok(mut t) = s.task.lock() {
-            *t = None;
-        }
+        *s.task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.batches += 1;
         self.jobs_by_helpers += s.by_helpers.load(Ordering::Relaxed) - before;
+        !s.panicked.load(Ordering::Relaxed)
     }
 }
 
@@ -254,7 +272,7 @@ mod tests {
         let mut h = Helpers::new(1).expect("threads");
         for round in 0..2_000u64 {
             let mut items: Vec<(u64, u32)> = (0..64).map(|i| (round * 64 + i, 0)).collect();
-            h.for_each(&mut items, |(v, runs)| {
+            let ok = h.for_each(&mut items, |(v, runs)| {
                 // Some work, so that the helper has time to claim a part.
                 let mut x = *v;
                 for _ in 0..200 {
@@ -263,6 +281,7 @@ mod tests {
                 std::hint::black_box(x);
                 *runs += 1;
             });
+            assert!(ok);
             assert!(items.iter().all(|(_, r)| *r == 1), "round {round}");
         }
         assert_eq!(h.batches, 2_000);
@@ -275,13 +294,14 @@ mod tests {
         let mut h = Helpers::new(1).expect("threads");
         let caller = thread::current().id();
         let mut items = vec![None; 64];
-        h.for_each(&mut items, |who| {
+        let ok = h.for_each(&mut items, |who| {
             let me = thread::current().id();
             if me == caller {
                 thread::sleep(Duration::from_micros(200));
             }
             *who = Some(me);
         });
+        assert!(ok);
         let by_helper = items.iter().filter(|w| **w != Some(caller)).count();
         assert!(items.iter().all(Option::is_some));
         assert!(by_helper > 0, "the helper ran nothing");
@@ -292,27 +312,48 @@ mod tests {
     fn small_batches_and_no_helpers_run_inline() {
         let mut h = Helpers::none();
         let mut items = vec![1u32; 100];
-        h.for_each(&mut items, |x| *x += 1);
+        assert!(h.for_each(&mut items, |x| *x += 1));
         assert!(items.iter().all(|x| *x == 2));
         assert_eq!(h.batches, 0);
         let mut h = Helpers::new(1).expect("threads");
         let mut items = vec![1u32; MIN_SHARED - 1];
-        h.for_each(&mut items, |x| *x += 1);
+        assert!(h.for_each(&mut items, |x| *x += 1));
         assert!(items.iter().all(|x| *x == 2));
         assert_eq!(h.batches, 0);
+    }
+
+    #[test]
+    fn a_job_that_panics_on_a_helper_fails_the_batch_and_nothing_hangs() {
+        let mut h = Helpers::new(1).expect("threads");
+        let caller = thread::current().id();
+        let mut items = vec![0u32; 64];
+        // Only jobs on the helper panic; the caller's are slow, so the helper gets some.
+        let ok = h.for_each(&mut items, |x| {
+            if thread::current().id() == caller {
+                thread::sleep(Duration::from_micros(200));
+                *x = 1;
+            } else {
+                panic!("a job that panics");
+            }
+        });
+        assert!(!ok, "the batch is reported failed");
+        // The next batch runs normally.
+        let mut items = vec![0u32; 64];
+        assert!(h.for_each(&mut items, |x| *x = 2));
+        assert!(items.iter().all(|x| *x == 2));
     }
 
     #[test]
     fn a_helper_parks_when_idle_and_wakes_for_the_next_batch() {
         let mut h = Helpers::new(2).expect("threads");
         let mut items = vec![0u32; 256];
-        h.for_each(&mut items, |x| *x += 1);
+        assert!(h.for_each(&mut items, |x| *x += 1));
         let deadline = Instant::now() + Duration::from_secs(5);
         while h.shared.parked.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(h.shared.parked.load(Ordering::SeqCst), 2, "both parked");
-        h.for_each(&mut items, |x| *x += 1);
+        assert!(h.for_each(&mut items, |x| *x += 1));
         assert!(items.iter().all(|x| *x == 2));
         drop(h); // joins the threads: a parked helper sees `stop`
     }

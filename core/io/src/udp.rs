@@ -381,10 +381,11 @@ impl TxRun {
         }
     }
 
-    /// Seals the datagrams of the run that wait for it, on this thread and `helpers`.
-    fn seal(&mut self, helpers: &mut Helpers) {
+    /// Seals the datagrams of the run that wait for it, on this thread and `helpers`;
+    /// false if that failed (the run must not be sent).
+    fn seal(&mut self, helpers: &mut Helpers) -> bool {
         if self.jobs.is_empty() {
-            return;
+            return true;
         }
         let mut items = Vec::with_capacity(self.jobs.len());
         let mut rest = &mut self.buf[..self.len];
@@ -399,19 +400,25 @@ impl TxRun {
             rest = tail;
             at = offset + len;
         }
-        helpers.for_each(&mut items, |(job, datagram)| {
+        let sealed = helpers.for_each(&mut items, |(job, datagram)| {
             job.run(datagram);
         });
         self.jobs.clear();
+        sealed
     }
 
     /// Sends what the run holds.
     pub fn flush(&mut self, udp: &Udp, helpers: &mut Helpers, failures: &mut Vec<SendFailure>) {
-        self.seal(helpers);
+        let sealed = self.seal(helpers);
         let (Some(dst), count) = (self.dst, self.count) else {
             return;
         };
-        if count > 0 {
+        if !sealed {
+            failures.push(SendFailure::Other(
+                io::Error::other("a run's sealing failed"),
+                count,
+            ));
+        } else if count > 0 {
             let segment = (count > 1).then_some(self.segment);
             match udp.send(dst, &self.buf[..self.len], segment) {
                 Ok(()) => {
