@@ -226,29 +226,25 @@ impl RxBatch {
             .iter_mut()
             .zip(&self.meta)
             .take(n)
-            .filter_map(|(buf, meta)| {
-                let buf = buf.get_mut(..meta.len)?;
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
-                Some((socket::normalize(meta.addr), stride.max(1), buf))
-            })
+            .filter_map(|(buf, meta)| received(meta, buf))
     }
 
     /// Buffer `i` after a receive: its sender (as the engine knows addresses), the segment
     /// size, and the bytes (one datagram per `stride`).
     pub fn get_mut(&mut self, i: usize) -> Option<(SocketAddr, usize, &mut [u8])> {
-        let meta = self.meta.get(i)?;
-        let buf = self.bufs.get_mut(i)?.get_mut(..meta.len)?;
-        let stride = if meta.stride == 0 {
-            meta.len
-        } else {
-            meta.stride
-        };
-        Some((socket::normalize(meta.addr), stride.max(1), buf))
+        received(self.meta.get(i)?, self.bufs.get_mut(i)?)
     }
+}
+
+/// A receive buffer as [`RxBatch::get_mut`] describes it.
+fn received<'a>(meta: &RecvMeta, buf: &'a mut [u8]) -> Option<(SocketAddr, usize, &'a mut [u8])> {
+    let buf = buf.get_mut(..meta.len)?;
+    let stride = if meta.stride == 0 {
+        meta.len
+    } else {
+        meta.stride
+    };
+    Some((socket::normalize(meta.addr), stride.max(1), buf))
 }
 
 /// The datagrams of one receive buffer: `stride`-sized pieces (the last may be shorter), or

@@ -171,9 +171,7 @@ impl<const W: usize, A: SessionCrypto> Session<W, A> {
     /// the second half of [`Session::seal`], and the relay's forwarding path (the caller
     /// rewrites the frame header).
     pub fn reseal(&mut self, now: Instant, buf: &mut [u8], pt_len: usize) -> usize {
-        let counter = self.send_counter;
-        self.send_counter += 1;
-        self.last_tx = now;
+        let counter = self.next_counter(now);
         seal_in_place(
             &self.send,
             &self.peer_hp,
@@ -182,6 +180,14 @@ impl<const W: usize, A: SessionCrypto> Session<W, A> {
             buf,
             pt_len,
         )
+    }
+
+    /// The counter of the next datagram sent, now.
+    fn next_counter(&mut self, now: Instant) -> u64 {
+        let counter = self.send_counter;
+        self.send_counter += 1;
+        self.last_tx = now;
+        counter
     }
 }
 
@@ -228,14 +234,11 @@ impl<const W: usize> Session<W, DataAead> {
         pad: impl Into<wire::Padding>,
     ) -> Option<SealJob> {
         let pt_len = wire::frame_plaintext(buf, kind, body_len, pad)?;
-        let counter = self.send_counter;
-        self.send_counter += 1;
-        self.last_tx = now;
         Some(SealJob {
             aead: self.send.clone(),
             hp: self.peer_hp.clone(),
             cid: self.send_cid,
-            counter,
+            counter: self.next_counter(now),
             pt_len,
         })
     }

@@ -726,7 +726,7 @@ impl Node {
             return None;
         };
         let (cid, counter) = (opened.cid(), opened.counter());
-        self.peer_transport_opened(now, pk, Path::Direct(from), cid, counter, buf, Some(opened))
+        self.peer_transport(now, pk, Path::Direct(from), cid, counter, buf, Some(opened))
     }
 
     /// A datagram from `from` (the home relay's address when it came through the guard).
@@ -742,7 +742,15 @@ impl Node {
                     return self.relay_transport(now, cid, counter, buf);
                 }
                 Some(CidOwner::Peer(pk)) => {
-                    return self.peer_transport(now, pk, Path::Direct(from), cid, counter, buf);
+                    return self.peer_transport(
+                        now,
+                        pk,
+                        Path::Direct(from),
+                        cid,
+                        counter,
+                        buf,
+                        None,
+                    );
                 }
                 _ => {}
             }
@@ -862,28 +870,17 @@ impl Node {
     fn peer_datagram(&mut self, now: Instant, path: Path, dg: &mut [u8]) -> Option<Range<usize>> {
         if let Some((cid, counter)) = wire::unmask_header(&self.hp, dg) {
             if let Some(CidOwner::Peer(pk)) = self.cids.get(&cid).copied() {
-                return self.peer_transport(now, pk, path, cid, counter, dg);
+                return self.peer_transport(now, pk, path, cid, counter, dg, None);
             }
         }
         self.peer_handshake(now, path, dg);
         None
     }
 
-    fn peer_transport(
-        &mut self,
-        now: Instant,
-        pk: [u8; 32],
-        path: Path,
-        cid: [u8; 8],
-        counter: u64,
-        dg: &mut [u8],
-    ) -> Option<Range<usize>> {
-        self.peer_transport_opened(now, pk, path, cid, counter, dg, None)
-    }
-
-    /// [`Node::peer_transport`]; with `opened`, the AEAD already ran (an [`OpenJob`]).
+    /// A transport datagram of a session with `pk`; with `opened`, its AEAD already ran (an
+    /// [`OpenJob`]).
     #[allow(clippy::too_many_arguments)]
-    fn peer_transport_opened(
+    fn peer_transport(
         &mut self,
         now: Instant,
         pk: [u8; 32],
