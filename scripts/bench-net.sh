@@ -4,7 +4,10 @@
 # threads, the better one kept), between two namespaces on one bridge. Sections:
 #   tcp1   iperf3, one TCP stream
 #   tcp4   iperf3, four TCP streams
-#   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss
+#   udp    iperf3, UDP datagrams of 1372 bytes at an unlimited rate: receiver goodput and loss,
+#          and where the lost datagrams went: dropped by the sender's interface (a TUN's full
+#          ring, `tx_dropped`), by the tunnel's own sockets (their `drops` in /proc/net/udp),
+#          by the receiving iperf3's socket (the receiver's `RcvbufErrors` less the tunnel's)
 #   udprate  the loss-free UDP rate (RFC 2544's throughput): the highest rate iperf3 is told
 #          to send 1372-byte datagrams at whose run loses < 1 %, found by bisection
 #          (UDPRATE_STEPS runs of UDPRATE_SECS, default 7 × 5 s, between 0 and 4000 Mbit/s)
@@ -40,27 +43,49 @@ mkdir -p "$NETNS_DIR/w"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# iperf KIND DST: the median Mbit/s (udp: "mbps loss%") of RUNS runs from wa to DST.
+sock_drops() { # NS: receive drops of the UDP sockets in NS other than iperf3's (port 5201)
+  netns_exec "$1" cat /proc/net/udp /proc/net/udp6 | awk '$2 ~ /:/ && $2 !~ /:1451$/ { d += $NF } END { print d + 0 }'
+}
+
+# loss_counters DST: "tx_dropped tunnel_socket_drops receiver_rcvbuf_errors" now: of the
+# interface wa's route to DST leaves by, of the sockets other than iperf3's in wa and wb,
+# and wb's RcvbufErrors (every socket's).
+loss_counters() {
+  local dev
+  dev=$(netns_exec wa ip -o route get "$1" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+  echo "$(netns_exec wa cat "/sys/class/net/$dev/statistics/tx_dropped")" \
+    "$(($(sock_drops wa) + $(sock_drops wb)))" \
+    "$(netns_exec wb awk '/^Udp:/ { if (h) print $6; h = 1 }' /proc/net/snmp)"
+}
+
+# iperf KIND DST: the median Mbit/s of RUNS runs from wa to DST; for udp the median run's
+# "mbps loss% sent lost at_sender at_tunnel at_receiver" (datagrams: sent, lost, and the
+# drops counted at the sender's interface, the tunnel's sockets, the receiving iperf3).
 iperf() {
-  local kind=$1 dst=$2 i out args
+  local kind=$1 dst=$2 i out args t0 s0 r0 t1 s1 r1
   case "$kind" in
     tcp1) args=(-t "$SECS") ;;
     tcp4) args=(-t "$SECS" -P 4) ;;
     udp) args=(-t "$SECS" -u -b 0 -l 1372) ;;
   esac
   for ((i = 0; i < RUNS; i++)); do
+    [ "$kind" != udp ] || read -r t0 s0 r0 < <(loss_counters "$dst")
     out=$(netns_exec wa iperf3 -c "$dst" -J "${args[@]}" 2>/dev/null || echo '{}')
     if [ "$kind" = udp ]; then
+      read -r t1 s1 r1 < <(loss_counters "$dst")
       # The receiver's own count (sum_received): `.end.sum` is the sender's view when the
       # server's report is missing, with 0 % loss whatever was lost. A run without the
       # receiver's report counts as nothing received.
-      jq -r '.end.sum_received // {} | if (.packets // 0) > 0 then
-          "\((.bits_per_second // 0) / 1e6 | floor) \(.lost_percent // 100)" else "0 100" end' <<<"$out"
-      jq -r '"# udp run to '"$dst"': sent \(.end.sum_sent.packets // 0) datagrams at \((.end.sum_sent.bits_per_second // 0) / 1e6 | floor) Mbit/s; the receiver got \(.end.sum_received.packets // 0), lost \(.end.sum_received.lost_packets // "?") (\(.end.sum_received.lost_percent // "?") %)"' <<<"$out" >&2
+      jq -r --argjson tun $((t1 - t0)) --argjson sock $((s1 - s0)) --argjson app $((r1 - r0 - (s1 - s0))) \
+        '(.end.sum_sent.packets // 0) as $sent | .end.sum_received // {} | if (.packets // 0) > 0 then
+          "\((.bits_per_second // 0) / 1e6 | floor) \(.lost_percent // 100) \($sent) \(.lost_packets // 0) \($tun) \($sock) \($app)"
+          else "0 100 \($sent) \($sent) \($tun) \($sock) \($app)" end' <<<"$out"
+      jq -r --argjson tun $((t1 - t0)) --argjson sock $((s1 - s0)) --argjson app $((r1 - r0 - (s1 - s0))) \
+        '"# udp run to '"$dst"': sent \(.end.sum_sent.packets // 0) datagrams at \((.end.sum_sent.bits_per_second // 0) / 1e6 | floor) Mbit/s; the receiver got \(.end.sum_received.packets // 0), lost \(.end.sum_received.lost_packets // "?") (\(.end.sum_received.lost_percent // "?") %): \($tun) dropped by the sending interface, \($sock) by the tunnel'"'"'s sockets, \($app) by the receiving socket"' <<<"$out" >&2
     else
       jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | floor' <<<"$out"
     fi
-  done | if [ "$kind" = udp ]; then sort -n | awk '{ m[NR] = $1; l[NR] = $2 } END { i = int((NR + 1) / 2); printf "%s %.2f\n", m[i], l[i] }'; else median; fi
+  done | if [ "$kind" = udp ]; then sort -n | awk '{ r[NR] = $0 } END { i = int((NR + 1) / 2); split(r[i], f, " "); printf "%s %.2f %s %s %s %s %s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7] }'; else median; fi
 }
 
 # udprate DST: "goodput_mbps rate_mbps loss_pct" of the run that lost < 1 % and delivered
@@ -185,10 +210,18 @@ for s in "${SECTIONS[@]}"; do
       echo "RESULT $s raw_mbps=${RAW[$s]} veil_mbps=${VEIL[$s]} boringtun_mbps=${BT[$s]:-0} veil_over_boringtun=$(ratio "${VEIL[$s]}" "${BT[$s]:-0}") veil_over_raw=$(ratio "${VEIL[$s]}" "${RAW[$s]}")"
       ;;
     udp)
-      read -r rm rl <<<"${RAW[udp]}"
-      read -r vm vl <<<"${VEIL[udp]}"
-      read -r bm bl <<<"${BT[udp]:-0 100}"
+      read -r rm rl _ <<<"${RAW[udp]}"
+      read -r vm vl _ <<<"${VEIL[udp]}"
+      read -r bm bl _ <<<"${BT[udp]:-0 100}"
       echo "RESULT udp raw_mbps=$rm veil_mbps=$vm boringtun_mbps=$bm veil_over_boringtun=$(ratio "$vm" "$bm") veil_over_raw=$(ratio "$vm" "$rm") raw_loss_pct=$rl veil_loss_pct=$vl boringtun_loss_pct=$bl"
+      # Where the median run's lost datagrams went, in % of those sent.
+      where() { awk -v n="$1" -v l="$2" -v a="$3" -v b="$4" -v c="$5" 'BEGIN { if (n > 0) printf "%.2f %.2f %.2f %.2f", l * 100 / n, a * 100 / n, b * 100 / n, c * 100 / n; else print "0 0 0 0" }'; }
+      for t in raw veil boringtun; do
+        case $t in raw) f=${RAW[udp]} ;; veil) f=${VEIL[udp]} ;; boringtun) f=${BT[udp]:-0 100 0 0 0 0 0} ;; esac
+        read -r _ _ n l a b c <<<"$f"
+        read -r pl pa pb pc <<<"$(where "${n:-0}" "${l:-0}" "${a:-0}" "${b:-0}" "${c:-0}")"
+        echo "RESULT udp_loss_where tunnel=$t sent=${n:-0} lost_pct=$pl at_sending_interface_pct=$pa at_tunnel_sockets_pct=$pb at_receiving_socket_pct=$pc"
+      done
       ;;
     udprate)
       read -r rg rr rl <<<"${RAW[udprate]}"
