@@ -33,6 +33,8 @@ APT_PACKAGES=(
   python3-prometheus-client # the official parser of the metrics test (tests/e2e/metrics.sh)
   curl            # scrapes the metrics endpoint
   nats-server     # the NATS JetStream cluster of tests/e2e/cluster.sh and scripts/bench.sh cluster
+  openssl         # the test CA and certificates of NATS over TLS (tests/e2e/cluster.sh)
+  python3-cryptography # Ed25519 for the NATS NKey of tests/e2e/cluster.sh (Debian's python3)
   python3-yaml    # scripts/deploy/check.sh parses the Kubernetes manifests
   default-jre-headless       # kotlinc and the Kotlin binding tests (tests/ffi/kotlin)
   libjna-java                # JNA, which UniFFI's Kotlin bindings load the library with

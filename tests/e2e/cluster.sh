@@ -13,6 +13,13 @@
 # route reaches a on the other relay) and the relays report NATS connected again; with UDP
 # between the relays cut, their traffic goes on the NATS bus and pings still get through.
 #
+# NATS is secured as in production: TLS with a test CA, client certificates verified, and
+# each relay authenticated its own way (relay 1 a user and a password file, relay 2 a
+# password from the environment, relay 3 an NKey); the servers' connection lists must show
+# each relay on TLS as its user. A wrong password, a missing CA, a missing client
+# certificate and a missing password are each refused at start, the message naming the
+# option; a relay also joins a server that takes a token.
+#
 # Needs root and nats-server (scripts/setup.sh installs it). Env: VEIL_BIN, FULL=1 (256 MiB).
 set -euo pipefail
 
@@ -28,7 +35,7 @@ step() { printf '\n==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 
 [ -x "$VEIL_BIN" ] || { echo "FAIL: $VEIL_BIN not found; cargo build --release -p veil-cli" >&2; exit 1; }
-for tool in nats-server jq python3 socat ping sha256sum curl nft; do
+for tool in nats-server jq python3 socat ping sha256sum curl nft openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool missing; run scripts/setup.sh" >&2; exit 1; }
 done
 
@@ -50,27 +57,92 @@ for i in 1 2 3; do
 done
 ok "relays at ${R[*]} (port 7000, TCP 443)"
 
-step "start a three-server NATS JetStream cluster (127.0.0.1 in core)"
+step "NATS credentials: a test CA, server and client certificates, passwords, an NKey"
+PKI=$NETNS_DIR/pki
+mkdir -p "$PKI"
+pki() { openssl "$@" 2>>"$PKI/openssl.log" || netns_fail "openssl $1 failed: $(tail -3 "$PKI/openssl.log")"; }
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+pki req -x509 "${ec[@]}" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" -days 2 -subj /CN=veil-test-nats-ca
+for who in server client; do
+  ext=$([ $who = server ] && echo "subjectAltName=IP:127.0.0.1" || echo "extendedKeyUsage=clientAuth")
+  pki req "${ec[@]}" -keyout "$PKI/$who.key" -out "$PKI/$who.csr" -subj "/CN=veil-test-$who" -addext "$ext"
+  pki x509 -req -in "$PKI/$who.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -out "$PKI/$who.pem" -days 2 -copy_extensions copy
+done
+secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+secret >"$PKI/pw1"
+PW2=$(secret)
+TOKEN=$(secret)
+# A user NKey as `nk -gen user` makes it: an Ed25519 seed and public key, each base32 with
+# a prefix and a CRC-16 (the relay's client checks both).
+NKEY_PUB=$(/usr/bin/python3 - "$PKI/nkey.seed" <<'PYEOF'
+import base64, os, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+def enc(raw):
+    return base64.b32encode(raw + crc16(raw).to_bytes(2, "little")).decode().rstrip("=")
+USER, SEED = 20 << 3, 18 << 3
+seed = os.urandom(32)
+pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+open(sys.argv[1], "w").write(enc(bytes([SEED | USER >> 5, (USER & 31) << 3]) + seed) + "\n")
+print(enc(bytes([USER]) + pub))
+PYEOF
+)
+[[ "$NKEY_PUB" == U* ]] || netns_fail "no NKey made"
+ok "CA, certificates for the servers (127.0.0.1) and the relays, two passwords, a token, an NKey"
+
+step "start a three-server NATS JetStream cluster (127.0.0.1 in core): TLS, client certificates, users"
 start_nats() {
   local i=$1
   mkdir -p "$NETNS_DIR/nats$i"
-  netns_spawn core "nats$i" nats-server -n "veil-nats-$i" -p $((4221 + i)) -m $((8221 + i)) \
-    -js -sd "$NETNS_DIR/nats$i" --cluster_name veiltest --cluster "nats://127.0.0.1:$((6221 + i))" \
-    --routes "nats://127.0.0.1:6222,nats://127.0.0.1:6223,nats://127.0.0.1:6224"
+  cat >"$NETNS_DIR/nats$i.conf" <<CONF
+server_name: veil-nats-$i
+listen: 127.0.0.1:$((4221 + i))
+http: 127.0.0.1:$((8221 + i))
+jetstream { store_dir: "$NETNS_DIR/nats$i" }
+tls { cert_file: "$PKI/server.pem", key_file: "$PKI/server.key", ca_file: "$PKI/ca.pem", verify: true }
+authorization {
+  users: [
+    { user: relay1, password: "$(cat "$PKI/pw1")" }
+    { user: relay2, password: "$PW2" }
+    { nkey: $NKEY_PUB }
+  ]
+}
+cluster {
+  name: veiltest
+  listen: 127.0.0.1:$((6221 + i))
+  routes: [nats://127.0.0.1:6222, nats://127.0.0.1:6223, nats://127.0.0.1:6224]
+}
+CONF
+  netns_spawn core "nats$i" nats-server -c "$NETNS_DIR/nats$i.conf"
 }
 nats_ready() { netns_exec core curl -sf "http://127.0.0.1:$((8221 + $1))/healthz?js-enabled-only=true" >/dev/null; }
 for i in 1 2 3; do start_nats "$i"; done
 for i in 1 2 3; do netns_wait_for "NATS server $i ready" 30 nats_ready "$i"; done
-NATS_URLS="nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
-ok "NATS servers up (JetStream, cluster of 3)"
+NATS_URLS="tls://127.0.0.1:4222,tls://127.0.0.1:4223,tls://127.0.0.1:4224"
+TLS_ARGS=(--nats-tls-ca "$PKI/ca.pem" --nats-tls-cert "$PKI/client.pem" --nats-tls-key "$PKI/client.key")
+ok "NATS servers up (JetStream, cluster of 3, TLS only, client certificates verified, three users)"
 
 step "veil network create with three relays; start them with --nats"
 "$VEIL_BIN" network create --relay "${R[0]}:7000" --relay "${R[1]}:7000" --relay "${R[2]}:7000" \
   --shared-rendezvous --out "$NET" >/dev/null || netns_fail "veil network create failed"
+# Each relay authenticates its own way (relay 2's password comes from the environment).
+AUTH1=(--nats-user relay1 --nats-password-file "$PKI/pw1")
+AUTH2=(--nats-user relay2)
+AUTH3=(--nats-nkey "$PKI/nkey.seed")
 start_relay() {
-  local i=$1
-  netns_spawn core "relay$i" "$VEIL_BIN" relay --listen "${R[$((i - 1))]}:7000" \
-    --token-file "$NET/relay-$i.token" --state-dir "$SD/relay$i" --nats "$NATS_URLS"
+  local i=$1 auth
+  auth="AUTH$i[@]"
+  netns_spawn core "relay$i" env VEIL_RELAY_NATS_PASSWORD="$([ "$i" != 2 ] || echo "$PW2")" \
+    "$VEIL_BIN" relay --listen "${R[$((i - 1))]}:7000" --token-file "$NET/relay-$i.token" \
+    --state-dir "$SD/relay$i" --nats "$NATS_URLS" "${TLS_ARGS[@]}" "${!auth}"
   netns_wait_relay_ready core "$SD/relay$i" "relay$i" 30
 }
 for i in 1 2 3; do start_relay "$i"; done
@@ -81,6 +153,60 @@ for i in 1 2 3; do
   [ "$(relay_status "$i" | jq -r .cluster.store.connected)" = true ] || netns_fail "relay $i: NATS not connected"
 done
 ok "each relay has links up to the other two; NATS connected"
+# The servers' own view: every client connection is TLS and authenticated as its relay.
+conns=$(for i in 1 2 3; do netns_exec core curl -sf "http://127.0.0.1:$((8221 + i))/connz?auth=true"; done |
+  jq -s '[.[].connections[]]')
+for who in relay1 relay2 "$NKEY_PUB"; do
+  n=$(jq --arg u "$who" '[.[] | select(.authorized_user == $u and (.tls_version // "") != "")] | length' <<<"$conns")
+  [ "$n" -ge 1 ] || netns_fail "no TLS connection of $who in NATS' connz: $(jq -c '[.[] | {authorized_user, tls_version}]' <<<"$conns")"
+done
+[ "$(jq '[.[] | select((.tls_version // "") == "")] | length' <<<"$conns")" = 0 ] ||
+  netns_fail "a NATS client connection without TLS: $(jq -c '[.[] | {authorized_user, tls_version}]' <<<"$conns")"
+detail=$(relay_status 1 | jq -r .cluster.store.detail)
+[[ "$detail" == *"user relay1, TLS with a client certificate, own CA"* ]] ||
+  netns_fail "relay 1's status does not say how it connects: $detail"
+ok "NATS sees relay1, relay2 and the NKey user, each on TLS $(jq -r '[.[].tls_version] | unique | join(", ")' <<<"$conns"); relay 1: $detail"
+
+step "NATS refuses a wrong password, a relay without the CA or without a client certificate"
+# refused LABEL PATTERN ARGS...: a relay started with these NATS options exits within 15 s
+# (not after the 20 s it retries an unreachable server), its error matching PATTERN.
+refused() {
+  local label=$1 pattern=$2
+  shift 2
+  netns_spawn core "$label" "$VEIL_BIN" relay --listen "${R[0]}:7100" --tcp-listen off \
+    --token-file "$NET/relay-1.token" --state-dir "$SD/$label" --nats "$NATS_URLS" "$@"
+  if netns_wait_exit "$label" 15; then netns_fail "$label: the relay exited 0"; fi
+  grep -Eq -- "$pattern" "${NETNS_LOG[$label]}" || netns_fail "$label: unexpected error: $(tail -2 "${NETNS_LOG[$label]}")"
+  ok "$label: $(grep -Eo -- "$pattern" "${NETNS_LOG[$label]}" | head -1)"
+}
+echo wrong >"$PKI/wrong"
+refused bad-password "refused this relay.*--nats-user" "${TLS_ARGS[@]}" --nats-user relay1 --nats-password-file "$PKI/wrong"
+refused no-ca "TLS failed.*--nats-tls-ca" --nats-tls-cert "$PKI/client.pem" --nats-tls-key "$PKI/client.key" "${AUTH1[@]}"
+refused no-client-cert "TLS failed.*--nats-tls-cert" --nats-tls-ca "$PKI/ca.pem" "${AUTH1[@]}"
+refused no-password "--nats-user needs its password" "${TLS_ARGS[@]}" --nats-user relay1
+
+step "a relay joins a NATS server that takes a token (TLS)"
+mkdir -p "$NETNS_DIR/natstok"
+cat >"$NETNS_DIR/natstok.conf" <<CONF
+listen: 127.0.0.1:4300
+http: 127.0.0.1:8300
+jetstream { store_dir: "$NETNS_DIR/natstok" }
+tls { cert_file: "$PKI/server.pem", key_file: "$PKI/server.key" }
+authorization { token: "$TOKEN" }
+CONF
+netns_spawn core natstok nats-server -c "$NETNS_DIR/natstok.conf"
+netns_wait_for "token NATS server ready" 30 netns_exec core curl -sf "http://127.0.0.1:8300/healthz?js-enabled-only=true" >/dev/null
+netns_spawn core relaytok env VEIL_RELAY_NATS_TOKEN="$TOKEN" "$VEIL_BIN" relay --listen "${R[0]}:7100" \
+  --tcp-listen off --token-file "$NET/relay-1.token" --state-dir "$SD/relaytok" \
+  --nats tls://127.0.0.1:4300 --nats-tls-ca "$PKI/ca.pem"
+netns_wait_relay_ready core "$SD/relaytok" relaytok 30
+tok=$(netns_exec core "$VEIL_BIN" relay status --json --state-dir "$SD/relaytok" | jq -r '.cluster.store | "\(.connected) \(.detail)"')
+[[ "$tok" == "true "*"token, TLS, own CA"* ]] || netns_fail "token relay: $tok"
+netns_exec core curl -sf "http://127.0.0.1:8300/connz" | jq -e '[.connections[] | select((.tls_version // "") != "")] | length >= 1' >/dev/null ||
+  netns_fail "the token relay's connection is not TLS"
+netns_stop relaytok 5
+netns_stop natstok 5
+ok "connected with a token over TLS: $tok"
 
 step "nodes: a homed on relay 1, b on relay 2 (relayed only)"
 # The ranking times a TCP connection to each relay; dropping some SYNs makes the others win.

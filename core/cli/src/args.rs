@@ -332,6 +332,37 @@ pub struct RelayRunArgs {
     /// --listen port). Default: the --listen address, when it is not a wildcard.
     #[arg(long, value_name = "HOST:PORT", env = "VEIL_RELAY_ADVERTISE")]
     pub advertise: Option<String>,
+    /// With --nats: authenticate as this NATS user. The password comes from
+    /// --nats-password-file or the environment variable VEIL_RELAY_NATS_PASSWORD (never the
+    /// command line, which every local user can read).
+    #[arg(long, value_name = "NAME", env = "VEIL_RELAY_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// With --nats-user: a file holding the password.
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// With --nats: a file holding the token the NATS servers expect (or the environment
+    /// variable VEIL_RELAY_NATS_TOKEN).
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// With --nats: a file holding the seed (SU…) of the user NKey the NATS servers know
+    /// this relay by (`nk -gen user`; the servers list only its public key, U…).
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// With --nats: PEM file of the CA certificates that sign the NATS servers' (instead
+    /// of the system's). Implies TLS.
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// With --nats: this relay's client certificate (PEM), for servers that verify clients
+    /// (`verify: true`); with --nats-tls-key. Implies TLS.
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// With --nats-tls-cert: its private key (PEM).
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// With --nats: refuse a NATS server that does not speak TLS (tls:// URLs and the
+    /// --nats-tls-* files imply it).
+    #[arg(long)]
+    pub nats_tls: bool,
 }
 
 #[derive(Debug, Args)]

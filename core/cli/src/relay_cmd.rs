@@ -6,6 +6,8 @@ use crate::args::RelayRunArgs;
 use crate::error::CliError;
 use crate::up::read_token_file;
 use crate::{logging, runtime, shutdown_signal};
+use std::path::PathBuf;
+use veil_io::cluster::NatsSecurity;
 use veil_io::control::{socket_path, RELAY_SOCKET};
 use veil_io::{state, ControlServer, DefaultSocketFactory, RelayRunner};
 use veil_proto::{RelayConfig, RelayToken};
@@ -51,6 +53,7 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
         )),
         (None, false) => None,
     };
+    let security = nats_security(args, |k| std::env::var(k).ok())?;
     let cluster = match &args.nats {
         None => {
             if args.advertise.is_some() {
@@ -99,12 +102,13 @@ pub fn run(args: &RelayRunArgs) -> Result<(), CliError> {
             let network = nats_network(&token)?;
             let store = veil_io::cluster::NatsStore::connect(
                 urls,
+                &security,
                 &network,
                 std::time::Duration::from_secs(args.lease_secs),
             )
             .await
             .map_err(|e| CliError::Cluster(format!("--nats: {e}")))?;
-            tracing::info!(nats = %urls, %advertise, "sharing the rendezvous through NATS");
+            tracing::info!(nats = %urls, %advertise, security = ?security, "sharing the rendezvous through NATS");
             runner.enable_cluster(std::sync::Arc::new(store), *advertise);
         }
         if let Some(addr) = tcp_listen {
@@ -146,4 +150,258 @@ fn nats_network(token: &RelayToken) -> Result<String, CliError> {
     };
     let h = veil_proto::crypto::keyed_hash(&peering, &[b"veil nats buckets"]);
     Ok(h[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The `--nats-*` options as the NATS client's settings, secrets read from their files or
+/// from `env` (VEIL_RELAY_NATS_PASSWORD, VEIL_RELAY_NATS_TOKEN). Each mistake names the
+/// option and the fix.
+fn nats_security(
+    args: &RelayRunArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<NatsSecurity, CliError> {
+    let given = [
+        ("--nats-user", args.nats_user.is_some()),
+        ("--nats-password-file", args.nats_password_file.is_some()),
+        ("--nats-token-file", args.nats_token_file.is_some()),
+        ("--nats-nkey", args.nats_nkey.is_some()),
+        ("--nats-tls-ca", args.nats_tls_ca.is_some()),
+        ("--nats-tls-cert", args.nats_tls_cert.is_some()),
+        ("--nats-tls-key", args.nats_tls_key.is_some()),
+        ("--nats-tls", args.nats_tls),
+    ];
+    if args.nats.is_none() {
+        if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(CliError::Cluster(format!(
+                "{name} is only used with --nats (how this relay connects to the NATS cluster)"
+            )));
+        }
+        return Ok(NatsSecurity::default());
+    }
+    let secret =
+        |flag: &str, file: &Option<PathBuf>, var: &str| -> Result<Option<String>, CliError> {
+            let from_env = env(var).filter(|v| !v.is_empty());
+            match (file, from_env) {
+                (Some(_), Some(_)) => Err(CliError::Cluster(format!(
+                    "{flag} and {var} both given: keep one"
+                ))),
+                (Some(path), None) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        CliError::Cluster(format!("{flag} {}: {e}", path.display()))
+                    })?;
+                    let text = text.trim();
+                    if text.is_empty() || text.contains('\n') {
+                        return Err(CliError::Cluster(format!(
+                            "{flag} {}: the file must hold the secret alone, on one line",
+                            path.display()
+                        )));
+                    }
+                    Ok(Some(text.to_owned()))
+                }
+                (None, v) => Ok(v),
+            }
+        };
+    let password = secret(
+        "--nats-password-file",
+        &args.nats_password_file,
+        "VEIL_RELAY_NATS_PASSWORD",
+    )?;
+    let user = match (&args.nats_user, password) {
+        (Some(u), Some(p)) => Some((u.clone(), p)),
+        (Some(_), None) => {
+            return Err(CliError::Cluster(
+                "--nats-user needs its password: --nats-password-file FILE or the environment variable VEIL_RELAY_NATS_PASSWORD".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(CliError::Cluster(
+                "a NATS password (--nats-password-file or VEIL_RELAY_NATS_PASSWORD) needs --nats-user NAME".into(),
+            ))
+        }
+        (None, None) => None,
+    };
+    let token = secret(
+        "--nats-token-file",
+        &args.nats_token_file,
+        "VEIL_RELAY_NATS_TOKEN",
+    )?;
+    let nkey_seed = secret("--nats-nkey", &args.nats_nkey, "VEIL_RELAY_NATS_NKEY_SEED")?;
+    if let Some(seed) = &nkey_seed {
+        if !(seed.starts_with("SU") && seed.len() == 58) {
+            return Err(CliError::Cluster(
+                "--nats-nkey: the file must hold a user NKey seed (58 characters starting with SU, as `nk -gen user` writes it), not the public key".into(),
+            ));
+        }
+    }
+    let methods = [user.is_some(), token.is_some(), nkey_seed.is_some()];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        return Err(CliError::Cluster(
+            "NATS takes one way of authenticating: give one of --nats-user (with its password), --nats-token-file (or VEIL_RELAY_NATS_TOKEN) and --nats-nkey".into(),
+        ));
+    }
+    let tls_client = match (&args.nats_tls_cert, &args.nats_tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(CliError::Cluster(
+                "--nats-tls-cert and --nats-tls-key go together: the client certificate and its private key".into(),
+            ))
+        }
+    };
+    for (flag, file) in [
+        ("--nats-tls-ca", &args.nats_tls_ca),
+        ("--nats-tls-cert", &args.nats_tls_cert),
+        ("--nats-tls-key", &args.nats_tls_key),
+    ] {
+        if let Some(path) = file {
+            std::fs::File::open(path)
+                .map_err(|e| CliError::Cluster(format!("{flag} {}: {e}", path.display())))?;
+        }
+    }
+    let tls_url = args
+        .nats
+        .as_deref()
+        .is_some_and(|u| u.split(',').any(|u| u.trim().starts_with("tls://")));
+    Ok(NatsSecurity {
+        user,
+        token,
+        nkey_seed,
+        tls_ca: args.nats_tls_ca.clone(),
+        tls_client,
+        tls_required: args.nats_tls || tls_url,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Cmd};
+    use clap::Parser;
+
+    fn run_args(extra: &[&str]) -> RelayRunArgs {
+        let mut argv = vec![
+            "veil",
+            "relay",
+            "--listen",
+            "198.18.0.1:7000",
+            "--token-file",
+            "relay-1.token",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Relay(r) => r.run,
+            _ => unreachable!(),
+        }
+    }
+
+    fn security(extra: &[&str], env: &[(&str, &str)]) -> Result<NatsSecurity, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        nats_security(&run_args(extra), |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn file(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("veil-nats-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    const NATS: [&str; 2] = ["--nats", "nats://127.0.0.1:4222"];
+    const SEED: &str = "SUAGMJH5XLGZKQQWAWKRZJIGMOU4HPFUYLXJMXOO5NLFEO2OOQJ5LPRDPM";
+
+    #[test]
+    fn nats_options_need_nats_and_name_themselves() {
+        let e = security(&["--nats-user", "r1"], &[]).unwrap_err();
+        assert!(e.contains("--nats-user is only used with --nats"), "{e}");
+        let e = security(&["--nats-tls"], &[]).unwrap_err();
+        assert!(e.contains("--nats-tls is only used with --nats"), "{e}");
+        let none = security(&[], &[("VEIL_RELAY_NATS_PASSWORD", "x")]).unwrap();
+        assert!(none.user.is_none() && !none.tls());
+    }
+
+    #[test]
+    fn a_user_needs_its_password_from_one_place() {
+        let user = [NATS[0], NATS[1], "--nats-user", "r1"];
+        let e = security(&user, &[]).unwrap_err();
+        assert!(e.contains("--nats-user needs its password"), "{e}");
+        let s = security(&user, &[("VEIL_RELAY_NATS_PASSWORD", "pw")]).unwrap();
+        assert_eq!(s.user, Some(("r1".into(), "pw".into())));
+        let pw = file("pw", "from-file\n");
+        let mut with_file = user.to_vec();
+        with_file.extend(["--nats-password-file", &pw]);
+        let s = security(&with_file, &[]).unwrap();
+        assert_eq!(s.user, Some(("r1".into(), "from-file".into())));
+        let e = security(&with_file, &[("VEIL_RELAY_NATS_PASSWORD", "pw")]).unwrap_err();
+        assert!(e.contains("both given"), "{e}");
+        let two = file("two", "a\nb\n");
+        let e = security(
+            &[
+                NATS[0],
+                NATS[1],
+                "--nats-user",
+                "r1",
+                "--nats-password-file",
+                &two,
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("on one line"), "{e}");
+        let e = security(&NATS, &[("VEIL_RELAY_NATS_PASSWORD", "pw")]).unwrap_err();
+        assert!(e.contains("needs --nats-user"), "{e}");
+        // No secret in what is logged or shown.
+        let s = security(&user, &[("VEIL_RELAY_NATS_PASSWORD", "hunter2")]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.describe(), "user r1, TLS if the server asks");
+    }
+
+    #[test]
+    fn one_way_of_authenticating_and_a_seed_not_a_public_key() {
+        let seed = file("seed", &format!("{SEED}\n"));
+        let s = security(&[NATS[0], NATS[1], "--nats-nkey", &seed], &[]).unwrap();
+        assert_eq!(s.nkey_seed.as_deref(), Some(SEED));
+        let public = file(
+            "public",
+            "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n",
+        );
+        let e = security(&[NATS[0], NATS[1], "--nats-nkey", &public], &[]).unwrap_err();
+        assert!(e.contains("user NKey seed"), "{e}");
+        let e = security(
+            &[NATS[0], NATS[1], "--nats-nkey", &seed],
+            &[("VEIL_RELAY_NATS_TOKEN", "t")],
+        )
+        .unwrap_err();
+        assert!(e.contains("one way of authenticating"), "{e}");
+        let t = security(&NATS, &[("VEIL_RELAY_NATS_TOKEN", "t")]).unwrap();
+        assert_eq!(t.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn tls_files_go_together_and_imply_tls() {
+        let pem = file("c.pem", "-----BEGIN CERTIFICATE-----\n");
+        let e = security(&[NATS[0], NATS[1], "--nats-tls-cert", &pem], &[]).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = security(
+            &[NATS[0], NATS[1], "--nats-tls-ca", "/nonexistent/ca.pem"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("--nats-tls-ca /nonexistent/ca.pem:"), "{e}");
+        let s = security(&[NATS[0], NATS[1], "--nats-tls-ca", &pem], &[]).unwrap();
+        assert!(s.tls());
+        let s = security(
+            &["--nats", "nats://10.0.0.1:4222, tls://10.0.0.2:4222"],
+            &[],
+        )
+        .unwrap();
+        assert!(s.tls_required, "a tls:// URL requires TLS");
+        assert!(!security(&NATS, &[]).unwrap().tls());
+    }
 }

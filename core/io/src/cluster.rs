@@ -384,6 +384,61 @@ impl ClusterTask {
 #[cfg(feature = "nats")]
 pub use nats::NatsStore;
 
+/// How a relay proves itself to NATS and protects the connection (`veil relay --nats-…`).
+/// NATS takes one way of authenticating per connection: at most one of `user`, `token` and
+/// `nkey_seed` is set (the CLI refuses more).
+#[derive(Clone, Default)]
+pub struct NatsSecurity {
+    /// User name and password.
+    pub user: Option<(String, String)>,
+    /// An authentication token.
+    pub token: Option<String>,
+    /// The seed (`SU…`) of the user NKey NATS knows this relay by; it signs the server's
+    /// nonce, and only the public key is in the server's configuration.
+    pub nkey_seed: Option<String>,
+    /// PEM file of the certificates that may sign the servers' (instead of the system's).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM files of this relay's client certificate and its key (for servers that verify
+    /// clients).
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Refuse a server that does not offer TLS (also implied by any of the TLS files and by
+    /// `tls://` URLs).
+    pub tls_required: bool,
+}
+
+impl NatsSecurity {
+    /// Whether the connection must be TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_required || self.tls_ca.is_some() || self.tls_client.is_some()
+    }
+
+    /// What `veil relay status` shows: the method and whether TLS is required, no secret.
+    pub fn describe(&self) -> String {
+        let auth = match (&self.user, &self.token, &self.nkey_seed) {
+            (Some((u, _)), _, _) => format!("user {u}"),
+            (_, Some(_), _) => "token".to_owned(),
+            (_, _, Some(_)) => "nkey".to_owned(),
+            _ => "no credentials".to_owned(),
+        };
+        let mut tls = match (self.tls(), &self.tls_client) {
+            (true, Some(_)) => "TLS with a client certificate".to_owned(),
+            (true, None) => "TLS".to_owned(),
+            (false, _) => "TLS if the server asks".to_owned(),
+        };
+        if self.tls_ca.is_some() {
+            tls.push_str(", own CA");
+        }
+        format!("{auth}, {tls}")
+    }
+}
+
+/// Secrets stay out of logs and `Debug` output.
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 #[cfg(feature = "nats")]
 mod nats {
     use super::*;
@@ -413,6 +468,8 @@ mod nats {
         held: Mutex<HashMap<String, (u64, Bytes)>>,
         errors: AtomicU64,
         urls: String,
+        /// How the relay authenticates and whether TLS is required (`describe`), for status.
+        security: String,
         /// Subject prefix of the relays' bus: `<prefix>.<relay key hex>`.
         bus: String,
     }
@@ -436,12 +493,86 @@ mod nats {
         StoreError(e.to_string())
     }
 
+    /// The client's options for `security`.
+    fn options(security: &NatsSecurity) -> async_nats::ConnectOptions {
+        let mut o = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &security.user {
+            o = o.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &security.token {
+            o = o.token(token.clone());
+        }
+        if let Some(seed) = &security.nkey_seed {
+            o = o.nkey(seed.clone());
+        }
+        if let Some(ca) = &security.tls_ca {
+            o = o.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &security.tls_client {
+            o = o.add_client_certificate(cert.clone(), key.clone());
+        }
+        o.require_tls(security.tls())
+    }
+
+    /// The TLS error behind a failed connection, if that is what it was (the client reports
+    /// a handshake that failed as an I/O error).
+    fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(t) = err.downcast_ref::<rustls::Error>() {
+                return Some(t);
+            }
+            // io::Error's `source` skips the error it wraps: look at that one too.
+            if let Some(t) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return Some(t);
+            }
+            cur = err.source();
+        }
+        None
+    }
+
+    /// Why a failed connection will not succeed by trying again, in words that name the
+    /// setting to look at; `None` for what may pass (a server not up yet, a timeout).
+    fn fatal(e: &async_nats::ConnectError, security: &NatsSecurity) -> Option<String> {
+        use async_nats::ConnectErrorKind as K;
+        let used = security.describe();
+        if let Some(tls) = tls_cause(e) {
+            return Some(match tls {
+                rustls::Error::AlertReceived(alert) => format!(
+                    "TLS failed: the server ended the handshake ({alert:?}; this relay used {used}): a server that verifies clients needs --nats-tls-cert and --nats-tls-key, a certificate signed by a CA it trusts"
+                ),
+                other => format!(
+                    "TLS failed: {other} (this relay used {used}): --nats-tls-ca must hold the CA that signed the server's certificate, and that certificate must name the host of the URL"
+                ),
+            });
+        }
+        match e.kind() {
+            K::AuthorizationViolation | K::Authentication => Some(format!(
+                "the server refused this relay ({e}; it connected with {used}): check --nats-user with its password, --nats-token-file or --nats-nkey against the server's authorization block"
+            )),
+            K::Tls => Some(format!(
+                "TLS failed ({e}; this relay used {used}): check --nats-tls-ca, --nats-tls-cert and --nats-tls-key"
+            )),
+            K::ServerParse => Some(format!(
+                "{e}: give URLs as nats://HOST:PORT or tls://HOST:PORT, comma-separated"
+            )),
+            _ => None,
+        }
+    }
+
     impl NatsStore {
-        /// Connects to `urls` (comma-separated `nats://host:port`) and opens (or creates) the
-        /// buckets of the network named by `network` (a hash of its relay peering key).
-        /// `lease` is the names' `max_age`.
+        /// Connects to `urls` (comma-separated `nats://host:port` or `tls://host:port`) with
+        /// `security` and opens (or creates) the buckets of the network named by `network`
+        /// (a hash of its relay peering key). `lease` is the names' `max_age`. A server that
+        /// cannot be reached is tried again for `CONNECT_WAIT`; refused credentials and a
+        /// failed TLS handshake end it at once (waiting does not change them).
         pub async fn connect(
             urls: &str,
+            security: &NatsSecurity,
             network: &str,
             lease: Duration,
         ) -> Result<NatsStore, StoreError> {
@@ -459,22 +590,26 @@ mod nats {
             // try for CONNECT_WAIT before giving up with the cause.
             let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
             let client = loop {
-                match async_nats::ConnectOptions::new()
+                match options(security)
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(Duration::from_secs(2)))
                     .connect(list.clone())
                     .await
                 {
                     Ok(c) => break c,
-                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                    Err(e) => {
+                        if let Some(why) = fatal(&e, security) {
+                            return Err(StoreError(format!("NATS at {urls}: {why}")));
+                        }
+                        if tokio::time::Instant::now() < deadline {
+                            tracing::warn!(error = %e, "NATS at {urls} not reachable yet; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
                         return Err(StoreError(format!(
                             "could not connect to NATS at {urls} within {} s: {e} (is nats-server running there, and reachable from this relay?)",
                             CONNECT_WAIT.as_secs()
                         )));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "NATS at {urls} not reachable yet; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             };
@@ -491,6 +626,7 @@ mod nats {
                 held: Mutex::new(HashMap::new()),
                 errors: AtomicU64::new(0),
                 urls: urls.to_string(),
+                security: security.describe(),
                 bus: format!("veil_{network}.bus"),
             })
         }
@@ -815,11 +951,11 @@ mod nats {
                 connected,
                 detail: if connected {
                     format!(
-                        "connected to {}:{} ({})",
-                        info.host, info.port, info.server_name
+                        "connected to {}:{} ({}); {}",
+                        info.host, info.port, info.server_name, self.security
                     )
                 } else {
-                    format!("{state:?}; servers {}", self.urls)
+                    format!("{state:?}; servers {}; {}", self.urls, self.security)
                 },
                 held: self.held.lock().map(|h| h.len()).unwrap_or(0),
                 errors: self.errors.load(Ordering::Relaxed),

@@ -258,10 +258,14 @@ fn main() {
                 Some(url) => {
                     // A fresh bucket per run: the network hash is random.
                     let net: String = (0..8).map(|_| format!("{:02x}", rand_byte())).collect();
-                    let store =
-                        veil_io::cluster::NatsStore::connect(url, &net, Duration::from_secs(600))
-                            .await
-                            .unwrap();
+                    let store = veil_io::cluster::NatsStore::connect(
+                        url,
+                        &Default::default(),
+                        &net,
+                        Duration::from_secs(600),
+                    )
+                    .await
+                    .unwrap();
                     run(n, Arc::new(store), "nats", pid).await;
                 }
                 None => run(n, Arc::new(MemoryStore::new()), "memory", None).await,
