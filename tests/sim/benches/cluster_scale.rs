@@ -2,8 +2,9 @@
 //! registrations; every registration claims its four names in the store), then a node of
 //! relay B looks up random registered addresses, which B must ask the store for.
 //!
-//! Run: `cargo bench -p veil-sim --bench cluster_scale -- [--nats URL] [--nats-pid PID] N…`
-//! (`scripts/bench.sh cluster` starts a NATS server and runs both stores). Reports the
+//! Run: `cargo bench -p veil-sim --bench cluster_scale -- [--nats URL] [--nats-pid PID]
+//! [--nats-tls-ca FILE] [--nats-user NAME --nats-password PW] N…` (`scripts/bench.sh
+//! cluster` starts NATS servers, plain and TLS with a user, and runs every store). Reports the
 //! process heap per node (relay state plus the store client's bookkeeping; with the memory
 //! store also the store itself), the NATS server's resident memory per node (with
 //! `--nats-pid`), the registration rate, and the lookup latency at relay B from the node's
@@ -236,11 +237,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut nats = None;
     let mut pid = None;
+    let mut security = veil_io::cluster::NatsSecurity::default();
+    let mut user = None;
     let mut sizes = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--nats" => nats = args.next(),
             "--nats-pid" => pid = args.next().and_then(|p| p.parse().ok()),
+            "--nats-tls-ca" => security.tls_ca = args.next().map(Into::into),
+            "--nats-user" => user = args.next(),
+            "--nats-password" => security.user = user.clone().zip(args.next()),
             "--bench" => {}
             other => sizes.extend(other.parse::<u64>().ok()),
         }
@@ -260,13 +266,14 @@ fn main() {
                     let net: String = (0..8).map(|_| format!("{:02x}", rand_byte())).collect();
                     let store = veil_io::cluster::NatsStore::connect(
                         url,
-                        &Default::default(),
+                        &security,
                         &net,
                         Duration::from_secs(600),
                     )
                     .await
                     .unwrap();
-                    run(n, Arc::new(store), "nats", pid).await;
+                    let label = if security.tls() { "nats-tls" } else { "nats" };
+                    run(n, Arc::new(store), label, pid).await;
                 }
                 None => run(n, Arc::new(MemoryStore::new()), "memory", None).await,
             }
