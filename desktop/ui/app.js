@@ -215,7 +215,7 @@ function renderPeers(peers) {
       const rtt = p.rtt_ms != null ? `${p.rtt_ms.toFixed(p.rtt_ms < 10 ? 2 : 1)} ms` : "—";
       const flash = ui.flash === p.id ? " flash" : "";
       return `<tr class="peer${flash}" data-id="${esc(p.id)}" data-path="${esc(p.path)}" data-pmtu="${p.pmtu ?? ""}">
-        <td class="mono">${esc(p.id)}</td>
+        <td>${p.name ? `<span class="name">${esc(p.name)}</span><div class="sub mono">${esc(p.id)}</div>` : `<span class="mono">${esc(p.id)}</span>`}</td>
         <td class="mono" title="${esc(p.overlay_ipv6)}">${esc(p.overlay_ipv4 || "—")}<div class="sub">${esc(p.overlay_ipv6)}</div></td>
         <td>${pathCell(p)}</td>
         <td class="num">${mtu}</td>

@@ -98,6 +98,8 @@ pub struct NodeStatus {
 pub struct PeerInfo {
     /// Short id of the peer.
     pub id: String,
+    /// The peer's DNS name (without the domain), once the rendezvous confirmed it.
+    pub name: Option<String>,
     /// Its overlay IPv4, once verified.
     pub overlay_ipv4: Option<String>,
     /// Its overlay IPv6.
@@ -158,6 +160,7 @@ impl From<PeerReport> for PeerInfo {
     fn from(p: PeerReport) -> Self {
         PeerInfo {
             id: p.id,
+            name: p.name,
             overlay_ipv4: p.overlay_ipv4.map(|a| a.to_string()),
             overlay_ipv6: p.overlay_ipv6.to_string(),
             path: p.path,

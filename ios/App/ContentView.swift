@@ -73,7 +73,12 @@ struct PeerRow: View {
     var body: some View {
         VStack(alignment: .leading, spacing: 2) {
             HStack {
-                Text(peer.id).font(.body.monospaced())
+                if let name = peer.name {
+                    Text(name).font(.body)
+                    Text(peer.id).font(.caption.monospaced()).foregroundStyle(.secondary)
+                } else {
+                    Text(peer.id).font(.body.monospaced())
+                }
                 Spacer()
                 Text(pathText).foregroundStyle(.secondary)
             }

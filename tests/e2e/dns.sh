@@ -3,8 +3,9 @@
 # node (its resolv.conf, bind-mounted by `ip netns exec`, names b's overlay address, where
 # `veil up` answers DNS): `getent hosts alpha.veil`, `ping alpha.veil` and
 # `curl http://alpha.veil:8080/` reach a; an unknown name gets NXDOMAIN within a relay round
-# trip; a foreign name is REFUSED at once; a third node asking for the same name runs without
-# it and says so in `veil status`.
+# trip; a foreign name is REFUSED at once; `veil peers` on b names a alpha (and a shows b,
+# which has no name, without one); a third node asking for the same name runs without it and
+# says so in `veil status`.
 #
 # Needs root, curl (scripts/setup.sh).
 set -euo pipefail
@@ -62,6 +63,19 @@ if out=$(netns_exec b "$VEIL_BIN" ping nobody -c 1 --state-dir "$NETNS_DIR/state
 fi
 grep -q "no member is named nobody.veil" <<<"$out" || netns_fail "veil ping nobody: $out"
 ok "$(tail -n 1 <<<"$(netns_exec b "$VEIL_BIN" ping alpha.veil -c 2 -i 100 --state-dir "$NETNS_DIR/state/b")")"
+
+step "veil peers names a on b (and b, without a name, stays unnamed on a)"
+peer_name() { # NODE OVERLAY_IPV4: the name `veil peers --json` on NODE shows for that peer
+  netns_exec "$1" "$VEIL_BIN" peers --json --state-dir "$NETNS_DIR/state/$1" |
+    jq -r --arg ip "$2" '.[] | select(.overlay_ipv4 == $ip) | .name // "null"'
+}
+netns_wait_for "a named alpha in b's peers" 10 bash -c "[ \"\$(ip netns exec $(netns_name b) $VEIL_BIN peers --json --state-dir $NETNS_DIR/state/b | jq -r '.[] | .name // empty')\" = alpha ]" ||
+  netns_fail "b's peers: $(netns_exec b "$VEIL_BIN" peers --json --state-dir "$NETNS_DIR/state/b")"
+[ "$(peer_name b "$A4")" = alpha ] || netns_fail "b lists alpha, but not for a's address $A4"
+[ "$(peer_name a "$B4")" = null ] || netns_fail "a names b '$(peer_name a "$B4")', which has no name"
+netns_exec b "$VEIL_BIN" peers --state-dir "$NETNS_DIR/state/b" | awk 'NR == 1 && $2 != "NAME" { exit 1 } NR == 2 && $2 != "alpha" { exit 1 }' ||
+  netns_fail "the peers table on b: $(netns_exec b "$VEIL_BIN" peers --state-dir "$NETNS_DIR/state/b")"
+ok "b: $(netns_exec b "$VEIL_BIN" peers --state-dir "$NETNS_DIR/state/b" | awk 'NR == 2 { print $1, $2, $3 }')"
 
 step "unknown and foreign names"
 # rcode and milliseconds of one query to b's node, straight over UDP.

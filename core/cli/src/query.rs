@@ -145,6 +145,7 @@ pub fn peers(args: &QueryArgs) -> Result<(), CliError> {
     }
     let header = [
         "ID",
+        "NAME",
         "IPV4",
         "IPV6",
         "PATH",
@@ -169,6 +170,7 @@ fn peer_row(p: &PeerReport) -> Vec<String> {
     };
     vec![
         p.id.clone(),
+        p.name.clone().unwrap_or_else(dash),
         p.overlay_ipv4.map_or_else(dash, |a| a.to_string()),
         p.overlay_ipv6.to_string(),
         path,

@@ -295,6 +295,7 @@ mod tests {
     fn every_sample_follows_its_family_and_parses() {
         let peer = PeerReport {
             id: "p1".into(),
+            name: Some("web".into()),
             overlay_ipv4: None,
             overlay_ipv6: Ipv6Addr::LOCALHOST,
             path: "direct".into(),

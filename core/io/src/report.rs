@@ -11,6 +11,7 @@ pub use veil_ipc::report::{Counters, NodeStatusReport, PeerReport};
 pub fn peer_report(p: &veil_proto::PeerStatus) -> PeerReport {
     PeerReport {
         id: p.id.clone(),
+        name: p.name.clone(),
         overlay_ipv4: p.overlay_ipv4,
         overlay_ipv6: p.overlay_ipv6,
         path: p.path.to_owned(),

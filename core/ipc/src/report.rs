@@ -125,6 +125,10 @@ pub struct NodeStatusReport {
 pub struct PeerReport {
     /// Short id of the peer.
     pub id: String,
+    /// The peer's DNS name (without the domain), once the rendezvous confirmed it is the
+    /// peer's; null for a peer without one, and from a node older than the field.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Its overlay IPv4, once verified.
     pub overlay_ipv4: Option<Ipv4Addr>,
     /// Its overlay IPv6.

@@ -226,6 +226,9 @@ pub struct NodeStatus {
 pub struct PeerStatus {
     /// Short id of the peer.
     pub id: String,
+    /// The peer's DNS name (without the domain), once the rendezvous confirmed it is the
+    /// peer's.
+    pub name: Option<String>,
     /// Its overlay IPv4, once verified through the rendezvous.
     pub overlay_ipv4: Option<Ipv4Addr>,
     /// Its overlay IPv6.

@@ -52,6 +52,7 @@ PATHS = {"direct", "relayed", "private", "none"}
 
 PEER = {
     "id": ("string", is_str),
+    "name": ("string|null", opt(is_str)),
     "overlay_ipv4": ("string", is_str),
     "overlay_ipv6": ("string", is_str),
     "path": ("string: direct|relayed|private|none", lambda v: is_str(v) and v in PATHS),

@@ -544,7 +544,7 @@ fun bridgeLogic() {
     var s = VeilState(phase = Phase.CONNECTING)
     s = VeilBridge.reduce(s, VeilEvent.Connected("127.0.0.1:7000"))
     check(s.phase == Phase.CONNECTED && s.relayConnected && s.relay == "127.0.0.1:7000", "Connected -> CONNECTED")
-    val row = PeerRow("ab12", "100.64.0.9", "fd00::9", "relayed", "symmetric NAT", null, null, "searching", null, 0u, 0u, null, null, "chacha20-poly1305")
+    val row = PeerRow("ab12", null, "100.64.0.9", "fd00::9", "relayed", "symmetric NAT", null, null, "searching", null, 0u, 0u, null, null, "chacha20-poly1305")
     s = s.copy(peers = listOf(row))
     s = VeilBridge.reduce(s, VeilEvent.PathChanged("ab12", "direct", "192.0.2.7:4000", 1420u))
     check(s.peers[0].path == "direct" && s.peers[0].pmtu == 1420u && s.peers[0].pathLabel == "direct (192.0.2.7:4000)", "PathChanged updates the row", { "${s.peers[0]}" })
@@ -562,7 +562,7 @@ fun bridgeLogic() {
     check(!Phase.FAILED.active && Phase.CONNECTING.active, "Phase.active")
 
     val meter = RateMeter()
-    fun peer(tx: ULong, rx: ULong) = PeerInfo("ab12", null, "fd00::9", "direct", null, null, 1.5, 1420u, "done", tx, rx, null, "aes-256-gcm")
+    fun peer(tx: ULong, rx: ULong) = PeerInfo("ab12", null, null, "fd00::9", "direct", null, null, 1.5, 1420u, "done", tx, rx, null, "aes-256-gcm")
     check(meter.update(listOf(peer(1000u, 0u)), 0L)["ab12"] == (null to null), "first sample: no rate")
     val r = meter.update(listOf(peer(3000u, 500u)), 500_000_000L)["ab12"]
     check(r == (4000.0 to 1000.0), "rates are bytes per second between polls", { "$r" })

@@ -154,3 +154,63 @@ fn a_query_into_the_tun_is_answered_out_of_it() {
         (RCODE::NoError, vec![sim.ipv4(server).unwrap()])
     );
 }
+
+/// The name `veil peers` shows for peer `of` at node `at` (None: not a peer; Some(None):
+/// a peer without a confirmed name).
+fn name_at(sim: &Sim, at: usize, of: usize) -> Option<Option<String>> {
+    let id = sim.nodes[of].node.status(sim.now).id;
+    sim.nodes[at]
+        .node
+        .peers(sim.now)
+        .into_iter()
+        .find(|p| p.id == id)
+        .map(|p| p.name)
+}
+
+#[test]
+fn peers_are_named_once_the_rendezvous_confirms_the_name() {
+    let mut sim = Sim::new(63, 0, NodeConfig::default(), Default::default());
+    let web = sim.add_node(named("web"));
+    let db = sim.add_node(named("db"));
+    let plain = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(3));
+    let (iw, id, ip) = (
+        sim.ipv4(web).unwrap(),
+        sim.ipv4(db).unwrap(),
+        sim.ipv4(plain).unwrap(),
+    );
+    // One way only: the sender looks the receiver up by address, the receiver verifies the
+    // sender's address; both learn the other's record, and each name is then looked up.
+    sim.tun_send(plain, &udp4(ip, iw, b"to web"));
+    sim.tun_send(db, &udp4(id, iw, b"to web"));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(name_at(&sim, plain, web), Some(Some("web".into())));
+    assert_eq!(name_at(&sim, web, db), Some(Some("db".into())));
+    assert_eq!(name_at(&sim, db, web), Some(Some("web".into())));
+    assert_eq!(
+        name_at(&sim, web, plain),
+        Some(None),
+        "a peer without a name"
+    );
+
+    // The name moves: web leaves, its lease ends, another member takes "web". Once plain
+    // reaches the new holder, no other peer of plain's is named web.
+    sim.remove_node(web);
+    sim.run_for(Duration::from_secs(120));
+    let web2 = sim.add_node(named("web"));
+    sim.run_for(Duration::from_secs(3));
+    assert!(!sim.nodes[web2].node.status(sim.now).name_taken);
+    let iw2 = sim.ipv4(web2).unwrap();
+    sim.tun_send(plain, &udp4(ip, iw2, b"to the new web"));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(name_at(&sim, plain, web2), Some(Some("web".into())));
+    let named_web = sim.nodes[plain]
+        .node
+        .peers(sim.now)
+        .into_iter()
+        .filter(|p| p.name.as_deref() == Some("web"))
+        .count();
+    assert_eq!(named_web, 1, "one peer named web");
+    // The old holder is still plain's peer (not yet forgotten), now without the name.
+    assert_eq!(name_at(&sim, plain, web), Some(None));
+}

@@ -189,11 +189,73 @@ impl Node {
                 self.dns.cache.clear();
             }
         }
+        self.name_resolved(&l.name, outcome);
         self.dns.cache.insert(l.name, (outcome, now + keep));
         for (token, query) in l.waiting {
             self.dns_reply(token, &query, outcome);
         }
         true
+    }
+
+    /// A peer's record names it `name` (or nothing): the name is shown for the peer once a
+    /// lookup of the name returns the peer's own record. Answered from the DNS cache when
+    /// it can be, else by a lookup of its own (no question waits for it).
+    pub(super) fn peer_name_claimed(&mut self, now: Instant, pk: [u8; 32], name: Option<String>) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let Some(name) = name.filter(|n| dns::valid_name(n)) else {
+            p.name = None;
+            p.name_claim = None;
+            return;
+        };
+        if p.name.as_deref() == Some(name.as_str()) {
+            return;
+        }
+        p.name_claim = Some(name.clone());
+        if let Some((outcome, until)) = self.dns.cache.get(&name) {
+            if *until > now {
+                let outcome = *outcome;
+                return self.name_resolved(&name, outcome);
+            }
+        }
+        if self.dns.by_name.contains_key(&name) || self.dns.lookups.len() >= MAX_DNS_LOOKUPS {
+            // A lookup in flight answers it; with none possible now, the next record does.
+            return;
+        }
+        let req = self.next_req();
+        if self.send_name_lookup(now, req, &name) {
+            self.dns.by_name.insert(name.clone(), req);
+            self.dns.lookups.insert(
+                req,
+                DnsLookup {
+                    name,
+                    waiting: Vec::new(),
+                    sent: now,
+                    attempts: 1,
+                },
+            );
+        }
+    }
+
+    /// What the rendezvous says `name` is: the peer whose record it returned gets the name
+    /// (a peer that claimed it and is not that one does not).
+    fn name_resolved(&mut self, name: &str, outcome: Outcome) {
+        let holder = match outcome {
+            Outcome::Found(_, v6) => Some(v6),
+            Outcome::NoSuchName => None,
+            // Not an answer (no relay, no reply): what is shown stays.
+            Outcome::Refused | Outcome::Failed => return,
+        };
+        for p in self.peers.values_mut() {
+            if Some(p.ipv6) == holder {
+                p.name = Some(name.to_owned());
+                p.name_claim = None;
+            } else if p.name.as_deref() == Some(name) || p.name_claim.as_deref() == Some(name) {
+                p.name = None;
+                p.name_claim = None;
+            }
+        }
     }
 
     /// Resends unanswered lookups; answers SERVFAIL after the last attempt.

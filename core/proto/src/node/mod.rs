@@ -303,6 +303,11 @@ struct Peer {
     /// An IPv4 the peer claimed in its handshake, awaiting verification.
     ipv4_claim: Option<Ipv4Addr>,
     ipv6: Ipv6Addr,
+    /// The peer's DNS name, once a lookup of that name at the rendezvous returned this
+    /// peer's record (a record can claim any name; only the rendezvous knows who holds it).
+    name: Option<String>,
+    /// A name the peer's record claims, awaiting that lookup.
+    name_claim: Option<String>,
     /// The tags of the peer's certificate (networks with a CA).
     tags: Vec<String>,
     /// The peer's handle at our relay (None until a lookup or a relayed packet told us).
@@ -1769,6 +1774,9 @@ impl Node {
         match lookup.purpose {
             LookupPurpose::Verify(pk) => {
                 let ok = rec.as_ref().is_some_and(|r| r.public == pk);
+                if let Some(r) = rec.filter(|_| ok) {
+                    self.peer_name_claimed(now, pk, r.name);
+                }
                 self.finish_verify(now, pk, lookup.target, ok);
             }
             LookupPurpose::Route(queue) => {
@@ -1797,6 +1805,7 @@ impl Node {
                 if let IpAddr::V4(a) = lookup.target {
                     self.set_peer_ipv4(pk, a);
                 }
+                self.peer_name_claimed(now, pk, rec.name);
                 let mut out = vec![0u8; wire::PAD_CAP * 4];
                 for pkt in queue {
                     if let Some(t) = self.send_data(now, pk, &pkt, &mut out) {
@@ -1871,6 +1880,8 @@ impl Node {
                 ipv4: None,
                 ipv4_claim: None,
                 ipv6,
+                name: None,
+                name_claim: None,
                 tags: Vec::new(),
                 handle: None,
                 direct: None,
@@ -3169,6 +3180,7 @@ impl Node {
                 };
                 PeerStatus {
                     id: p.id.clone(),
+                    name: p.name.clone(),
                     overlay_ipv4: p.ipv4,
                     overlay_ipv6: p.ipv6,
                     path,

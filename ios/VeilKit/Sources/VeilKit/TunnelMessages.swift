@@ -80,6 +80,7 @@ public struct StatusSnapshot: Codable, Equatable {
 /// `PeerInfo`, for the app's peer list.
 public struct PeerSnapshot: Codable, Equatable, Identifiable {
     public var id: String
+    public var name: String?
     public var overlayIpv4: String?
     public var overlayIpv6: String
     public var path: String
@@ -94,6 +95,7 @@ public struct PeerSnapshot: Codable, Equatable, Identifiable {
 
     public init(_ p: PeerInfo) {
         id = p.id
+        name = p.name
         overlayIpv4 = p.overlayIpv4
         overlayIpv6 = p.overlayIpv6
         path = p.path

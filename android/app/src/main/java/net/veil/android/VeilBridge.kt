@@ -58,6 +58,8 @@ enum class Phase {
 /** One peer as the UI lists it: [PeerInfo] plus the throughput since the previous poll. */
 data class PeerRow(
     val id: String,
+    /** The peer's DNS name, once the rendezvous confirmed it. */
+    val name: String?,
     val overlayIpv4: String?,
     val overlayIpv6: String,
     /** `direct`, `relayed`, `private` or `none`. */
@@ -269,6 +271,7 @@ class VeilBridge(
                 val (tx, rx) = rates[p.id] ?: (null to null)
                 PeerRow(
                     id = p.id,
+                    name = p.name,
                     overlayIpv4 = p.overlayIpv4,
                     overlayIpv6 = p.overlayIpv6,
                     path = p.path,

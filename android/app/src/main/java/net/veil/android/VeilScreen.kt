@@ -166,10 +166,10 @@ private fun PeerCard(peer: PeerRow) {
         Column(modifier = Modifier.padding(12.dp), verticalArrangement = Arrangement.spacedBy(2.dp)) {
             Row(verticalAlignment = Alignment.CenterVertically) {
                 Text(
-                    peer.id,
+                    peer.name ?: peer.id,
                     modifier = Modifier.weight(1f),
                     style = MaterialTheme.typography.titleSmall,
-                    fontFamily = FontFamily.Monospace,
+                    fontFamily = if (peer.name == null) FontFamily.Monospace else FontFamily.Default,
                 )
                 Text(
                     if (peer.up) "up" else "down",
@@ -214,6 +214,7 @@ private fun phaseLabel(phase: Phase): String = when (phase) {
 private fun VeilScreenPreview() {
     val peer = PeerRow(
         id = "3f9a1c2e",
+        name = "build-box",
         overlayIpv4 = "100.64.12.7",
         overlayIpv6 = "fd5e:1a2b:3c4d::7",
         path = "relayed",
