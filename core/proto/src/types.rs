@@ -445,6 +445,9 @@ counters!(
         registrations,
         /// Newer policies adopted.
         policies,
+        /// Policies passed on to other relays of the shared rendezvous (one per relay for
+        /// each policy adopted, and the one held to a relay whose link comes up).
+        policies_relayed,
         /// Clients dropped because a policy revoked their key.
         clients_revoked,
         /// Registrations refused because a name was taken.

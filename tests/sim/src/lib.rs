@@ -221,7 +221,18 @@ impl Sim {
     /// store): nodes homed on different relays find each other, and reach each other through
     /// relay links.
     pub fn with_cluster(seed: u64, relays: usize, n: usize, cfg: NodeConfig) -> Sim {
-        let mut sim = Sim::build(seed, 0, cfg.clone(), Impairment::default(), None, relays);
+        Sim::with_cluster_ca(seed, relays, n, cfg, None)
+    }
+
+    /// Like [`Sim::with_cluster`], in a network whose tokens carry the CA public key `ca`.
+    pub fn with_cluster_ca(
+        seed: u64,
+        relays: usize,
+        n: usize,
+        cfg: NodeConfig,
+        ca: Option<[u8; 32]>,
+    ) -> Sim {
+        let mut sim = Sim::build(seed, 0, cfg.clone(), Impairment::default(), ca, relays);
         sim.store = Some(MemoryStore::new());
         sim.relay.enable_cluster();
         for (_, r) in &mut sim.more_relays {

@@ -269,3 +269,116 @@ fn relays_that_cannot_reach_each_other_carry_traffic_on_the_bus() {
     let (ab, ba) = sim.ping_both_ways(a, b, 10, Duration::from_millis(20), Duration::from_secs(1));
     assert_eq!((ab, ba), (0, 0));
 }
+
+fn policies(sim: &Sim, relay: usize) -> u64 {
+    counter(sim, relay, "policies")
+}
+
+/// A policy pushed through a node of one relay holds on every relay of the shared
+/// rendezvous: each adopts it (from the first over their links, or over the store's bus)
+/// and hands it to its own nodes, so a revoked node reaches nobody and cannot register
+/// anywhere; a relay that restarts with no node to push it back learns it again from the
+/// other relays as soon as its links are up.
+#[test]
+fn a_policy_crosses_relays_and_comes_back_to_a_restarted_one() {
+    use veil_proto::{CaKey, Identity};
+    let ca = CaKey::from_seed([23; 32]);
+    let tagged = |id: &Identity, tag: &str| NodeConfig {
+        cert: Some(
+            ca.sign(
+                *id.public(),
+                None,
+                &[tag.to_string()],
+                Sim::BASE_UNIX + 86_400,
+            )
+            .unwrap(),
+        ),
+        ..relayed_only()
+    };
+    let mut sim = Sim::with_cluster_ca(96, 3, 0, relayed_only(), Some(ca.public()));
+    let ids: Vec<Identity> = (0..3u8)
+        .map(|i| Identity::from_secret([60 + i; 32]))
+        .collect();
+    let a = sim.add_node_with_identity(tagged(&ids[0], "web"), ids[0].clone());
+    sim.home_next_at(1);
+    let b = sim.add_node_with_identity(tagged(&ids[1], "db"), ids[1].clone());
+    let c = sim.add_node_with_identity(tagged(&ids[2], "web"), ids[2].clone());
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        (clients(&sim, 0), clients(&sim, 1), clients(&sim, 2)),
+        (1, 2, 0),
+        "a on relay 0; b and c on relay 1; none on relay 2"
+    );
+    let (bc, cb) = sim.ping_both_ways(b, c, 3, Duration::from_millis(50), Duration::from_secs(1));
+    assert_eq!((bc, cb), (3, 3), "before any policy, b and c talk");
+
+    // The operator revokes c, through a, whose relay is not c's.
+    let p = ca
+        .sign_policy(1, &[("web".into(), "db".into())], &[*ids[2].public()])
+        .unwrap()
+        .to_bytes();
+    assert_eq!(sim.with_node(a, |n, now| n.set_policy(now, &p)), Ok(true));
+    sim.run_for(Duration::from_secs(2));
+    for r in 0..3 {
+        assert_eq!(policies(&sim, r), 1, "relay {r} adopted the policy");
+    }
+    assert!(counter(&sim, 0, "policies_relayed") >= 2);
+    assert_eq!(
+        sim.nodes[b].node.policy_serial(),
+        1,
+        "b got it from relay 1"
+    );
+    assert_eq!(counter(&sim, 1, "clients_revoked"), 1, "relay 1 dropped c");
+    let (bc, cb) = sim.ping_both_ways(b, c, 3, Duration::from_millis(50), Duration::from_secs(2));
+    assert_eq!(
+        (bc, cb),
+        (0, 0),
+        "the revoked node reaches nobody, nobody reaches it"
+    );
+
+    // Relay 2 restarts with no node of its own: its links bring the policy back, and c,
+    // failing over to it, is refused there too.
+    sim.restart_more_relay(1);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        policies(&sim, 2),
+        1,
+        "the restarted relay learnt it over a link"
+    );
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(clients(&sim, 2), 0, "c registered nowhere");
+    assert_eq!(clients(&sim, 0), 1);
+    assert_eq!(clients(&sim, 1), 1, "only b on relay 1");
+}
+
+/// With no UDP between the relays, a policy crosses on the store's bus.
+#[test]
+fn a_policy_crosses_on_the_bus_when_relays_cannot_reach_each_other() {
+    use veil_proto::{CaKey, Identity};
+    let ca = CaKey::from_seed([24; 32]);
+    let cert = |id: &Identity| NodeConfig {
+        cert: Some(
+            ca.sign(*id.public(), None, &["web".into()], Sim::BASE_UNIX + 86_400)
+                .unwrap(),
+        ),
+        ..relayed_only()
+    };
+    let mut sim = Sim::with_cluster_ca(97, 2, 0, relayed_only(), Some(ca.public()));
+    let (r0, r1) = (sim.relay_addr.ip(), sim.more_relays[0].0.ip());
+    sim.blocked.push((r0, r1));
+    sim.run_for(Duration::from_secs(5));
+    let ids = [
+        Identity::from_secret([70; 32]),
+        Identity::from_secret([71; 32]),
+    ];
+    let a = sim.add_node_with_identity(cert(&ids[0]), ids[0].clone());
+    sim.home_next_at(1);
+    let b = sim.add_node_with_identity(cert(&ids[1]), ids[1].clone());
+    sim.run_for(Duration::from_secs(3));
+    let p = ca.sign_policy(5, &[], &[]).unwrap().to_bytes();
+    assert_eq!(sim.with_node(a, |n, now| n.set_policy(now, &p)), Ok(true));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(policies(&sim, 1), 1, "relay 1 adopted it");
+    assert!(counter(&sim, 1, "bus_frames_received") >= 1);
+    assert_eq!(sim.nodes[b].node.policy_serial(), 5, "and gave it to b");
+}

@@ -80,8 +80,8 @@ pub enum ClusterOp {
         name: [u8; 16],
     },
     /// Deliver `payload` to relay `to` over the store's message bus (NATS: a subject per
-    /// relay); it arrives there through [`Relay::cluster_bus`]. Used for Transfer and
-    /// Unreachable frames while no link to that relay is up. The payload is sealed with a
+    /// relay); it arrives there through [`Relay::cluster_bus`]. Used for Transfer,
+    /// Unreachable and Policy frames while no link to that relay is up. The payload is sealed with a
     /// key only the network's relays hold (from the peering key): the bus's operators see
     /// sizes and which relay it goes to, nothing more.
     Send {
@@ -732,7 +732,22 @@ impl Relay {
         match crate::wire::Frame::from_kind(pt[32]) {
             Some(Frame::Transfer) => self.on_transfer(now, from, body),
             Some(Frame::Unreachable) => self.on_link_unreachable(now, from, body),
+            Some(Frame::Policy) => self.on_policy(now, body),
             _ => self.counters.dropped_bus += 1,
+        }
+    }
+
+    /// Passes an adopted policy on to every other relay of the directory.
+    pub(super) fn policy_to_relays(&mut self, now: Instant, bytes: &[u8]) {
+        let me = self.public_key();
+        let relays: Vec<[u8; 32]> = self
+            .cluster
+            .as_ref()
+            .map(|c| c.relays.keys().filter(|k| **k != me).copied().collect())
+            .unwrap_or_default();
+        for r in relays {
+            self.counters.policies_relayed += 1;
+            self.send_to_relay(now, r, Frame::Policy, bytes.to_vec());
         }
     }
 

@@ -59,6 +59,9 @@ pub(super) struct Link {
     waiting: VecDeque<(Frame, Vec<u8>)>,
     /// Clients whose Extend waits for this link to come up.
     awaiting: Vec<u64>,
+    /// Our policy goes to the other relay with the first datagram it sends on the new
+    /// session (we answered its handshake: before that it cannot open ours).
+    policy_due: bool,
 }
 
 impl Link {
@@ -106,6 +109,7 @@ impl Relay {
                 last_ts: 0,
                 waiting: VecDeque::new(),
                 awaiting: Vec::new(),
+                policy_due: false,
             },
         );
         self.link_by_public.insert(public, h);
@@ -278,6 +282,13 @@ impl Relay {
         };
         l.last_rx = now;
         l.addr = from;
+        if std::mem::take(&mut l.policy_due) {
+            // The session's body stays in `buf`, which the policy's sealing does not touch.
+            self.send_policy_on_link(now, link);
+        }
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
         match kind {
             Frame::Circuit if body.len() >= 8 => {
                 let mut id = [0u8; 8];
@@ -304,6 +315,10 @@ impl Relay {
                 } else {
                     self.on_link_unreachable(now, relay, &b);
                 }
+            }
+            Frame::Policy => {
+                let b = buf[body].to_vec();
+                self.on_policy(now, &b);
             }
             Frame::Close => self.remove_link(now, link),
             _ => self.counters.dropped_malformed += 1,
@@ -498,6 +513,24 @@ impl Relay {
             if self.circuits.get(&client).is_some_and(|(l, _)| *l == link) {
                 self.send_frame(now, client, Frame::Extended, &[0]);
             }
+        }
+        // A relay that (re)started learns the network's policy from its links, also when
+        // none of its own nodes holds it. Sent with every link session (a restarted peer
+        // is only a new handshake on a link this side kept; a re-key every 120 s costs one
+        // datagram of at most 1200 bytes); the peer ignores one it holds already. The
+        // initiator sends at once; the responder once the initiator's first datagram on
+        // the session shows it can open it.
+        match self.links.get_mut(&link) {
+            Some(l) if l.initiator => self.send_policy_on_link(now, link),
+            Some(l) => l.policy_due = true,
+            None => {}
+        }
+    }
+
+    fn send_policy_on_link(&mut self, now: Instant, link: u64) {
+        if let Some(bytes) = self.policy.as_ref().map(crate::cert::Policy::to_bytes) {
+            self.counters.policies_relayed += 1;
+            self.send_link_frame(now, link, Frame::Policy, &bytes);
         }
     }
 

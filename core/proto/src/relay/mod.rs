@@ -834,9 +834,12 @@ impl Relay {
         }
     }
 
-    /// A node pushed a policy: adopt it if the CA signed it and it is newer, drop the
-    /// clients it revokes, and pass it on to every client.
-    fn on_policy(&mut self, now: Instant, body: &[u8]) {
+    /// A node or another relay of the network passed a policy on: adopt it if the CA signed
+    /// it and it is newer, drop the clients it revokes, and pass it on to every client and
+    /// every relay of the shared rendezvous (on the link, or the store's bus while the
+    /// link is down). Each relay passes a serial on once, the one it adopts, so nothing
+    /// loops.
+    pub(super) fn on_policy(&mut self, now: Instant, body: &[u8]) {
         let Some(ca) = self.ca else {
             self.counters.dropped_malformed += 1;
             return;
@@ -870,6 +873,7 @@ impl Relay {
         for h in all {
             self.send_frame(now, h, Frame::Policy, &bytes);
         }
+        self.policy_to_relays(now, &bytes);
     }
 
     fn remove_client(&mut self, handle: u64) {
