@@ -181,6 +181,8 @@ impl VeilNode {
             relay_tcp: self.relay_tcp.clone(),
             offload: Offload::All,
             crypto_threads: veil_io::node::auto_crypto_threads(),
+            // The shells call `network_changed` on the platform's network callbacks.
+            address_changes: veil_io::node::AddressChanges::Reported,
         };
         let rt = self.rt()?;
         let runner = self.with_log(|| {

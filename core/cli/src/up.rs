@@ -148,6 +148,7 @@ pub(crate) fn prepare(
         relay_tcp,
         offload: settings.offload,
         crypto_threads: settings.crypto_threads,
+        address_changes: veil_io::node::AddressChanges::Watch,
     };
     // A kill switch a crashed node left on this TUN goes first; then ours, before anything
     // is sent. A TUN of that name means a node still runs: its switch is not ours to touch.

@@ -105,8 +105,9 @@ pub struct AddrWatch {
     #[cfg(target_os = "linux")]
     fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     /// The timer used without notifications. An `Interval` keeps its schedule across the
-    /// caller's `select!` rounds, so a busy loop still polls every [`POLL_EVERY`].
-    poll: tokio::time::Interval,
+    /// caller's `select!` rounds, so a busy loop still polls every [`POLL_EVERY`]. None:
+    /// the platform reports changes ([`AddrWatch::reported`]).
+    poll: Option<tokio::time::Interval>,
 }
 
 /// How often addresses are read again without change notifications.
@@ -136,7 +137,18 @@ impl AddrWatch {
         AddrWatch {
             #[cfg(target_os = "linux")]
             fd: None,
-            poll,
+            poll: Some(poll),
+        }
+    }
+
+    /// Neither notifications nor a timer: the platform tells the node itself
+    /// (`NodeHandle::network_changed`), and the caller's 30 s re-read covers a report the
+    /// platform missed. `changed` never returns.
+    pub fn reported() -> Self {
+        AddrWatch {
+            #[cfg(target_os = "linux")]
+            fd: None,
+            poll: None,
         }
     }
 
@@ -154,7 +166,12 @@ impl AddrWatch {
                 }
             }
         }
-        self.poll.tick().await;
+        match self.poll.as_mut() {
+            Some(poll) => {
+                poll.tick().await;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -265,6 +282,14 @@ mod tests {
             let want = 250 * (k as u128 + 1);
             assert!(*ms >= want && *ms < want + 100, "{polls:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reported_watch_never_wakes_on_its_own() {
+        // Three polling periods pass without a wake-up (the platform reports changes).
+        let mut w = super::AddrWatch::reported();
+        let woke = tokio::time::timeout(super::POLL_EVERY * 3, w.changed()).await;
+        assert!(woke.is_err(), "woke up by itself");
     }
 
     use super::*;

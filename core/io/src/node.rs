@@ -63,6 +63,22 @@ pub struct NodeOptions {
     /// Helper threads that share the AEAD work of a batch with the node's thread (0: the
     /// node's thread alone); see [`crate::parallel`] and [`auto_crypto_threads`].
     pub crypto_threads: usize,
+    /// How the node learns that the host's addresses changed.
+    pub address_changes: AddressChanges,
+}
+
+/// How a node learns that the host's addresses changed (it reads them then, and every
+/// 30 s regardless).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressChanges {
+    /// From the OS: Linux's rtnetlink reports, elsewhere (or without them) by reading the
+    /// addresses every 250 ms.
+    #[default]
+    Watch,
+    /// From the platform, which calls [`NodeHandle::network_changed`] when the network
+    /// changes (the phones' shells: Android's `NetworkCallback`, iOS's `NWPathMonitor`);
+    /// no scan of its own in between, so an idle phone is not woken four times a second.
+    Reported,
 }
 
 /// The helper threads `crypto_threads = "auto"` starts: one per core beyond the first two,
@@ -358,6 +374,8 @@ pub struct NodeRunner {
     bind: SocketAddr,
     rotate_every: Option<Duration>,
     offload: Offload,
+    /// How address changes reach the node.
+    address_changes: AddressChanges,
     /// A re-key moves the node to a fresh socket unless it moved this recently.
     rekey_rotation_gap: Duration,
     last_rotation: tokio::time::Instant,
@@ -454,6 +472,7 @@ impl NodeRunner {
             bind,
             rotate_every,
             offload: opts.offload,
+            address_changes: opts.address_changes,
             rekey_rotation_gap,
             last_rotation: tokio::time::Instant::now(),
             seen_rekeys: 0,
@@ -488,9 +507,12 @@ impl NodeRunner {
         let give_up = tokio::time::Instant::now() + IPV4_WAIT;
         self.refresh_candidates();
         self.load_policy();
-        // Addresses are read again when the OS says they changed (or, without such news,
-        // every 250 ms), and every 30 s regardless.
-        let mut watch = ifaddrs::AddrWatch::new();
+        // Addresses are read again when the OS (or the platform) says they changed, or
+        // without such news every 250 ms, and every 30 s regardless.
+        let mut watch = match self.address_changes {
+            AddressChanges::Watch => ifaddrs::AddrWatch::new(),
+            AddressChanges::Reported => ifaddrs::AddrWatch::reported(),
+        };
         let mut rescan = tokio::time::interval(ifaddrs::REREAD_EVERY);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         rescan.reset();
@@ -502,10 +524,15 @@ impl NodeRunner {
             let switch_at = self.chooser.deadline();
             tokio::select! {
                 cmd = self.commands.recv() => {
+                    // A reported change is read now; the regardless-read is 30 s from now.
+                    let reported = matches!(cmd, Some(Command::NetworkChanged));
                     if self.on_command(cmd) {
                         self.node.shutdown(Instant::now());
                         self.drain()?;
                         return Ok(());
+                    }
+                    if reported {
+                        rescan.reset();
                     }
                 }
                 r = self.socket.readable() => {

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -246,6 +247,31 @@ def test_node_through_ffi(network):
         assert "relay session up" in logs.text(), logs.text()[-2000:]
 
         node.network_changed()  # nothing changed: the sessions stay
+        ping(network.a_ipv4, 2)
+
+        # A phone's node reads its addresses when the platform says the network changed,
+        # and scans nothing in between (no wake-ups four times a second): an address that
+        # appears quietly is not announced; once network_changed() is called, it is.
+        # (The call above also moved the node's 30 s re-read 30 s away.)
+        def candidates_sent():
+            return next(c.value for c in node.status().counters if c.name == "candidates_sent")
+        sent = candidates_sent()
+        route = subprocess.run(["ip", "-o", "-4", "route", "get", network.relay_ip],
+                               check=True, capture_output=True, text=True).stdout.split()
+        dev, mine = route[route.index("dev") + 1], ipaddress.ip_address(route[route.index("src") + 1])
+        extra = str(ipaddress.ip_address(int(mine) | 0xF0))  # .240 and up: no host of this test
+        subprocess.run(["ip", "addr", "add", f"{extra}/32", "dev", dev], check=True)
+        try:
+            time.sleep(2)
+            assert candidates_sent() == sent, "the node read its addresses by itself"
+            node.network_changed()
+            deadline = time.monotonic() + 5
+            while candidates_sent() == sent and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert candidates_sent() > sent, "network_changed() did not announce the new address"
+        finally:
+            subprocess.run(["ip", "addr", "del", f"{extra}/32", "dev", dev], check=True)
+        node.network_changed()
         ping(network.a_ipv4, 2)
 
         node.stop()
