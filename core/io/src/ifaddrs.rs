@@ -118,6 +118,7 @@ pub const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30)
 impl AddrWatch {
     /// Subscribes (needs a tokio runtime); falls back to polling if that fails.
     pub fn new() -> Self {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut w = AddrWatch::polling();
         #[cfg(target_os = "linux")]
         match linux_watch() {
