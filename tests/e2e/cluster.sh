@@ -18,7 +18,8 @@
 # password from the environment, relay 3 an NKey); the servers' connection lists must show
 # each relay on TLS as its user. A wrong password, a missing CA, a missing client
 # certificate and a missing password are each refused at start, the message naming the
-# option; a relay also joins a server that takes a token.
+# option; a relay also joins a server that takes a token, and one in operator mode with a
+# credentials file (JWT and NKey seed).
 #
 # Needs root and nats-server (scripts/setup.sh installs it). Env: VEIL_BIN, FULL=1 (256 MiB).
 set -euo pipefail
@@ -73,28 +74,8 @@ secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
 secret >"$PKI/pw1"
 PW2=$(secret)
 TOKEN=$(secret)
-# A user NKey as `nk -gen user` makes it: an Ed25519 seed and public key, each base32 with
-# a prefix and a CRC-16 (the relay's client checks both).
-NKEY_PUB=$(/usr/bin/python3 - "$PKI/nkey.seed" <<'PYEOF'
-import base64, os, sys
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
-def enc(raw):
-    return base64.b32encode(raw + crc16(raw).to_bytes(2, "little")).decode().rstrip("=")
-USER, SEED = 20 << 3, 18 << 3
-seed = os.urandom(32)
-pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-open(sys.argv[1], "w").write(enc(bytes([SEED | USER >> 5, (USER & 31) << 3]) + seed) + "\n")
-print(enc(bytes([USER]) + pub))
-PYEOF
-)
+# A user NKey as `nk -gen user` makes it (tests/e2e/lib/nats_keys.py).
+NKEY_PUB=$(/usr/bin/python3 "$ROOT/tests/e2e/lib/nats_keys.py" nkey "$PKI/nkey.seed")
 [[ "$NKEY_PUB" == U* ]] || netns_fail "no NKey made"
 ok "CA, certificates for the servers (127.0.0.1) and the relays, two passwords, a token, an NKey"
 
@@ -168,22 +149,22 @@ detail=$(relay_status 1 | jq -r .cluster.store.detail)
 ok "NATS sees relay1, relay2 and the NKey user, each on TLS $(jq -r '[.[].tls_version] | unique | join(", ")' <<<"$conns"); relay 1: $detail"
 
 step "NATS refuses a wrong password, a relay without the CA or without a client certificate"
-# refused LABEL PATTERN ARGS...: a relay started with these NATS options exits within 15 s
-# (not after the 20 s it retries an unreachable server), its error matching PATTERN.
+# refused LABEL PATTERN URLS ARGS...: a relay started with these NATS URLs and options exits
+# within 15 s (not after the 20 s it retries an unreachable server), its error matching PATTERN.
 refused() {
-  local label=$1 pattern=$2
-  shift 2
+  local label=$1 pattern=$2 urls=$3
+  shift 3
   netns_spawn core "$label" "$VEIL_BIN" relay --listen "${R[0]}:7100" --tcp-listen off \
-    --token-file "$NET/relay-1.token" --state-dir "$SD/$label" --nats "$NATS_URLS" "$@"
+    --token-file "$NET/relay-1.token" --state-dir "$SD/$label" --nats "$urls" "$@"
   if netns_wait_exit "$label" 15; then netns_fail "$label: the relay exited 0"; fi
   grep -Eq -- "$pattern" "${NETNS_LOG[$label]}" || netns_fail "$label: unexpected error: $(tail -2 "${NETNS_LOG[$label]}")"
   ok "$label: $(grep -Eo -- "$pattern" "${NETNS_LOG[$label]}" | head -1)"
 }
 echo wrong >"$PKI/wrong"
-refused bad-password "refused this relay.*--nats-user" "${TLS_ARGS[@]}" --nats-user relay1 --nats-password-file "$PKI/wrong"
-refused no-ca "TLS failed.*--nats-tls-ca" --nats-tls-cert "$PKI/client.pem" --nats-tls-key "$PKI/client.key" "${AUTH1[@]}"
-refused no-client-cert "TLS failed.*--nats-tls-cert" --nats-tls-ca "$PKI/ca.pem" "${AUTH1[@]}"
-refused no-password "--nats-user needs its password" "${TLS_ARGS[@]}" --nats-user relay1
+refused bad-password "refused this relay.*--nats-user" "$NATS_URLS" "${TLS_ARGS[@]}" --nats-user relay1 --nats-password-file "$PKI/wrong"
+refused no-ca "TLS failed.*--nats-tls-ca" "$NATS_URLS" --nats-tls-cert "$PKI/client.pem" --nats-tls-key "$PKI/client.key" "${AUTH1[@]}"
+refused no-client-cert "TLS failed.*--nats-tls-cert" "$NATS_URLS" --nats-tls-ca "$PKI/ca.pem" "${AUTH1[@]}"
+refused no-password "--nats-user needs its password" "$NATS_URLS" "${TLS_ARGS[@]}" --nats-user relay1
 
 step "a relay joins a NATS server that takes a token (TLS)"
 mkdir -p "$NETNS_DIR/natstok"
@@ -207,6 +188,32 @@ netns_exec core curl -sf "http://127.0.0.1:8300/connz" | jq -e '[.connections[] 
 netns_stop relaytok 5
 netns_stop natstok 5
 ok "connected with a token over TLS: $tok"
+
+step "a relay joins a NATS server in operator mode with a credentials file (JWT and NKey)"
+mkdir -p "$NETNS_DIR/natsop"
+read -r ACC ACC_JWT SYS SYS_JWT < <(/usr/bin/python3 "$ROOT/tests/e2e/lib/nats_keys.py" operator "$PKI")
+cat >"$NETNS_DIR/natsop.conf" <<CONF
+listen: 127.0.0.1:4301
+http: 127.0.0.1:8301
+operator: "$PKI/operator.jwt"
+system_account: $SYS
+resolver: MEMORY
+resolver_preload: { $ACC: "$ACC_JWT", $SYS: "$SYS_JWT" }
+jetstream { store_dir: "$NETNS_DIR/natsop" }
+CONF
+netns_spawn core natsop nats-server -c "$NETNS_DIR/natsop.conf"
+netns_wait_for "operator-mode NATS server ready" 30 netns_exec core curl -sf "http://127.0.0.1:8301/healthz?js-enabled-only=true" >/dev/null
+refused no-creds "refused this relay.*--nats-creds" nats://127.0.0.1:4301
+netns_spawn core relayop "$VEIL_BIN" relay --listen "${R[0]}:7100" --tcp-listen off \
+  --token-file "$NET/relay-1.token" --state-dir "$SD/relayop" --nats nats://127.0.0.1:4301 --nats-creds "$PKI/relay.creds"
+netns_wait_relay_ready core "$SD/relayop" relayop 30
+op=$(netns_exec core "$VEIL_BIN" relay status --json --state-dir "$SD/relayop" | jq -r '.cluster.store | "\(.connected) \(.detail)"')
+[[ "$op" == "true "*"credentials file"* ]] || netns_fail "creds relay: $op"
+netns_exec core curl -sf "http://127.0.0.1:8301/connz?auth=true" | jq -e --arg a "$ACC" '[.connections[] | select(.account == $a)] | length >= 1' >/dev/null ||
+  netns_fail "the creds relay is not in account veil: $(netns_exec core curl -sf "http://127.0.0.1:8301/connz?auth=true")"
+netns_stop relayop 5
+netns_stop natsop 5
+ok "connected with a credentials file, in account veil: $op"
 
 step "nodes: a homed on relay 1, b on relay 2 (relayed only)"
 # The ranking times a TCP connection to each relay; dropping some SYNs makes the others win.

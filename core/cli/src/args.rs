@@ -348,6 +348,10 @@ pub struct RelayRunArgs {
     /// this relay by (`nk -gen user`; the servers list only its public key, U…).
     #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
+    /// With --nats: a NATS credentials file (a user JWT and its NKey seed, as `nsc
+    /// generate creds` writes it), for servers in operator mode.
+    #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// With --nats: PEM file of the CA certificates that sign the NATS servers' (instead
     /// of the system's). Implies TLS.
     #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TLS_CA")]

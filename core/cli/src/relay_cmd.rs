@@ -164,6 +164,7 @@ fn nats_security(
         ("--nats-password-file", args.nats_password_file.is_some()),
         ("--nats-token-file", args.nats_token_file.is_some()),
         ("--nats-nkey", args.nats_nkey.is_some()),
+        ("--nats-creds", args.nats_creds.is_some()),
         ("--nats-tls-ca", args.nats_tls_ca.is_some()),
         ("--nats-tls-cert", args.nats_tls_cert.is_some()),
         ("--nats-tls-key", args.nats_tls_key.is_some()),
@@ -232,10 +233,15 @@ fn nats_security(
             ));
         }
     }
-    let methods = [user.is_some(), token.is_some(), nkey_seed.is_some()];
+    let methods = [
+        user.is_some(),
+        token.is_some(),
+        nkey_seed.is_some(),
+        args.nats_creds.is_some(),
+    ];
     if methods.iter().filter(|m| **m).count() > 1 {
         return Err(CliError::Cluster(
-            "NATS takes one way of authenticating: give one of --nats-user (with its password), --nats-token-file (or VEIL_RELAY_NATS_TOKEN) and --nats-nkey".into(),
+            "NATS takes one way of authenticating: give one of --nats-user (with its password), --nats-token-file (or VEIL_RELAY_NATS_TOKEN), --nats-nkey and --nats-creds".into(),
         ));
     }
     let tls_client = match (&args.nats_tls_cert, &args.nats_tls_key) {
@@ -248,6 +254,7 @@ fn nats_security(
         }
     };
     for (flag, file) in [
+        ("--nats-creds", &args.nats_creds),
         ("--nats-tls-ca", &args.nats_tls_ca),
         ("--nats-tls-cert", &args.nats_tls_cert),
         ("--nats-tls-key", &args.nats_tls_key),
@@ -265,6 +272,7 @@ fn nats_security(
         user,
         token,
         nkey_seed,
+        creds: args.nats_creds.clone(),
         tls_ca: args.nats_tls_ca.clone(),
         tls_client,
         tls_required: args.nats_tls || tls_url,
@@ -381,6 +389,15 @@ mod tests {
         assert!(e.contains("one way of authenticating"), "{e}");
         let t = security(&NATS, &[("VEIL_RELAY_NATS_TOKEN", "t")]).unwrap();
         assert_eq!(t.token.as_deref(), Some("t"));
+        let creds = file("relay.creds", "-----BEGIN NATS USER JWT-----\n");
+        let e = security(
+            &[NATS[0], NATS[1], "--nats-creds", &creds],
+            &[("VEIL_RELAY_NATS_TOKEN", "t")],
+        )
+        .unwrap_err();
+        assert!(e.contains("--nats-creds"), "{e}");
+        let c = security(&[NATS[0], NATS[1], "--nats-creds", &creds], &[]).unwrap();
+        assert_eq!(c.describe(), "credentials file, TLS if the server asks");
     }
 
     #[test]

@@ -385,8 +385,8 @@ impl ClusterTask {
 pub use nats::NatsStore;
 
 /// How a relay proves itself to NATS and protects the connection (`veil relay --nats-…`).
-/// NATS takes one way of authenticating per connection: at most one of `user`, `token` and
-/// `nkey_seed` is set (the CLI refuses more).
+/// NATS takes one way of authenticating per connection: at most one of `user`, `token`,
+/// `nkey_seed` and `creds` is set (the CLI refuses more).
 #[derive(Clone, Default)]
 pub struct NatsSecurity {
     /// User name and password.
@@ -396,6 +396,9 @@ pub struct NatsSecurity {
     /// The seed (`SU…`) of the user NKey NATS knows this relay by; it signs the server's
     /// nonce, and only the public key is in the server's configuration.
     pub nkey_seed: Option<String>,
+    /// A credentials file (a user JWT and its NKey seed, as `nsc` writes them) for servers
+    /// in operator mode (decentralized JWT authentication, e.g. Synadia Cloud).
+    pub creds: Option<std::path::PathBuf>,
     /// PEM file of the certificates that may sign the servers' (instead of the system's).
     pub tls_ca: Option<std::path::PathBuf>,
     /// PEM files of this relay's client certificate and its key (for servers that verify
@@ -414,10 +417,11 @@ impl NatsSecurity {
 
     /// What `veil relay status` shows: the method and whether TLS is required, no secret.
     pub fn describe(&self) -> String {
-        let auth = match (&self.user, &self.token, &self.nkey_seed) {
-            (Some((u, _)), _, _) => format!("user {u}"),
-            (_, Some(_), _) => "token".to_owned(),
-            (_, _, Some(_)) => "nkey".to_owned(),
+        let auth = match (&self.user, &self.token, &self.nkey_seed, &self.creds) {
+            (Some((u, _)), _, _, _) => format!("user {u}"),
+            (_, Some(_), _, _) => "token".to_owned(),
+            (_, _, Some(_), _) => "nkey".to_owned(),
+            (_, _, _, Some(_)) => "credentials file".to_owned(),
             _ => "no credentials".to_owned(),
         };
         let mut tls = match (self.tls(), &self.tls_client) {
@@ -493,9 +497,17 @@ mod nats {
         StoreError(e.to_string())
     }
 
-    /// The client's options for `security`.
-    fn options(security: &NatsSecurity) -> async_nats::ConnectOptions {
+    /// The client's options for `security` (reads the credentials file).
+    async fn options(security: &NatsSecurity) -> Result<async_nats::ConnectOptions, StoreError> {
         let mut o = async_nats::ConnectOptions::new();
+        if let Some(path) = &security.creds {
+            o = o.credentials_file(path).await.map_err(|e| {
+                StoreError(format!(
+                    "--nats-creds {}: {e} (a NATS credentials file holds a user JWT and its NKey seed, as `nsc generate creds` writes it)",
+                    path.display()
+                ))
+            })?;
+        }
         if let Some((user, password)) = &security.user {
             o = o.user_and_password(user.clone(), password.clone());
         }
@@ -511,7 +523,7 @@ mod nats {
         if let Some((cert, key)) = &security.tls_client {
             o = o.add_client_certificate(cert.clone(), key.clone());
         }
-        o.require_tls(security.tls())
+        Ok(o.require_tls(security.tls()))
     }
 
     /// The TLS error behind a failed connection, if that is what it was (the client reports
@@ -552,7 +564,7 @@ mod nats {
         }
         match e.kind() {
             K::AuthorizationViolation | K::Authentication => Some(format!(
-                "the server refused this relay ({e}; it connected with {used}): check --nats-user with its password, --nats-token-file or --nats-nkey against the server's authorization block"
+                "the server refused this relay ({e}; it connected with {used}): check --nats-user with its password, --nats-token-file, --nats-nkey or --nats-creds against the server's authorization"
             )),
             K::Tls => Some(format!(
                 "TLS failed ({e}; this relay used {used}): check --nats-tls-ca, --nats-tls-cert and --nats-tls-key"
@@ -591,6 +603,7 @@ mod nats {
             let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
             let client = loop {
                 match options(security)
+                    .await?
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(Duration::from_secs(2)))
                     .connect(list.clone())
