@@ -102,9 +102,6 @@ pub enum CliError {
     /// No process on the control socket.
     #[error("{0}")]
     NotRunning(String),
-    /// The control socket failed or answered an error.
-    #[error(transparent)]
-    Control(#[from] veil_io::ControlClientError),
     /// The service's socket failed or refused.
     #[error(transparent)]
     Ipc(#[from] veil_ipc::ClientError),

@@ -7,7 +7,7 @@ use crate::error::CliError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use veil_io::control::{self, ControlCommand, NODE_SOCKET, RELAY_SOCKET};
-use veil_io::{ControlClientError, NodeStatusReport, PeerReport, RelayStatusReport};
+use veil_io::{NodeStatusReport, PeerReport, RelayStatusReport};
 
 /// How long `down` waits for the process to remove its socket.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -33,8 +33,8 @@ fn target(state_dir: &Path, socket: Option<&PathBuf>, file: &str, what: &str) ->
 
 fn ask(path: &Path, missing: String, cmd: ControlCommand) -> Result<serde_json::Value, CliError> {
     control::request(path, cmd).map_err(|e| match e {
-        ControlClientError::NotRunning { .. } => CliError::NotRunning(missing),
-        other => CliError::Control(other),
+        veil_ipc::ClientError::NotRunning { .. } => CliError::NotRunning(missing),
+        other => CliError::Ipc(other),
     })
 }
 
@@ -53,7 +53,7 @@ pub(crate) fn ask_node<T: serde::de::DeserializeOwned>(
 
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, CliError> {
     serde_json::from_value(v)
-        .map_err(|e| CliError::Control(ControlClientError::Protocol(e.to_string())))
+        .map_err(|e| CliError::Ipc(veil_ipc::ClientError::Protocol(e.to_string())))
 }
 
 fn print_json(v: &serde_json::Value) {

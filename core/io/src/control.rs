@@ -408,60 +408,13 @@ fn unsafe_zeroed_group() -> libc::group {
     unsafe { std::mem::zeroed() }
 }
 
-/// Why a control request failed on the client side.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlClientError {
-    /// No process listens on the socket.
-    #[error("no socket at {}", path.display())]
-    NotRunning {
-        /// The socket path.
-        path: PathBuf,
-        /// The connect error.
-        #[source]
-        source: io::Error,
-    },
-    /// Talking to the socket failed.
-    #[error("control socket {}: {source}", path.display())]
-    Io {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The process answered with an error.
-    #[error("{0}")]
-    Remote(String),
-    /// The answer was not understood.
-    #[error("unexpected answer on the control socket: {0}")]
-    Protocol(String),
-}
-
 /// Sends `cmd` to the control socket at `path` and returns its result (blocking; for CLIs).
 /// Version 1 commands go as version 1, so that older processes answer them.
-pub fn request(path: &Path, cmd: ControlCommand) -> Result<serde_json::Value, ControlClientError> {
-    let mut client = veil_ipc::Client::connect(path).map_err(ControlClientError::from)?;
-    client
-        .call_at(1, cmd.into_ipc())
-        .map_err(ControlClientError::from)
-}
-
-impl From<veil_ipc::ClientError> for ControlClientError {
-    fn from(e: veil_ipc::ClientError) -> Self {
-        use veil_ipc::ClientError as E;
-        match e {
-            E::NotRunning { path, source } | E::PermissionDenied { path, source } => {
-                if source.kind() == io::ErrorKind::PermissionDenied {
-                    ControlClientError::Io { path, source }
-                } else {
-                    ControlClientError::NotRunning { path, source }
-                }
-            }
-            E::Io { path, source } => ControlClientError::Io { path, source },
-            E::Remote(r) => ControlClientError::Remote(r.message),
-            E::Protocol(p) => ControlClientError::Protocol(p),
-        }
-    }
+pub fn request(
+    path: &Path,
+    cmd: ControlCommand,
+) -> Result<serde_json::Value, veil_ipc::ClientError> {
+    veil_ipc::Client::connect(path)?.call_at(1, cmd.into_ipc())
 }
 
 #[cfg(all(test, unix))]
@@ -503,7 +456,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(status.unwrap()["id"], "x");
-        assert!(matches!(peers, Err(ControlClientError::Remote(e)) if e == "nope"));
+        assert!(matches!(peers, Err(veil_ipc::ClientError::Remote(e)) if e.message == "nope"));
         assert!(
             ControlServer::bind(&path).is_err(),
             "a live socket is not replaced"
@@ -512,7 +465,7 @@ mod tests {
         drop(server);
         assert!(!path.exists());
         let gone = request(&path, ControlCommand::Status);
-        assert!(matches!(gone, Err(ControlClientError::NotRunning { .. })));
+        assert!(matches!(gone, Err(veil_ipc::ClientError::NotRunning { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

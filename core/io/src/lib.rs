@@ -48,7 +48,7 @@ pub mod udp;
 #[cfg(windows)]
 pub mod windows;
 
-pub use control::{ControlClientError, ControlCommand, ControlHandler, ControlServer};
+pub use control::{ControlCommand, ControlHandler, ControlServer};
 pub use link::RelayTransport;
 pub use node::{NodeError, NodeHandle, NodeOptions, NodeRunner, IPV4_WAIT};
 pub use relay::{RelayError, RelayHandle, RelayRunner};
