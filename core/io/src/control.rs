@@ -465,7 +465,10 @@ mod tests {
         drop(server);
         assert!(!path.exists());
         let gone = request(&path, ControlCommand::Status);
-        assert!(matches!(gone, Err(veil_ipc::ClientError::NotRunning { .. })));
+        assert!(matches!(
+            gone,
+            Err(veil_ipc::ClientError::NotRunning { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

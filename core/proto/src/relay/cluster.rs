@@ -81,9 +81,9 @@ pub enum ClusterOp {
     },
     /// Deliver `payload` to relay `to` over the store's message bus (NATS: a subject per
     /// relay); it arrives there through [`Relay::cluster_bus`]. Used for Transfer,
-    /// Unreachable and Policy frames while no link to that relay is up. The payload is sealed with a
-    /// key only the network's relays hold (from the peering key): the bus's operators see
-    /// sizes and which relay it goes to, nothing more.
+    /// Unreachable and Policy frames while no link to that relay is up. The payload is
+    /// sealed with a key only the network's relays hold (from the peering key): the bus's
+    /// operators see sizes and which relay it goes to, nothing more.
     Send {
         /// The destination relay's key.
         to: [u8; 32],
