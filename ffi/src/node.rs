@@ -168,7 +168,34 @@ impl VeilNode {
         }
         let tun = dup_fd(tun_fd)?;
         let hint = lock(&self.settings).ipv4_address.parse::<Ipv4Addr>().ok();
-        let mut cfg = self.config.engine(self.relays.clone(), hint);
+        // Relays that share a rendezvous: the nearest first, as `veil up` orders them (timed
+        // with the platform's protected sockets; at most 500 ms). Otherwise, and in two-hop
+        // mode (its guard is the home relay's successor), the token's order.
+        let relays = if self.token.shared
+            && self.relays.len() > 1
+            && self.config.raw.private_mode != crate::PrivateMode::TwoHop
+        {
+            let (ranked, times) = veil_io::link::rank_relays(
+                self.relays.clone(),
+                &self.relay_tcp,
+                Duration::from_millis(500),
+                self.factory.as_ref(),
+            );
+            let shown: Vec<String> = ranked
+                .iter()
+                .zip(&times)
+                .map(|((a, _), t)| {
+                    t.map_or(format!("{a} (not timed)"), |t| {
+                        format!("{a} ({} µs)", t.as_micros())
+                    })
+                })
+                .collect();
+            self.with_log(|| tracing::info!(relays = %shown.join(", "), "relays by round trip, nearest first"));
+            ranked
+        } else {
+            self.relays.clone()
+        };
+        let mut cfg = self.config.engine(relays, hint);
         cfg.cert = self.cert.clone();
         let raw = &self.config.raw;
         let opts = NodeOptions {

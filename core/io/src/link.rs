@@ -418,12 +418,15 @@ pub type RelayTime = Option<std::time::Duration>;
 
 /// Orders a token's relays by round trip, nearest first: a TCP connection to each relay's TCP
 /// listener (the kernel's SYN/SYN-ACK, nothing the relay has to answer) is timed, all at
-/// once, for at most `timeout`. Relays that could not be timed (no TCP port, filtered,
-/// slower than `timeout`) follow in token order. Returns the order and each relay's time.
+/// once, for at most `timeout`. The sockets come from `factory`, as the node's own do (a
+/// phone's are protected from its VPN, the CLI's carry the kill switch's mark). Relays that
+/// could not be timed (no TCP port, filtered, slower than `timeout`) follow in token order.
+/// Returns the order and each relay's time.
 pub fn rank_relays(
     relays: Vec<(SocketAddr, [u8; 32])>,
     tcp: &[(SocketAddr, SocketAddr)],
     timeout: std::time::Duration,
+    factory: &dyn crate::SocketFactory,
 ) -> (Vec<(SocketAddr, [u8; 32])>, Vec<RelayTime>) {
     let timed: Vec<RelayTime> = std::thread::scope(|s| {
         let handles: Vec<_> = relays
@@ -432,8 +435,9 @@ pub fn rank_relays(
                 let target = tcp.iter().find(|(r, _)| r == udp).map(|(_, t)| *t);
                 s.spawn(move || {
                     let t = target?;
+                    let socket = socket2::Socket::from(factory.tcp_socket(t).ok()?);
                     let start = std::time::Instant::now();
-                    std::net::TcpStream::connect_timeout(&t, timeout).ok()?;
+                    socket.connect_timeout(&t.into(), timeout).ok()?;
                     Some(start.elapsed())
                 })
             })
@@ -454,6 +458,52 @@ pub fn rank_relays(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn relays_are_ranked_with_the_factorys_sockets() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(AtomicUsize);
+        impl crate::SocketFactory for Counting {
+            fn bind_udp(&self, addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+                std::net::UdpSocket::bind(addr)
+            }
+            fn tcp_socket(&self, peer: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                crate::socket::tcp_socket(peer)
+            }
+        }
+        let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let udp = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        // In token order: a relay whose TCP port refuses, one that listens, one without.
+        let relays = vec![
+            (udp(7001), [1; 32]),
+            (udp(7002), [2; 32]),
+            (udp(7003), [3; 32]),
+        ];
+        let tcp = [
+            (udp(7001), closed),
+            (udp(7002), listening.local_addr().unwrap()),
+        ];
+        let f = Counting(AtomicUsize::new(0));
+        let (ranked, times) = rank_relays(relays, &tcp, std::time::Duration::from_millis(500), &f);
+        let keys: Vec<u8> = ranked.iter().map(|(_, k)| k[0]).collect();
+        assert_eq!(
+            keys,
+            vec![2, 1, 3],
+            "the timed one first, the others in token order"
+        );
+        assert!(times[0].is_some() && times[1].is_none() && times[2].is_none());
+        assert_eq!(
+            f.0.load(Ordering::Relaxed),
+            2,
+            "both sockets came from the factory"
+        );
+    }
 
     #[test]
     fn auto_falls_back_to_tcp_and_back() {
