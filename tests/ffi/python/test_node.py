@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import XFER_PORT
+from conftest import NS_RELAY, RELAY_IP, SCRATCH, VEIL, XFER_PORT, in_ns, wait_for
 from veil_ffi import (
     LogSink,
     SecretStore,
@@ -320,3 +320,37 @@ def test_settings_change_rebuilds_the_interface(network):
             for d in (fd, fd2):
                 if d is not None:
                     os.close(d)
+
+
+def test_shared_relays_are_tried_nearest_first(network):
+    """A token whose relays share a rendezvous: start() times each relay's TCP port on
+    protected sockets and starts at the one that answers, here the second of the token
+    (the first is down), instead of waiting for a failover."""
+    net = os.path.join(SCRATCH, "net-shared")
+    down, up = f"{RELAY_IP}:7200", f"{RELAY_IP}:7100"
+    token = subprocess.run(
+        [VEIL, "network", "create", "--shared-rendezvous", "--relay", down, "--relay", up,
+         "--relay-tcp-port", "7201", "--relay-tcp-port", "7101", "--out", net],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    state = os.path.join(SCRATCH, "state", "relay-shared")
+    network.spawn("relay-shared", in_ns(NS_RELAY, VEIL, "relay", "--listen", up,
+                                        "--tcp-listen", f"{RELAY_IP}:7101",
+                                        "--token-file", f"{net}/relay-2.token",
+                                        "--state-dir", state))
+    wait_for("the second relay answers", lambda: network.ok(in_ns(
+        NS_RELAY, VEIL, "relay", "status", "--json", "--state-dir", state)), 20)
+    protector, logs = Protector(), Logs()
+    node = VeilNode(token, default_config(), MemoryStore(), protector, logs)
+    fd = open_tun("vffi2", node.tunnel_settings())
+    try:
+        node.start(fd)
+        events_until(node, lambda e: e.is_connected(), 5)
+        line = next((l for l in logs.text().splitlines() if "nearest first" in l), "")
+        assert line.index(up) < line.index(down), line
+        assert f"{down} (not timed)" in line, line
+        assert len(protector.fds) >= 3, "the timing sockets were not protected"
+        assert node.status().relay == up
+        node.stop()
+    finally:
+        os.close(fd)
