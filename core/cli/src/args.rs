@@ -345,7 +345,8 @@ pub struct RelayRunArgs {
     #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_TOKEN_FILE")]
     pub nats_token_file: Option<PathBuf>,
     /// With --nats: a file holding the seed (SU…) of the user NKey the NATS servers know
-    /// this relay by (`nk -gen user`; the servers list only its public key, U…).
+    /// this relay by (`nk -gen user`; the servers list only its public key, U…), or the seed
+    /// itself in the environment variable VEIL_RELAY_NATS_NKEY_SEED.
     #[arg(long, value_name = "FILE", env = "VEIL_RELAY_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
     /// With --nats: a NATS credentials file (a user JWT and its NKey seed, as `nsc
