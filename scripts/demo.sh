@@ -108,10 +108,10 @@ netns_wait_relay_ready relay "$SD/relay" relay 20
 good "relay listening on $RELAY_EP"
 
 step "Starting three nodes with nothing but the join token"
-explain "No peer lists, no keys to exchange: each node registers with the relay and gets"
-explain "its overlay addresses without anyone keeping a list."
+explain "No peer lists, no keys to exchange: each node registers with the relay under its"
+explain "name and gets its overlay addresses without anyone keeping a list."
 for n in "${NODES[@]}"; do
-  netns_spawn "$n" "$n" "$VEIL" up --token-file "$NET/join.token" --state-dir "$SD/$n"
+  netns_spawn "$n" "$n" "$VEIL" up --token-file "$NET/join.token" --state-dir "$SD/$n" --name "$n"
 done
 declare -A V4=() V6=()
 for n in "${NODES[@]}"; do
@@ -157,6 +157,10 @@ ping_pair alpha beta -4
 ping_pair beta gamma -4
 ping_pair gamma alpha -4
 ping_pair alpha beta -6
+explain "By name: the node asks the rendezvous who holds gamma (a blinded lookup)."
+printf '   %s[alpha]$ veil ping gamma -c 3%s\n' "$B" "$N"
+netns_exec alpha "$VEIL" ping gamma -c 3 -i 200 --state-dir "$SD/alpha" 2>&1 | sed 's/^/     /' \
+  || die "veil ping gamma failed on alpha"
 
 step "Moving $SIZE_MIB MiB from alpha to gamma"
 SRC=$NETNS_DIR/payload.bin
@@ -184,7 +188,8 @@ good "$(awk -v b="$BYTES" -v t0="$t0" -v t1="$t1" -v m="$SIZE_MIB" 'BEGIN {
 rm -f "$SRC" "$DST"
 
 step "alpha's peers now"
-explain "'path' says how packets travel: direct, or relayed (and why); 'PMTU' what the path carries."
+explain "'NAME' is the peer's name once the rendezvous confirmed it; 'path' says how packets"
+explain "travel: direct, or relayed (and why); 'PMTU' what the path carries."
 show alpha peers
 
 step "Tearing down"
