@@ -229,7 +229,7 @@ fn nats_security(
     if let Some(seed) = &nkey_seed {
         if !(seed.starts_with("SU") && seed.len() == 58) {
             return Err(CliError::Cluster(
-                "--nats-nkey: the file must hold a user NKey seed (58 characters starting with SU, as `nk -gen user` writes it), not the public key".into(),
+                "--nats-nkey (or VEIL_RELAY_NATS_NKEY_SEED): give a user NKey's seed (58 characters starting with SU, as `nk -gen user` writes it), not its public key".into(),
             ));
         }
     }
