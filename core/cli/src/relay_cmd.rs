@@ -380,7 +380,7 @@ mod tests {
             "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n",
         );
         let e = security(&[NATS[0], NATS[1], "--nats-nkey", &public], &[]).unwrap_err();
-        assert!(e.contains("user NKey seed"), "{e}");
+        assert!(e.contains("NKey's seed"), "{e}");
         let e = security(
             &[NATS[0], NATS[1], "--nats-nkey", &seed],
             &[("VEIL_RELAY_NATS_TOKEN", "t")],
