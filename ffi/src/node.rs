@@ -175,23 +175,16 @@ impl VeilNode {
             && self.relays.len() > 1
             && self.config.raw.private_mode != crate::PrivateMode::TwoHop
         {
-            let (ranked, times) = veil_io::link::rank_relays(
-                self.relays.clone(),
-                &self.relay_tcp,
-                Duration::from_millis(500),
-                self.factory.as_ref(),
-            );
-            let shown: Vec<String> = ranked
-                .iter()
-                .zip(&times)
-                .map(|((a, _), t)| {
-                    t.map_or(format!("{a} (not timed)"), |t| {
-                        format!("{a} ({} µs)", t.as_micros())
-                    })
-                })
-                .collect();
-            self.with_log(|| tracing::info!(relays = %shown.join(", "), "relays by round trip, nearest first"));
-            ranked
+            // (Inside `with_log`, so that the order it logs reaches the app's log sink.)
+            self.with_log(|| {
+                veil_io::link::rank_relays(
+                    self.relays.clone(),
+                    &self.relay_tcp,
+                    Duration::from_millis(500),
+                    self.factory.as_ref(),
+                )
+                .0
+            })
         } else {
             self.relays.clone()
         };

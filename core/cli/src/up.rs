@@ -116,22 +116,13 @@ pub(crate) fn prepare(
     // successor), the token's order: relays that do not share one must see every node.
     let relays =
         if token.shared && relays.len() > 1 && settings.private != veil_proto::Privacy::TwoHop {
-            let (ranked, times) = veil_io::link::rank_relays(
+            veil_io::link::rank_relays(
                 relays,
                 &relay_tcp,
                 std::time::Duration::from_millis(500),
                 &MarkingFactory,
-            );
-            let shown: Vec<String> = ranked
-                .iter()
-                .zip(&times)
-                .map(|((a, _), t)| match t {
-                    Some(t) => format!("{a} ({} µs)", t.as_micros()),
-                    None => format!("{a} (not timed)"),
-                })
-                .collect();
-            tracing::info!(relays = %shown.join(", "), "relays by round trip, nearest first");
-            ranked
+            )
+            .0
         } else {
             relays
         };

@@ -421,7 +421,7 @@ pub type RelayTime = Option<std::time::Duration>;
 /// once, for at most `timeout`. The sockets come from `factory`, as the node's own do (a
 /// phone's are protected from its VPN, the CLI's carry the kill switch's mark). Relays that
 /// could not be timed (no TCP port, filtered, slower than `timeout`) follow in token order.
-/// Returns the order and each relay's time.
+/// Logs the order with the times and returns both.
 pub fn rank_relays(
     relays: Vec<(SocketAddr, [u8; 32])>,
     tcp: &[(SocketAddr, SocketAddr)],
@@ -450,8 +450,17 @@ pub fn rank_relays(
     let mut order: Vec<usize> = (0..relays.len()).collect();
     // Stable: equal keys keep token order; untimed ones go last.
     order.sort_by_key(|&i| timed[i].map_or((1, std::time::Duration::ZERO), |d| (0, d)));
-    let ranked = order.iter().map(|&i| relays[i]).collect();
-    let times = order.iter().map(|&i| timed[i]).collect();
+    let ranked: Vec<_> = order.iter().map(|&i| relays[i]).collect();
+    let times: Vec<RelayTime> = order.iter().map(|&i| timed[i]).collect();
+    let shown: Vec<String> = ranked
+        .iter()
+        .zip(&times)
+        .map(|((a, _), t)| match t {
+            Some(t) => format!("{a} ({} µs)", t.as_micros()),
+            None => format!("{a} (not timed)"),
+        })
+        .collect();
+    tracing::info!(relays = %shown.join(", "), "relays by round trip, nearest first");
     (ranked, times)
 }
 
