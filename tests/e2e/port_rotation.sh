@@ -5,8 +5,11 @@
 # the transfer may carry nothing for at most one second. Then a runs with a long rotation
 # period but sessions that re-key every 4 s (rekey_after_secs = 4): each re-key moves it to a
 # fresh port too (new keys and a new port together), with the same three checks. In both,
-# the relay's smaller path, used for the moment it takes to validate the direct path again,
-# must never be told to a's stack (no Packet Too Big, no MTU in a's route cache).
+# the old socket keeps carrying the direct path until the new port is validated (make
+# before break): neither node may send a single data packet through the relay during the
+# transfer (their tx_packets_relayed counters stay put), b must end up sending to a's
+# current port, and a's stack is never told of a smaller path (no Packet Too Big, no MTU
+# in a's route cache).
 #
 # Needs root. Env: VEIL_BIN (default target/release/veil).
 set -euo pipefail
@@ -30,17 +33,36 @@ veil_node b
 B4=$(veil_ipv4 b)
 
 # transfer PHASE CONFIG: runs node a with CONFIG, a paced TCP transfer a -> b, and checks it.
+relayed() { netns_exec "$1" "$VEIL_BIN" status --json --state-dir "$SD/$1" | jq -r .counters.tx_packets_relayed; }
+both_direct() {
+  netns_exec a ping -c 1 -W 1 "$B4" >/dev/null 2>&1 || return 1
+  [ "$(netns_exec a "$VEIL_BIN" peers --json --state-dir "$SD/a" | jq -r '.[0].path')" = direct ] \
+    && [ "$(netns_exec b "$VEIL_BIN" peers --json --state-dir "$SD/b" | jq -r '.[0].path')" = direct ]
+}
+
+local_port() { netns_exec "$1" "$VEIL_BIN" status --json --state-dir "$SD/$1" | jq -r .local_port; }
+endpoint_at_b() { netns_exec b "$VEIL_BIN" peers --json --state-dir "$SD/b" | jq -r '.[0].endpoint'; }
+b_follows_a() {
+  netns_exec a ping -c 1 -W 1 "$B4" >/dev/null 2>&1 || return 1
+  local seen
+  seen=$(endpoint_at_b)
+  [ "${seen##*:}" = "$(local_port a)" ]
+}
+
 transfer() {
-  local phase=$1 config=$2 report ports p sent_sha gap
+  local phase=$1 config=$2 report ports p sent_sha gap relayed_a relayed_b
   veil_node a --config "$config"
   netns_wait_for "ping a -> b" 20 netns_exec a ping -c 1 -W 1 "$B4" || netns_fail "no ping a -> b"
+  netns_wait_for "a and b direct" 20 both_direct || netns_fail "a and b not direct to each other"
+  relayed_a=$(relayed a)
+  relayed_b=$(relayed b)
   report=$NETNS_DIR/report-$phase.json
   netns_spawn b "recv-$phase" python3 "$PACED" recv "$B4" 5001 "$report"
   netns_wait_tcp_listen b 5001 10 || netns_fail "receiver did not listen"
   netns_spawn a "send-$phase" python3 "$PACED" send "$B4" 5001 "$SECS" 2000000
   ports=()
   while netns_alive "send-$phase"; do
-    p=$(netns_exec a "$VEIL_BIN" status --json --state-dir "$SD/a" | jq -r .local_port)
+    p=$(local_port a)
     [ "${#ports[@]}" -gt 0 ] && [ "${ports[-1]}" = "$p" ] || ports+=("$p")
     sleep 0.5
   done
@@ -55,6 +77,12 @@ transfer() {
   awk -v g="$gap" -v m="$MAX_GAP" 'BEGIN { exit !(g <= m) }' \
     || netns_fail "$phase: the transfer carried nothing for ${gap}s across a rotation (goal ≤ ${MAX_GAP}s)"
   ok "$phase: port changed $((${#ports[@]} - 1)) times; intact; longest gap ${gap}s"
+  [ "$(relayed a)" = "$relayed_a" ] && [ "$(relayed b)" = "$relayed_b" ] \
+    || netns_fail "$phase: data went through the relay across a rotation (a: $relayed_a -> $(relayed a), b: $relayed_b -> $(relayed b) packets)"
+  # (a keeps rotating: compare with its port of the moment, and give b a ping to follow it.)
+  netns_wait_for "b to send to a's current port" 5 b_follows_a \
+    || netns_fail "$phase: b sends to $(endpoint_at_b), a is on port $(local_port a)"
+  ok "$phase: no data packet through the relay; b follows a to its current port"
   # While a direct path is validated again after a rotation, a's data goes through the
   # relay, whose path is smaller (1394-byte inner MTU). That passing path must not be told to
   # a's TCP as a Packet Too Big: the kernel would keep the smaller MTU for 10 minutes.

@@ -34,8 +34,9 @@ use veil_proto::{Identity, JoinToken, Node, NodeConfig, NodeEvent, Transmit};
 pub const IPV4_WAIT: Duration = Duration::from_secs(20);
 /// File in the state directory holding the newest policy (text form).
 pub const POLICY_FILE: &str = "policy";
-/// How long the socket before a rotation is still read.
-pub const OLD_SOCKET_GRACE: Duration = Duration::from_secs(10);
+/// How long the socket before a rotation is still read, and still carries the direct
+/// paths validated from it until they are validated from the new one.
+pub const OLD_SOCKET_GRACE: Duration = veil_proto::node::PREVIOUS_SOCKET_GRACE;
 /// How often the interface addresses are read again where the OS does not say when they
 /// change (a change is a roam); on Linux they are read when it does, and every 30 s.
 pub const CANDIDATE_RESCAN: Duration = ifaddrs::POLL_EVERY;
@@ -626,14 +627,19 @@ impl NodeRunner {
             }
         };
         self.last_rotation = tokio::time::Instant::now();
-        self.udp_tx
-            .flush(&self.socket, &mut self.helpers, &mut self.failures);
+        self.udp_tx.flush(
+            sockets(&self.socket, &self.old_socket),
+            &mut self.helpers,
+            &mut self.failures,
+        );
         let old = std::mem::replace(&mut self.socket, socket);
         self.old_socket = Some((old, tokio::time::Instant::now() + OLD_SOCKET_GRACE));
         tracing::info!(port = local.port(), "moved to a fresh UDP socket");
         self.local = local;
         self.counters.socket_rotations += 1;
-        self.refresh_candidates();
+        if let Some(cands) = self.local_candidates() {
+            self.node.socket_rotated(Instant::now(), &cands);
+        }
         if let Err(e) = self.drain() {
             tracing::debug!(error = %e, "drain after rotation");
         }
@@ -675,11 +681,18 @@ impl NodeRunner {
     /// Tells the engine the socket's current candidates; it acts only when they changed
     /// (a new address, an interface down or up: roaming).
     fn refresh_candidates(&mut self) {
+        if let Some(cands) = self.local_candidates() {
+            self.node.set_local_candidates(Instant::now(), &cands);
+        }
+    }
+
+    /// The socket's candidates: its port at each interface address outside the overlay.
+    fn local_candidates(&self) -> Option<Vec<SocketAddr>> {
         let addrs = match ifaddrs::interface_addresses() {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "could not list interface addresses");
-                return;
+                return None;
             }
         };
         let (pool, len) = self.pool;
@@ -691,8 +704,7 @@ impl NodeRunner {
             }
             IpAddr::V6(v6) => v6.octets()[..6] == ula[..6],
         };
-        let cands = ifaddrs::candidates(&addrs, self.local, overlay);
-        self.node.set_local_candidates(Instant::now(), &cands);
+        Some(ifaddrs::candidates(&addrs, self.local, overlay))
     }
 
     /// Returns true when the loop must stop.
@@ -1062,8 +1074,9 @@ impl NodeRunner {
                     link.send(self.udp_tx.slot_datagram(t.len));
                 } else {
                     self.udp_tx.commit(
-                        &self.socket,
+                        sockets(&self.socket, &self.old_socket),
                         t.dst,
+                        t.previous_socket,
                         t.len,
                         job,
                         &mut self.helpers,
@@ -1075,12 +1088,18 @@ impl NodeRunner {
                 continue;
             }
             // Something else to send (a handshake, a fragment): in order, after the run.
-            self.udp_tx
-                .flush(&self.socket, &mut self.helpers, &mut self.failures);
+            self.udp_tx.flush(
+                sockets(&self.socket, &self.old_socket),
+                &mut self.helpers,
+                &mut self.failures,
+            );
             self.drain()?;
         }
-        self.udp_tx
-            .flush(&self.socket, &mut self.helpers, &mut self.failures);
+        self.udp_tx.flush(
+            sockets(&self.socket, &self.old_socket),
+            &mut self.helpers,
+            &mut self.failures,
+        );
         self.drain()
     }
 
@@ -1090,7 +1109,8 @@ impl NodeRunner {
         self.sync_link();
         while let Some(t) = self.node.poll_transmit(&mut self.out_buf) {
             let link = self.link.as_mut().filter(|_| self.chooser.tcp());
-            send(&self.socket, link, &self.out_buf, t, &mut self.counters);
+            let socket = sockets(&self.socket, &self.old_socket).pick(t.previous_socket);
+            send(socket, link, &self.out_buf, t, &mut self.counters);
         }
         while let Some(len) = self.node.poll_tun_packet(&mut self.rx_buf) {
             if let Some(packet) = self.rx_buf.get(..len) {
@@ -1335,6 +1355,14 @@ async fn readable(tun: Option<&Tun>) -> io::Result<()> {
 
 /// Resolves with Ok(true) when the old socket has data, Ok(false) when its grace period is
 /// over; never while there is no old socket.
+/// The node's sockets: the current one and, during its grace, the one before a rotation.
+fn sockets<'a>(current: &'a Udp, old: &'a Option<(Udp, tokio::time::Instant)>) -> udp::Sockets<'a> {
+    udp::Sockets {
+        current,
+        previous: old.as_ref().map(|(s, _)| s),
+    }
+}
+
 async fn old_readable(old: Option<&(Udp, tokio::time::Instant)>) -> io::Result<bool> {
     match old {
         Some((s, until)) => tokio::select! {

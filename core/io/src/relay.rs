@@ -9,7 +9,7 @@ use crate::parallel::Helpers;
 use crate::relay_tcp::{ConnEvent, TcpSide, SWEEP_INTERVAL};
 use crate::report::{Counters, RelayStatusReport};
 use crate::socket::SocketFactory;
-use crate::udp::{datagrams, RxBatch, SendFailure, TxRun, Udp, MAX_RECV_CALLS};
+use crate::udp::{self, datagrams, RxBatch, SendFailure, TxRun, Udp, MAX_RECV_CALLS};
 use crate::{os_seed, unix_now, BUF_SIZE};
 use std::io;
 use std::net::SocketAddr;
@@ -343,8 +343,9 @@ impl RelayRunner {
                     }
                     self.tx.slot()[..t.len].copy_from_slice(data);
                     self.tx.commit(
-                        &self.socket,
+                        udp::Sockets::one(&self.socket),
                         t.dst,
+                        false,
                         t.len,
                         None,
                         &mut self.no_helpers,
@@ -353,8 +354,11 @@ impl RelayRunner {
                 }
             }
         }
-        self.tx
-            .flush(&self.socket, &mut self.no_helpers, &mut self.failures);
+        self.tx.flush(
+            udp::Sockets::one(&self.socket),
+            &mut self.no_helpers,
+            &mut self.failures,
+        );
         self.drain();
     }
 

@@ -275,6 +275,35 @@ pub enum SendFailure {
 
 /// Sealed datagrams for one destination, back to back, waiting to be sent in one call.
 ///
+/// The sockets a datagram can leave from: the current one, and the one before a socket
+/// rotation while it is still open (`Transmit::previous_socket`).
+#[derive(Clone, Copy, Debug)]
+pub struct Sockets<'a> {
+    /// Where datagrams leave from.
+    pub current: &'a Udp,
+    /// The socket before the last rotation, during its grace.
+    pub previous: Option<&'a Udp>,
+}
+
+impl<'a> Sockets<'a> {
+    /// Just `current` (a relay, or a node that has not rotated).
+    pub fn one(current: &'a Udp) -> Self {
+        Sockets {
+            current,
+            previous: None,
+        }
+    }
+
+    /// The socket for a datagram: the previous one if asked and still open, else the
+    /// current one.
+    pub fn pick(self, previous: bool) -> &'a Udp {
+        match self.previous {
+            Some(p) if previous => p,
+            _ => self.current,
+        }
+    }
+}
+
 /// The engine seals the next datagram straight into [`TxRun::slot`]; [`TxRun::commit`] then
 /// either extends the run with it or sends the run and starts a new one with it.
 pub struct TxRun {
@@ -286,6 +315,8 @@ pub struct TxRun {
     segment: usize,
     count: usize,
     dst: Option<SocketAddr>,
+    /// The run leaves from the previous socket ([`Sockets::pick`]).
+    previous: bool,
     /// Most datagrams per send.
     max_segments: usize,
     /// Datagrams in the run still to be sealed: offset, length and job (see
@@ -305,6 +336,7 @@ impl Default for TxRun {
             segment: 0,
             count: 0,
             dst: None,
+            previous: false,
             max_segments: 1,
             jobs: Vec::new(),
             runs: 0,
@@ -334,34 +366,39 @@ impl TxRun {
         &self.buf[self.len..self.len + len.min(SLOT)]
     }
 
-    /// Adds the `len`-byte datagram in the slot for `dst`; with a `job`, the datagram is
-    /// sealed when the run is sent (the jobs of a run spread over `helpers`). Sends the run
-    /// first when the datagram cannot join it, and sends the run when it is full or ended
-    /// by a short datagram. Failures are returned, never fatal.
+    /// Adds the `len`-byte datagram in the slot for `dst`, to leave from the socket
+    /// `sockets.pick(previous)`; with a `job`, the datagram is sealed when the run is sent
+    /// (the jobs of a run spread over `helpers`). Sends the run first when the datagram
+    /// cannot join it, and sends the run when it is full or ended by a short datagram.
+    /// Failures are returned, never fatal.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &mut self,
-        udp: &Udp,
+        sockets: Sockets<'_>,
         dst: SocketAddr,
+        previous: bool,
         len: usize,
         job: Option<SealJob>,
         helpers: &mut Helpers,
         failures: &mut Vec<SendFailure>,
     ) {
         let len = len.min(SLOT);
-        self.max_segments = udp.max_segments().max(1);
+        self.max_segments = sockets.pick(previous).max_segments().max(1);
         let joins = self.count > 0
             && self.dst == Some(dst)
+            && self.previous == previous
             && len <= self.segment
             && self.count < self.max_segments
             && self.len + len <= MAX_RUN_BYTES;
         if !joins && self.count > 0 {
             // Send the run, then move the new datagram to the front.
             let start = self.len;
-            self.flush(udp, helpers, failures);
+            self.flush(sockets, helpers, failures);
             self.buf.copy_within(start..start + len, 0);
         }
         if self.count == 0 {
             self.dst = Some(dst);
+            self.previous = previous;
             self.segment = len;
         }
         if let Some(job) = job {
@@ -373,7 +410,7 @@ impl TxRun {
             || self.count >= self.max_segments
             || self.len + self.segment > MAX_RUN_BYTES;
         if ended {
-            self.flush(udp, helpers, failures);
+            self.flush(sockets, helpers, failures);
         }
     }
 
@@ -404,7 +441,13 @@ impl TxRun {
     }
 
     /// Sends what the run holds.
-    pub fn flush(&mut self, udp: &Udp, helpers: &mut Helpers, failures: &mut Vec<SendFailure>) {
+    pub fn flush(
+        &mut self,
+        sockets: Sockets<'_>,
+        helpers: &mut Helpers,
+        failures: &mut Vec<SendFailure>,
+    ) {
+        let udp = sockets.pick(self.previous);
         let sealed = self.seal(helpers);
         let (Some(dst), count) = (self.dst, self.count) else {
             return;
@@ -491,18 +534,50 @@ mod tests {
         let mut sent = Vec::new();
         for i in 0..100u8 {
             seal(&mut run, 1280, i);
-            run.commit(&a, dst, 1280, None, &mut h, &mut failures);
+            run.commit(
+                Sockets::one(&a),
+                dst,
+                false,
+                1280,
+                None,
+                &mut h,
+                &mut failures,
+            );
             sent.push(vec![i; 1280]);
         }
         seal(&mut run, 640, 200);
-        run.commit(&a, dst, 640, None, &mut h, &mut failures);
+        run.commit(
+            Sockets::one(&a),
+            dst,
+            false,
+            640,
+            None,
+            &mut h,
+            &mut failures,
+        );
         sent.push(vec![200; 640]);
         // A longer datagram cannot join a run of shorter ones: it starts its own.
         seal(&mut run, 64, 201);
-        run.commit(&a, dst, 64, None, &mut h, &mut failures);
+        run.commit(
+            Sockets::one(&a),
+            dst,
+            false,
+            64,
+            None,
+            &mut h,
+            &mut failures,
+        );
         seal(&mut run, 128, 202);
-        run.commit(&a, dst, 128, None, &mut h, &mut failures);
-        run.flush(&a, &mut h, &mut failures);
+        run.commit(
+            Sockets::one(&a),
+            dst,
+            false,
+            128,
+            None,
+            &mut h,
+            &mut failures,
+        );
+        run.flush(Sockets::one(&a), &mut h, &mut failures);
         sent.push(vec![201; 64]);
         sent.push(vec![202; 128]);
         assert!(failures.is_empty(), "{failures:?}");
@@ -541,9 +616,17 @@ mod tests {
                 .seal_later(now, slot, Frame::Data, 1000, 64)
                 .ok_or_else(|| io::Error::other("no room"))?;
             let len = job.len();
-            run.commit(&a, b.local_addr(), len, Some(job), &mut h, &mut failures);
+            run.commit(
+                Sockets::one(&a),
+                b.local_addr(),
+                false,
+                len,
+                Some(job),
+                &mut h,
+                &mut failures,
+            );
         }
-        run.flush(&a, &mut h, &mut failures);
+        run.flush(Sockets::one(&a), &mut h, &mut failures);
         assert!(failures.is_empty(), "{failures:?}");
         let got = received(&b, 150).await?;
         assert_eq!(got.len(), 150);
@@ -578,9 +661,17 @@ mod tests {
         .enumerate()
         {
             seal(&mut run, 300, i as u8);
-            run.commit(&a, dst, 300, None, &mut h, &mut failures);
+            run.commit(
+                Sockets::one(&a),
+                dst,
+                false,
+                300,
+                None,
+                &mut h,
+                &mut failures,
+            );
         }
-        run.flush(&a, &mut h, &mut failures);
+        run.flush(Sockets::one(&a), &mut h, &mut failures);
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(
             received(&b, 3).await?,

@@ -19,6 +19,10 @@ pub struct Transmit {
     pub dst: SocketAddr,
     /// How many bytes of the buffer to send.
     pub len: usize,
+    /// Send it from the socket before the last rotation, which the I/O layer keeps open
+    /// for [`crate::node::PREVIOUS_SOCKET_GRACE`] (`Node::socket_rotated`); from the current
+    /// socket when that one is closed already. Always false from a relay.
+    pub previous_socket: bool,
 }
 
 /// Settings of a node's protocol engine. Every field is documented in `docs/config.md`.
@@ -357,8 +361,15 @@ counters!(
         direct_paths,
         /// Direct paths abandoned for the relay (no answer to consent checks).
         direct_paths_lost,
-        /// Changes of our own addresses (local or as the relay sees us).
+        /// Changes of our own addresses (local or as the relay sees us; a socket rotation
+        /// counts).
         network_changes,
+        /// Direct paths validated from the new socket after a socket rotation while the
+        /// previous socket still carried them (no detour through the relay).
+        rotation_paths_moved,
+        /// Direct paths not validated from the new socket within the previous socket's
+        /// grace: back to the relay, searched for again.
+        rotation_paths_lost,
         /// Handshakes not answered: too many from that path (a flood from a member).
         dropped_rate_limited,
         /// Path MTU probes sent.

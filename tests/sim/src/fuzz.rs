@@ -190,8 +190,8 @@ pub fn decoders(data: &[u8]) {
 
 /// The whole node state machine driven by a script (Firezone's approach): each op is
 /// `[op][arg][len][bytes…]`: send an inner packet from node 0 or 1 (to the other, or to
-/// the bytes' address), deliver raw bytes to a node or the relay, let time pass, move a node,
-/// limit a path's MTU, drop the relay's state. Runs on its own small network, fresh per
+/// the bytes' address), deliver raw bytes to a node or the relay, let time pass, move a node
+/// or rotate its socket, limit a path's MTU, drop the relay's state. Runs on its own small network, fresh per
 /// input, so that a failing input reproduces.
 pub fn node_script(data: &[u8]) {
     let mut sim = Sim::new(7, 2, NodeConfig::default(), Impairment::default());
@@ -228,9 +228,12 @@ pub fn node_script(data: &[u8]) {
                 sim.inject(from, to, bytes.to_vec());
             }
             5 => sim.run_for(Duration::from_millis(u64::from(arg) * 40)),
-            6 => {
+            6 if arg & 2 == 0 => {
                 let new = SocketAddr::from(([198, 18, 3, arg], 41_000 + u16::from(arg)));
                 sim.move_node(i, new);
+            }
+            6 => {
+                sim.rotate_socket(i, 42_000 + u16::from(arg));
             }
             _ => {
                 if arg % 4 == 0 {

@@ -56,8 +56,10 @@ pub struct Nat {
     pub kind: NatKind,
     /// The public address.
     pub public: std::net::IpAddr,
-    /// Mapping key (destination, for symmetric NATs) → public port.
-    map: std::collections::HashMap<Option<SocketAddr>, u16>,
+    /// Mapping key (internal socket, and destination for symmetric NATs) → public port.
+    map: std::collections::HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// Public port → the internal socket it maps to.
+    internal: std::collections::HashMap<u16, SocketAddr>,
     /// Public port → remotes that may send to it.
     allowed: std::collections::HashMap<u16, std::collections::HashSet<SocketAddr>>,
     next_port: u16,
@@ -71,32 +73,37 @@ impl Nat {
             kind,
             public,
             map: Default::default(),
+            internal: Default::default(),
             allowed: Default::default(),
             next_port: 20000,
             dropped: 0,
         }
     }
 
-    fn outbound(&mut self, to: SocketAddr) -> SocketAddr {
+    fn outbound(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
         let key = match self.kind {
-            NatKind::EndpointIndependent => None,
-            NatKind::Symmetric => Some(to),
+            NatKind::EndpointIndependent => (from, None),
+            NatKind::Symmetric => (from, Some(to)),
         };
         let next = &mut self.next_port;
         let port = *self.map.entry(key).or_insert_with(|| {
             *next += 1;
             *next
         });
+        self.internal.insert(port, from);
         self.allowed.entry(port).or_default().insert(to);
         SocketAddr::new(self.public, port)
     }
 
-    fn inbound_ok(&mut self, from: SocketAddr, port: u16) -> bool {
+    /// The internal socket a datagram from `from` to the public `port` goes to, if the
+    /// filter lets it in.
+    fn inbound(&mut self, from: SocketAddr, port: u16) -> Option<SocketAddr> {
         let ok = self.allowed.get(&port).is_some_and(|a| a.contains(&from));
         if !ok {
             self.dropped += 1;
+            return None;
         }
-        ok
+        self.internal.get(&port).copied()
     }
 }
 
@@ -112,6 +119,9 @@ pub struct SimNode {
     pub events: Vec<NodeEvent>,
     /// The NAT in front of it, if any.
     pub nat: Option<Nat>,
+    /// The socket before its last rotation ([`Sim::rotate_socket`]), open until the
+    /// instant given, as the I/O layer keeps it.
+    pub prev_addr: Option<(SocketAddr, Instant)>,
     /// The node left (its process is gone): it sends and receives nothing.
     pub gone: bool,
 }
@@ -173,6 +183,9 @@ pub struct Sim {
     start: Instant,
     /// Pairs of underlay addresses (either direction) between which datagrams are dropped.
     pub blocked: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    /// Pairs of sockets (either direction; public addresses for a node behind a NAT)
+    /// between which datagrams are dropped.
+    pub blocked_sockets: Vec<(SocketAddr, SocketAddr)>,
     /// Underlay addresses behind a hop that silently drops datagrams (UDP payloads) larger
     /// than the given size, in either direction: a path MTU black hole (no ICMP).
     pub mtu_limits: Vec<(std::net::IpAddr, usize)>,
@@ -364,6 +377,7 @@ impl Sim {
             base_unix,
             start: now,
             blocked: Vec::new(),
+            blocked_sockets: Vec::new(),
             mtu_limits: Vec::new(),
             dropped_too_big: 0,
             store: None,
@@ -450,6 +464,7 @@ impl Sim {
             tun: Vec::new(),
             events: Vec::new(),
             nat,
+            prev_addr: None,
             gone: false,
         });
         self.drain_node(i);
@@ -485,9 +500,41 @@ impl Sim {
             };
             self.nodes[i].nat = Some(Nat::new(kind, ip));
         }
+        self.nodes[i].prev_addr = None;
         let now = self.now;
         self.nodes[i].node.set_local_candidates(now, &[new_addr]);
         self.drain_node(i);
+    }
+
+    /// Moves node `i` to a fresh socket on `port` at the same address, keeping the old
+    /// one open for the grace, as `veil-io` does at a port rotation; returns the new
+    /// socket's address.
+    pub fn rotate_socket(&mut self, i: usize, port: u16) -> SocketAddr {
+        let old = self.nodes[i].addr;
+        let new = SocketAddr::new(old.ip(), port);
+        let now = self.now;
+        self.nodes[i].prev_addr = Some((old, now + veil_proto::node::PREVIOUS_SOCKET_GRACE));
+        self.nodes[i].addr = new;
+        self.nodes[i].node.socket_rotated(now, &[new]);
+        self.drain_node(i);
+        new
+    }
+
+    /// The socket node `i` sends a transmit from.
+    fn source(&self, i: usize, previous: bool) -> SocketAddr {
+        let n = &self.nodes[i];
+        match n.prev_addr {
+            Some((a, until)) if previous && self.now < until => a,
+            _ => n.addr,
+        }
+    }
+
+    /// Whether `a` is a socket of node `n` (its current one, or the previous one during
+    /// the grace).
+    fn holds(&self, n: &SimNode, a: SocketAddr) -> bool {
+        n.addr == a
+            || n.prev_addr
+                .is_some_and(|(p, until)| p == a && self.now < until)
     }
 
     /// Simulated time since the start.
@@ -501,19 +548,19 @@ impl Sim {
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         // Source NAT on the way out of a node's network.
-        let from = match self
-            .nodes
-            .iter_mut()
-            .find(|n| n.addr == from)
-            .and_then(|n| n.nat.as_mut())
-        {
-            Some(nat) => nat.outbound(to),
+        let i = self.nodes.iter().position(|n| self.holds(n, from));
+        let from = match i.and_then(|i| self.nodes[i].nat.as_mut()) {
+            Some(nat) => nat.outbound(from, to),
             None => from,
         };
         if self
             .blocked
             .iter()
             .any(|&(a, b)| (a, b) == (from.ip(), to.ip()) || (b, a) == (from.ip(), to.ip()))
+            || self
+                .blocked_sockets
+                .iter()
+                .any(|&(a, b)| (a, b) == (from, to) || (b, a) == (from, to))
         {
             return;
         }
@@ -568,7 +615,7 @@ impl Sim {
     fn drain_node(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].node.poll_transmit(&mut self.out) {
             let bytes = self.out[..t.len].to_vec();
-            let from = self.nodes[i].addr;
+            let from = self.source(i, t.previous_socket);
             self.send(from, t.dst, bytes);
         }
         while let Some(n) = self.nodes[i].node.poll_tun_packet(&mut self.buf) {
@@ -689,7 +736,7 @@ impl Sim {
                 self.split_sealed += 1;
             }
             let bytes = self.out[..t.len].to_vec();
-            let from = self.nodes[i].addr;
+            let from = self.source(i, t.previous_socket);
             self.send(from, t.dst, bytes);
         }
         self.drain_node(i);
@@ -835,15 +882,19 @@ impl Sim {
             .find(|n| n.nat.as_ref().is_some_and(|nat| nat.public == f.to.ip()))
         {
             let Some(nat) = n.nat.as_mut() else { return };
-            if !nat.inbound_ok(f.from, f.to.port()) {
+            let Some(internal) = nat.inbound(f.from, f.to.port()) else {
                 return;
-            }
-            to = n.addr;
-        } else if self.nodes.iter().any(|n| n.addr == f.to && n.nat.is_some()) {
+            };
+            to = internal;
+        } else if self
+            .nodes
+            .iter()
+            .any(|n| self.holds(n, f.to) && n.nat.is_some())
+        {
             // A private address is not reachable from outside its NAT.
             return;
         }
-        let Some(i) = self.nodes.iter().position(|n| n.addr == to && !n.gone) else {
+        let Some(i) = self.nodes.iter().position(|n| self.holds(n, to) && !n.gone) else {
             return;
         };
         let node = &mut self.nodes[i].node;

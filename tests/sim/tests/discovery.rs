@@ -364,3 +364,121 @@ fn a_vanished_peer_is_torn_down_after_the_relay_lease() {
     );
     assert!(sim.nodes[0].node.counters().dropped_no_route > 0);
 }
+
+/// Relayed inner packets sent by both nodes.
+fn relayed(sim: &Sim) -> (u64, u64) {
+    let c = |i: usize| sim.nodes[i].node.counters().tx_packets_relayed;
+    (c(0), c(1))
+}
+
+/// The socket node 1 sees node 0 at (its public address behind a NAT).
+fn endpoint_of_0(sim: &Sim) -> SocketAddr {
+    let p = peer_of(sim, 1);
+    assert_eq!(p.path, "direct", "{p:?}");
+    p.endpoint.unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_socket_rotation_keeps_direct_paths_off_the_relay() {
+    // Node 0 moves to a fresh port twice, 3 s apart (the second within the first one's
+    // grace), while packets flow both ways every 20 ms: every packet arrives, none goes
+    // through the relay, and node 1 follows node 0 to each new port. Without the previous
+    // socket carrying the paths, each rotation sends both directions through the relay
+    // until the new port is validated.
+    let nat = Some(NatKind::EndpointIndependent);
+    for (seed, nats) in [(60, [None, None]), (61, [nat, nat]), (62, [nat, None])] {
+        let mut sim = network(seed, nats, NodeConfig::default());
+        time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+        let (to_1, to_0) = sim.ping_both_ways(0, 1, 50, Duration::from_millis(20), Duration::ZERO);
+        assert!(to_1 >= 49 && to_0 >= 49, "seed {seed}: {to_1} {to_0}");
+        let mut seen = vec![endpoint_of_0(&sim)];
+        let before = relayed(&sim);
+        // Let both sides confirm the path's MTU first: a new port on the same hosts keeps it.
+        sim.ping_both_ways(0, 1, 200, Duration::from_millis(20), Duration::ZERO);
+        let pmtu = |sim: &Sim| (peer_of(sim, 1).pmtu, peer_of(sim, 1).pmtu_state);
+        let confirmed = pmtu(&sim);
+        assert_eq!(confirmed.1, "confirmed", "seed {seed}");
+        sim.capture = true;
+        let mut rotated_at = Vec::new();
+        for port in [40100, 40200] {
+            sim.rotate_socket(0, port);
+            rotated_at.push(sim.elapsed_now());
+            let (to_1, to_0) =
+                sim.ping_both_ways(0, 1, 150, Duration::from_millis(20), Duration::ZERO);
+            assert_eq!(
+                (to_1, to_0),
+                (150, 150),
+                "seed {seed}: packets lost after a rotation"
+            );
+            let now_at = endpoint_of_0(&sim);
+            assert!(
+                !seen.contains(&now_at),
+                "seed {seed}: node 1 still sends to {now_at}"
+            );
+            assert_eq!(
+                pmtu(&sim),
+                confirmed,
+                "seed {seed}: path MTU searched again"
+            );
+            seen.push(now_at);
+        }
+        let (to_1, to_0) = sim.ping_both_ways(0, 1, 600, Duration::from_millis(20), Duration::ZERO);
+        assert_eq!((to_1, to_0), (600, 600), "seed {seed}: packets lost");
+        assert_eq!(
+            relayed(&sim),
+            before,
+            "seed {seed}: data went through the relay during a rotation"
+        );
+        let c = sim.nodes[0].node.counters();
+        assert_eq!(
+            (c.rotation_paths_moved, c.rotation_paths_lost),
+            (2, 0),
+            "seed {seed}"
+        );
+        // Each old socket stops carrying the path once the new one is validated: nothing
+        // leaves it half a second after its rotation.
+        for (k, at) in rotated_at.iter().enumerate() {
+            let old = seen[k];
+            let last = sim
+                .captured
+                .iter()
+                .filter(|d| d.from == old || d.to == old)
+                .map(|d| d.at)
+                .max();
+            let late = last.is_some_and(|t| t > *at + Duration::from_millis(500));
+            assert!(
+                !late,
+                "seed {seed}: {old} still used at {last:?}, rotated at {at:?}"
+            );
+        }
+        println!("rotation (seed {seed}, NATs {nats:?}): node 0 seen at {seen:?}");
+    }
+}
+
+#[test]
+fn a_rotated_socket_that_cannot_reach_the_peer_falls_back_after_the_grace() {
+    // The new socket cannot reach node 1 (a firewall between those two sockets only): the
+    // previous socket keeps carrying the path through its grace, then data goes through
+    // the relay. No packet is lost either way.
+    let mut sim = network(63, [None, None], NodeConfig::default());
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    sim.ping_both_ways(0, 1, 50, Duration::from_millis(20), Duration::ZERO);
+    let old = endpoint_of_0(&sim);
+    let fresh: SocketAddr = SocketAddr::new(old.ip(), 40300);
+    let b = sim.nodes[1].addr;
+    sim.blocked_sockets.push((fresh, b));
+    let before = relayed(&sim);
+    sim.rotate_socket(0, fresh.port());
+    // Within the grace: still direct, from the old socket, nothing relayed.
+    let (to_1, to_0) = sim.ping_both_ways(0, 1, 400, Duration::from_millis(20), Duration::ZERO);
+    assert_eq!((to_1, to_0), (400, 400));
+    assert_eq!(relayed(&sim), before, "relayed within the grace");
+    assert_eq!(endpoint_of_0(&sim), old);
+    // Past it: through the relay, nothing lost.
+    let (to_1, to_0) = sim.ping_both_ways(0, 1, 250, Duration::from_millis(20), Duration::ZERO);
+    assert_eq!((to_1, to_0), (250, 250));
+    let c = sim.nodes[0].node.counters();
+    assert_eq!((c.rotation_paths_moved, c.rotation_paths_lost), (0, 1));
+    assert_eq!(peer_of(&sim, 0).path, "relayed");
+    assert!(relayed(&sim).0 > before.0);
+}

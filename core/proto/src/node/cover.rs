@@ -38,9 +38,18 @@ impl Cover {
 
 impl Node {
     /// Queues a datagram for the I/O layer.
+    /// Queues a datagram for `dst`, from the previous socket if a direct path to `dst` is
+    /// still served from it after a rotation.
     pub(super) fn push_tx(&mut self, dst: SocketAddr, dg: Vec<u8>) {
         self.note_tx(dst);
-        self.transmits.push_back((dst, dg));
+        let previous = self.via_previous(dst);
+        self.transmits.push_back((dst, dg, previous));
+    }
+
+    /// Queues a datagram for `dst` from the current socket.
+    pub(super) fn push_tx_current(&mut self, dst: SocketAddr, dg: Vec<u8>) {
+        self.note_tx(dst);
+        self.transmits.push_back((dst, dg, false));
     }
 
     /// A datagram leaves for `dst`: it fills the current slot if `dst` is the relay.

@@ -98,7 +98,11 @@ impl Node {
         }
         buf.copy_within(0..len, BODY_OFFSET);
         let (dst, len) = self.guard_seal(now, Frame::Circuit, buf, len)?;
-        Some(Transmit { dst, len })
+        Some(Transmit {
+            dst,
+            len,
+            previous_socket: false,
+        })
     }
 
     fn guard_seal(

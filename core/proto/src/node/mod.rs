@@ -21,7 +21,7 @@ use crate::wire::{self, Cursor, Frame, HsKind, Padding, BODY_OFFSET, TRANSPORT_O
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -97,6 +97,14 @@ const MAX_IPV4_ATTEMPTS: u32 = 64;
 const RELAYED_BODY_OFFSET: usize = BODY_OFFSET + 8 + BODY_OFFSET;
 /// Candidates a node announces or accepts from a peer.
 const MAX_CANDIDATES: usize = 8;
+/// How long the I/O layer keeps a socket open (and reads it) after moving to a fresh one
+/// ([`Node::socket_rotated`]); direct paths not validated from the new socket by then go
+/// back to the relay.
+pub const PREVIOUS_SOCKET_GRACE: Duration = Duration::from_secs(10);
+/// The engine stops sending from the previous socket this long before the I/O layer closes
+/// it, and announces its candidates without it: peers still sending there learn to stop
+/// while it is read.
+const PREVIOUS_SOCKET_HANDOVER: Duration = Duration::from_secs(1);
 /// Outstanding path challenges per peer.
 const MAX_CHALLENGES: usize = 32;
 /// Hole punching: a challenge to every candidate this often…
@@ -151,6 +159,20 @@ struct Challenge {
 struct Punch {
     next: Instant,
     round: u32,
+    /// After a socket rotation: only the current direct endpoint is challenged, from the
+    /// new socket; a failure leaves the path to the end of the grace (`PrevSocket`).
+    revalidate: bool,
+}
+
+/// After a socket rotation ([`Node::socket_rotated`]): the previous socket, which the I/O
+/// layer keeps open for [`PREVIOUS_SOCKET_GRACE`], still carries the direct paths validated
+/// from it until each is validated from the new socket (make before break).
+struct PrevSocket {
+    until: Instant,
+    /// Our candidates on the previous socket: still announced, since peers reach us there.
+    candidates: Vec<SocketAddr>,
+    /// Direct endpoints still served from the previous socket.
+    paths: HashSet<SocketAddr>,
 }
 
 /// Who owns a receive connection id.
@@ -424,6 +446,8 @@ pub struct Node {
     cand_gen: u8,
     /// Our address as the relay sees it.
     reflexive: Option<SocketAddr>,
+    /// The socket before the last rotation, while it still carries direct paths.
+    prev_socket: Option<PrevSocket>,
     lookups: BTreeMap<u32, Lookup>,
     /// Overlay DNS: name lookups, their cache and answers (`node/dns.rs`).
     dns: dns::DnsState,
@@ -438,7 +462,9 @@ pub struct Node {
     data_reasm: Reassembler<[u8; 32]>,
     /// Handshakes answered per path (each costs an X25519 and an ML-KEM).
     hs_limit: crate::ratelimit::RateLimiter<Path>,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams to send: destination, bytes, and whether they leave from the previous
+    /// socket (`Transmit::previous_socket`).
+    transmits: VecDeque<(SocketAddr, Vec<u8>, bool)>,
     tun_out: VecDeque<Vec<u8>>,
     /// While [`Node::handle_tun_packet_later`] runs: a datagram on a direct path is left
     /// for the caller to seal (`sealed_later` takes its job).
@@ -535,6 +561,7 @@ impl Node {
             policy: None,
             cand_gen: 1,
             reflexive: None,
+            prev_socket: None,
             lookups: BTreeMap::new(),
             dns: dns::DnsState::default(),
             routes: routes::RouteState::default(),
@@ -1085,6 +1112,18 @@ impl Node {
 
     /// Our candidates: the address the relay sees, then the socket's local addresses.
     fn own_candidates(&self) -> Vec<SocketAddr> {
+        let previous = self.prev_socket.iter().flat_map(|s| s.candidates.iter());
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for a in self.current_candidates().iter().chain(previous) {
+            if !v.contains(a) && v.len() < MAX_CANDIDATES {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    /// Our candidates on the current socket: as the relay sees us, then the local ones.
+    fn current_candidates(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = Vec::new();
         for a in self.reflexive.iter().chain(self.local_candidates.iter()) {
             if !v.contains(a) && v.len() < MAX_CANDIDATES {
@@ -1181,11 +1220,26 @@ impl Node {
         if p.candidates.is_empty() && p.direct.is_none() {
             p.relay_reason = REASON_NO_CANDIDATES;
         }
+        // A new port at the address of our direct endpoint: the peer moved to a fresh
+        // socket. Challenge it, so our NAT lets the peer's challenges from there in and
+        // the path moves there before the peer closes the old socket.
+        let fresh: Vec<SocketAddr> = match p.direct {
+            Some(d) if direct && new_list => p
+                .candidates
+                .iter()
+                .filter(|c| c.ip() == d.ip() && c.port() != d.port())
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
         if answer {
             self.announce(now, pk);
         }
         if punch {
             self.start_punch(now, pk, REASON_SEARCHING);
+        }
+        for a in fresh {
+            self.challenge(now, pk, a);
         }
     }
 
@@ -1194,6 +1248,7 @@ impl Node {
             p.punch = Some(Punch {
                 next: now,
                 round: 0,
+                revalidate: false,
             });
             p.punch_retry = None;
             p.relay_reason = reason;
@@ -1213,6 +1268,11 @@ impl Node {
         if now < punch.next {
             return;
         }
+        if punch.round >= PUNCH_ROUNDS && punch.revalidate {
+            // The end of the previous socket's grace decides (`prev_socket_timers`).
+            p.punch = None;
+            return;
+        }
         if punch.round >= PUNCH_ROUNDS {
             p.punch = None;
             p.relay_reason = REASON_PUNCH_FAILED;
@@ -1223,7 +1283,10 @@ impl Node {
         }
         punch.round += 1;
         punch.next = now + PUNCH_INTERVAL;
-        let targets = p.candidates.clone();
+        let targets = match (punch.revalidate, p.direct) {
+            (true, Some(d)) => vec![d],
+            _ => p.candidates.clone(),
+        };
         for a in targets {
             self.challenge(now, pk, a);
         }
@@ -1274,10 +1337,22 @@ impl Node {
         p.challenges.retain(|c| c.addr != addr);
         p.direct_rx = now;
         p.consent_since = None;
+        // Every challenge since a socket rotation left from the new socket: a path still
+        // served from the previous one moves to the new socket now.
+        let moved = match (p.direct, self.prev_socket.as_mut()) {
+            (Some(d), Some(prev)) => prev.paths.remove(&d),
+            _ => false,
+        };
+        if moved {
+            self.counters.rotation_paths_moved += 1;
+            if p.punch.as_ref().is_some_and(|x| x.revalidate) {
+                p.punch = None;
+            }
+        }
         if p.direct == Some(addr) || !direct {
             return;
         }
-        p.direct = Some(addr);
+        let old = p.direct.replace(addr);
         p.rtt = Some(now.saturating_duration_since(sent));
         p.punch = None;
         p.punch_retry = None;
@@ -1288,7 +1363,11 @@ impl Node {
             id: p.id.clone(),
             direct: Some(addr),
         });
-        self.reset_pmtu(now, pk);
+        // Only the port changed (the peer moved to a fresh socket, or its NAT mapped it
+        // anew): the same hosts, so the same path and its MTU.
+        if old.map(|o| o.ip()) != Some(addr.ip()) {
+            self.reset_pmtu(now, pk);
+        }
     }
 
     /// The direct path went silent: back to the relay, and look for a path again.
@@ -1313,6 +1392,9 @@ impl Node {
         p.consent_since = None;
         p.last_consent = None;
         p.relay_reason = reason;
+        if let (Some(d), Some(prev)) = (p.direct, self.prev_socket.as_mut()) {
+            prev.paths.remove(&d);
+        }
         if p.direct.take().is_some() {
             self.events.push_back(NodeEvent::PeerPath {
                 id: p.id.clone(),
@@ -1327,6 +1409,86 @@ impl Node {
     /// the new candidates, the relay sees us from the new address, and direct paths are
     /// re-checked from it at once.
     pub fn set_local_candidates(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        self.local_changed(now, addrs, false);
+    }
+
+    /// The I/O layer moved to a fresh socket (a new ephemeral port) and keeps the previous
+    /// one open, reading it, for [`PREVIOUS_SOCKET_GRACE`]; `addrs` are the new socket's
+    /// addresses. Unlike a roam, direct paths stay: their datagrams keep leaving from the
+    /// previous socket (`Transmit::previous_socket`) while each is validated again from the
+    /// new one, so nothing detours through the relay. Paths not validated from the new
+    /// socket when the grace ends go back to the relay, as after a roam; so do those still
+    /// on the socket before (a rotation within the grace closes it).
+    pub fn socket_rotated(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        let closing = self.prev_socket.take().map(|s| s.paths).unwrap_or_default();
+        let mut paths = HashSet::new();
+        let mut revalidate = Vec::new();
+        let mut stale = Vec::new();
+        for p in self.peers.values() {
+            let Some(d) = p.direct else { continue };
+            if closing.contains(&d) {
+                stale.push(p.public);
+            } else {
+                paths.insert(d);
+                revalidate.push(p.public);
+            }
+        }
+        self.prev_socket = Some(PrevSocket {
+            until: now + PREVIOUS_SOCKET_GRACE - PREVIOUS_SOCKET_HANDOVER,
+            candidates: self.current_candidates(),
+            paths,
+        });
+        for pk in stale {
+            self.leave_direct(now, pk, REASON_SEARCHING);
+            self.start_punch(now, pk, REASON_SEARCHING);
+        }
+        self.local_changed(now, addrs, true);
+        for pk in revalidate {
+            let Some(p) = self.peers.get_mut(&pk) else {
+                continue;
+            };
+            // Challenges sent before now went from the previous socket: only an answer to
+            // one sent from the new socket validates the path from it.
+            p.challenges.clear();
+            p.consent_since = None;
+            p.punch = Some(Punch {
+                next: now,
+                round: 0,
+                revalidate: true,
+            });
+            self.punch_tick(now, pk);
+        }
+    }
+
+    /// Ends the previous socket's grace: the paths it still carries go back to the relay
+    /// and are searched for from the current socket, and its candidates are no longer
+    /// announced.
+    fn prev_socket_timers(&mut self, now: Instant) {
+        let Some(prev) = self.prev_socket.take_if(|s| s.until <= now) else {
+            return;
+        };
+        let lost: Vec<[u8; 32]> = self
+            .peers
+            .values()
+            .filter(|p| p.direct.is_some_and(|d| prev.paths.contains(&d)))
+            .map(|p| p.public)
+            .collect();
+        for pk in lost {
+            self.counters.rotation_paths_lost += 1;
+            self.leave_direct(now, pk, REASON_SEARCHING);
+            self.start_punch(now, pk, REASON_SEARCHING);
+        }
+        self.announce_all(now);
+    }
+
+    /// Whether a datagram to `dst` leaves from the previous socket.
+    pub(super) fn via_previous(&self, dst: SocketAddr) -> bool {
+        self.prev_socket
+            .as_ref()
+            .is_some_and(|s| !s.paths.is_empty() && s.paths.contains(&dst))
+    }
+
+    fn local_changed(&mut self, now: Instant, addrs: &[SocketAddr], rotated: bool) {
         let mut v: Vec<SocketAddr> = Vec::new();
         for a in addrs {
             if !v.contains(a) && v.len() < MAX_CANDIDATES && !a.ip().is_unspecified() {
@@ -1343,6 +1505,10 @@ impl Node {
             return;
         }
         self.counters.network_changes += 1;
+        if !rotated {
+            // A roam: the previous socket's addresses are gone with the network.
+            self.prev_socket = None;
+        }
         // The relay learns our new address from any authenticated datagram, and its echo
         // tells us our new reflexive address.
         if self.relay.probe_sent.is_none() && self.send_relay_frame(now, Frame::Keepalive, &[1]) {
@@ -1352,7 +1518,12 @@ impl Node {
         }
         // Direct paths from the old address are suspect (a NAT in front of the peer filters
         // our new address until it sends to it): data goes through the relay, which learns
-        // the new address from the echo above, until a path from here is validated.
+        // the new address from the echo above, until a path from here is validated. (After
+        // a rotation the previous socket carries them instead: `socket_rotated`.)
+        if rotated {
+            self.announce_all(now);
+            return;
+        }
         let direct: Vec<[u8; 32]> = self
             .peers
             .values()
@@ -1427,6 +1598,7 @@ impl Node {
         path: Option<Path>,
         pad: Padding,
     ) -> bool {
+        let explicit = path.is_some();
         let Some(path) = path.or_else(|| self.best_path(&pk)) else {
             return false;
         };
@@ -1443,6 +1615,15 @@ impl Node {
             return false;
         };
         dg.truncate(n);
+        if explicit {
+            if let Path::Direct(a) = path {
+                // A challenge or its response: from the current socket, since that is
+                // the path it checks (or the one the challenger checks).
+                self.counters.tx_datagrams += 1;
+                self.push_tx_current(a, dg);
+                return true;
+            }
+        }
         self.send_on_path(now, path, dg)
     }
 
@@ -1607,7 +1788,11 @@ impl Node {
             self.counters.tx_packets_direct += 1;
             self.counters.tx_bytes_direct += packet.len() as u64;
             self.counters.tx_datagrams += 1;
-            return Some(Transmit { dst: addr, len });
+            return Some(Transmit {
+                dst: addr,
+                len,
+                previous_socket: self.via_previous(addr),
+            });
         }
         let handle = peer.handle?;
         let relay_session = self.relay.sessions.current.as_mut()?;
@@ -1632,6 +1817,7 @@ impl Node {
         Some(Transmit {
             dst: relay_addr,
             len,
+            previous_socket: false,
         })
     }
 
@@ -2708,6 +2894,7 @@ impl Node {
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.prev_socket_timers(now);
         self.relay_timers(now);
         self.cover_timers(now);
         self.peer_timers(now);
@@ -3012,10 +3199,14 @@ impl Node {
 
     /// The next queued datagram, copied into `buf`.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let (dst, dg) = self.transmits.pop_front()?;
+        let (dst, dg, previous_socket) = self.transmits.pop_front()?;
         let len = dg.len().min(buf.len());
         buf[..len].copy_from_slice(&dg[..len]);
-        Some(Transmit { dst, len })
+        Some(Transmit {
+            dst,
+            len,
+            previous_socket,
+        })
     }
 
     /// The next queued inner packet for the TUN, copied into `buf`; returns its length.
@@ -3108,6 +3299,7 @@ impl Node {
         for l in self.lookups.values() {
             t.push(l.sent + LOOKUP_TIMEOUT);
         }
+        t.extend(self.prev_socket.as_ref().map(|s| s.until));
         self.dns_deadlines(&mut t);
         if let Some(n) = self.negative.values().min() {
             t.push(*n);

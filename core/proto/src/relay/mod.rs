@@ -473,7 +473,11 @@ impl Relay {
         match target.addr {
             Endpoint::Udp(dst) => {
                 self.counters.tx_datagrams += 1;
-                Some(Transmit { dst, len })
+                Some(Transmit {
+                    dst,
+                    len,
+                    previous_socket: false,
+                })
             }
             Endpoint::Circuit { link, id } => {
                 let dg = buf[..len].to_vec();
@@ -987,7 +991,11 @@ impl Relay {
         let (dst, dg) = self.transmits.pop_front()?;
         let len = dg.len().min(buf.len());
         buf[..len].copy_from_slice(&dg[..len]);
-        Some(Transmit { dst, len })
+        Some(Transmit {
+            dst,
+            len,
+            previous_socket: false,
+        })
     }
 
     /// When [`Relay::handle_timeout`] should run next.
