@@ -353,6 +353,13 @@ counters!(
         path_challenges_sent,
         /// Path challenges answered.
         path_challenges_answered,
+        /// Path responses (authenticated) to no outstanding challenge: another candidate of
+        /// the same punch answered first, the challenge was replaced by newer ones, or it
+        /// was sent to the previous socket and answered from the new one.
+        path_responses_late,
+        /// Another validated address of a peer not taken: this node (the lower key) keeps
+        /// the direct path the peer still sends on.
+        path_switches_declined,
         /// Hole-punching attempts started.
         punch_attempts,
         /// Hole-punching attempts that found no path.

@@ -122,6 +122,9 @@ pub struct SimNode {
     /// The socket before its last rotation ([`Sim::rotate_socket`]), open until the
     /// instant given, as the I/O layer keeps it.
     pub prev_addr: Option<(SocketAddr, Instant)>,
+    /// Its IPv6 address on the same socket, if it is dual-stack ([`Sim::add_ipv6`]):
+    /// datagrams to IPv6 addresses leave from it.
+    pub addr6: Option<SocketAddr>,
     /// The node left (its process is gone): it sends and receives nothing.
     pub gone: bool,
 }
@@ -183,6 +186,8 @@ pub struct Sim {
     start: Instant,
     /// Pairs of underlay addresses (either direction) between which datagrams are dropped.
     pub blocked: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    /// Extra one-way latency of datagrams between IPv6 addresses (a longer route).
+    pub ipv6_delay: Duration,
     /// Pairs of sockets (either direction; public addresses for a node behind a NAT)
     /// between which datagrams are dropped.
     pub blocked_sockets: Vec<(SocketAddr, SocketAddr)>,
@@ -378,6 +383,7 @@ impl Sim {
             start: now,
             blocked: Vec::new(),
             blocked_sockets: Vec::new(),
+            ipv6_delay: Duration::ZERO,
             mtu_limits: Vec::new(),
             dropped_too_big: 0,
             store: None,
@@ -465,6 +471,7 @@ impl Sim {
             events: Vec::new(),
             nat,
             prev_addr: None,
+            addr6: None,
             gone: false,
         });
         self.drain_node(i);
@@ -520,9 +527,22 @@ impl Sim {
         new
     }
 
-    /// The socket node `i` sends a transmit from.
-    fn source(&self, i: usize, previous: bool) -> SocketAddr {
+    /// Gives node `i` an IPv6 address on its socket too (dual-stack, no NAT for IPv6) and
+    /// tells it, as the I/O layer would; the relay stays IPv4.
+    pub fn add_ipv6(&mut self, i: usize, addr6: SocketAddr) {
+        self.nodes[i].addr6 = Some(addr6);
+        let now = self.now;
+        let own = self.nodes[i].addr;
+        self.nodes[i].node.set_local_candidates(now, &[own, addr6]);
+        self.drain_node(i);
+    }
+
+    /// The socket node `i` sends a transmit for `dst` from.
+    fn source(&self, i: usize, previous: bool, dst: SocketAddr) -> SocketAddr {
         let n = &self.nodes[i];
+        if let (Some(a6), true) = (n.addr6, dst.is_ipv6()) {
+            return a6;
+        }
         match n.prev_addr {
             Some((a, until)) if previous && self.now < until => a,
             _ => n.addr,
@@ -533,6 +553,7 @@ impl Sim {
     /// the grace).
     fn holds(&self, n: &SimNode, a: SocketAddr) -> bool {
         n.addr == a
+            || n.addr6 == Some(a)
             || n.prev_addr
                 .is_some_and(|(p, until)| p == a && self.now < until)
     }
@@ -589,6 +610,11 @@ impl Sim {
         } else {
             1
         };
+        let extra = if to.is_ipv6() {
+            self.ipv6_delay
+        } else {
+            Duration::ZERO
+        };
         for _ in 0..copies {
             let jitter = if self.impair.jitter.is_zero() {
                 Duration::ZERO
@@ -599,7 +625,7 @@ impl Sim {
             };
             self.seq += 1;
             self.heap.push(Reverse(InFlight {
-                at: self.now + self.impair.latency + jitter,
+                at: self.now + self.impair.latency + jitter + extra,
                 seq: self.seq,
                 from,
                 to,
@@ -615,7 +641,7 @@ impl Sim {
     fn drain_node(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].node.poll_transmit(&mut self.out) {
             let bytes = self.out[..t.len].to_vec();
-            let from = self.source(i, t.previous_socket);
+            let from = self.source(i, t.previous_socket, t.dst);
             self.send(from, t.dst, bytes);
         }
         while let Some(n) = self.nodes[i].node.poll_tun_packet(&mut self.buf) {
@@ -736,7 +762,7 @@ impl Sim {
                 self.split_sealed += 1;
             }
             let bytes = self.out[..t.len].to_vec();
-            let from = self.source(i, t.previous_socket);
+            let from = self.source(i, t.previous_socket, t.dst);
             self.send(from, t.dst, bytes);
         }
         self.drain_node(i);

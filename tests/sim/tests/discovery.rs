@@ -482,3 +482,42 @@ fn a_rotated_socket_that_cannot_reach_the_peer_falls_back_after_the_grace() {
     assert_eq!(peer_of(&sim, 0).path, "relayed");
     assert!(relayed(&sim).0 > before.0);
 }
+
+#[test]
+fn of_two_working_paths_the_faster_one_carries_the_data() {
+    // Both nodes are dual-stack; their IPv6 route is 20 ms longer each way. A punch
+    // challenges both candidates and both answer: the first answer (IPv4) wins on both
+    // sides and the later IPv6 answer does not take the data over, so each side validates
+    // one path, once.
+    for (seed, delay) in [
+        (64, Duration::from_millis(20)),
+        (65, Duration::from_millis(3)),
+    ] {
+        let mut sim = Sim::new(seed, 0, NodeConfig::default(), Impairment::default());
+        sim.ipv6_delay = delay;
+        for k in 0..2u16 {
+            let i = sim.add_node(NodeConfig::default());
+            let a6: SocketAddr = format!("[fd00:198:18::{}]:{}", k + 2, 40001 + k)
+                .parse()
+                .unwrap();
+            sim.add_ipv6(i, a6);
+        }
+        sim.run_for(Duration::from_secs(5));
+        time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+        sim.ping_both_ways(0, 1, 100, Duration::from_millis(20), Duration::ZERO);
+        for (i, other) in [(0, 1), (1, 0)] {
+            let p = peer_of(&sim, i);
+            let ipv4 = sim.nodes[other].addr.to_string();
+            assert_eq!(
+                p.endpoint.as_deref(),
+                Some(ipv4.as_str()),
+                "seed {seed}: node {i} took the slower path: {p:?}"
+            );
+            let c = sim.nodes[i].node.counters();
+            assert_eq!(c.direct_paths, 1, "seed {seed}: node {i} switched paths");
+            assert!(c.path_responses_late >= 1, "seed {seed}: node {i}");
+            let rtt = p.rtt_ms.unwrap();
+            assert!(rtt < 15.0, "seed {seed}: node {i}: rtt {rtt} ms");
+        }
+    }
+}

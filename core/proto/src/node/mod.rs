@@ -153,6 +153,10 @@ struct Challenge {
     token: [u8; 8],
     addr: SocketAddr,
     sent: Instant,
+    /// Part of the search for a path (a hole-punching round to every candidate, or a
+    /// peer-reflexive address challenged while there is no direct path): withdrawn when
+    /// any path validates, so the first candidate to answer wins.
+    punch: bool,
 }
 
 /// A hole-punching attempt in progress.
@@ -957,7 +961,11 @@ impl Node {
                 if peer.direct == Some(a) {
                     peer.direct_rx = now;
                     peer.consent_since = None;
-                } else if kind != Frame::PathResponse {
+                } else if kind != Frame::PathResponse
+                    && (kind != Frame::PathChallenge || peer.direct.is_none())
+                {
+                    // (A challenge from another address of a peer we already have a path
+                    // to is its punching, which reaches every address: not a move.)
                     check = Some(a);
                 }
             }
@@ -1288,12 +1296,18 @@ impl Node {
             _ => p.candidates.clone(),
         };
         for a in targets {
-            self.challenge(now, pk, a);
+            self.send_challenge(now, pk, a, true);
         }
     }
 
-    /// Sends a path challenge to `addr`, straight from our socket.
+    /// Sends a path challenge to `addr`, straight from our socket. Without a direct path it
+    /// is part of the search, as a punch's are.
     fn challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr) {
+        let search = self.peers.get(&pk).is_some_and(|p| p.direct.is_none());
+        self.send_challenge(now, pk, addr, search);
+    }
+
+    fn send_challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, punch: bool) {
         let mut token = [0u8; 8];
         self.rng.fill_bytes(&mut token);
         let Some(p) = self.peers.get_mut(&pk) else {
@@ -1306,6 +1320,7 @@ impl Node {
             token,
             addr,
             sent: now,
+            punch,
         });
         if self.send_peer_frame(
             now,
@@ -1319,7 +1334,12 @@ impl Node {
     }
 
     /// A response came back from `addr`: the path works both ways (the response must come
-    /// from the address challenged, as ICE requires). Data moves to it.
+    /// from the address challenged, as ICE requires). Data moves to it. A validation ends
+    /// the punch: its challenges to the other candidates are withdrawn, so the first to
+    /// answer (the shortest round trip) wins and a slower path (a NAT's hairpin, the long
+    /// way round through a cloud's public address) answering later does not take the data
+    /// over. Any other answer (a roamed peer's new address, a new port after a rotation)
+    /// moves the data to its address.
     fn on_path_response(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, token: [u8; 8]) {
         let direct = self.direct_with(&pk);
         let Some(p) = self.peers.get_mut(&pk) else {
@@ -1330,11 +1350,26 @@ impl Node {
             .iter()
             .position(|c| c.token == token && c.addr == addr)
         else {
-            self.counters.dropped_unauthenticated += 1;
+            self.counters.path_responses_late += 1;
             return;
         };
-        let sent = p.challenges[i].sent;
-        p.challenges.retain(|c| c.addr != addr);
+        let (sent, search) = (p.challenges[i].sent, p.challenges[i].punch);
+        // The first answer ends a search: its challenges to the other candidates are
+        // withdrawn, so that a slower path answering later does not take over.
+        p.challenges.retain(|c| c.addr != addr && !c.punch);
+        // Another address of a peer we have a direct path to answered (its datagrams came
+        // from there, or a new port of its showed up). The side with the lower key keeps
+        // its path while the peer still sends on it, and the other side follows the
+        // addresses the peer sends from: two working paths (dual stack, a LAN and a
+        // public address) do not swap back and forth, and a peer that moved is followed.
+        let keep = p.direct.is_some_and(|d| d != addr)
+            && !search
+            && self.identity.public() < &pk
+            && p.direct_rx > sent;
+        if keep {
+            self.counters.path_switches_declined += 1;
+            return;
+        }
         p.direct_rx = now;
         p.consent_since = None;
         // Every challenge since a socket rotation left from the new socket: a path still
