@@ -191,7 +191,8 @@ pub fn decoders(data: &[u8]) {
 /// The whole node state machine driven by a script (Firezone's approach): each op is
 /// `[op][arg][len][bytes…]`: send an inner packet from node 0 or 1 (to the other, or to
 /// the bytes' address), deliver raw bytes to a node or the relay, let time pass, move a node
-/// or rotate its socket, limit a path's MTU, drop the relay's state. Runs on its own small network, fresh per
+/// or rotate its socket, give it an IPv6 address too, limit a path's MTU, drop the relay's
+/// state. Runs on its own small network, fresh per
 /// input, so that a failing input reproduces.
 pub fn node_script(data: &[u8]) {
     let mut sim = Sim::new(7, 2, NodeConfig::default(), Impairment::default());
@@ -238,6 +239,11 @@ pub fn node_script(data: &[u8]) {
             _ => {
                 if arg % 4 == 0 {
                     sim.restart_relay();
+                } else if arg % 8 == 1 {
+                    let a6 = format!("[fd00:198:18::{arg:x}]:{}", 43_000 + u16::from(arg));
+                    if let Ok(a6) = a6.parse() {
+                        sim.add_ipv6(i, a6);
+                    }
                 } else {
                     let ip = sim.nodes[i].addr.ip();
                     sim.mtu_limits.push((ip, 1000 + usize::from(arg) * 2));
