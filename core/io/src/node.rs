@@ -1353,8 +1353,6 @@ async fn readable(tun: Option<&Tun>) -> io::Result<()> {
     }
 }
 
-/// Resolves with Ok(true) when the old socket has data, Ok(false) when its grace period is
-/// over; never while there is no old socket.
 /// The node's sockets: the current one and, during its grace, the one before a rotation.
 fn sockets<'a>(current: &'a Udp, old: &'a Option<(Udp, tokio::time::Instant)>) -> udp::Sockets<'a> {
     udp::Sockets {
@@ -1363,6 +1361,8 @@ fn sockets<'a>(current: &'a Udp, old: &'a Option<(Udp, tokio::time::Instant)>) -
     }
 }
 
+/// Resolves with Ok(true) when the old socket has data, Ok(false) when its grace period is
+/// over; never while there is no old socket.
 async fn old_readable(old: Option<&(Udp, tokio::time::Instant)>) -> io::Result<bool> {
     match old {
         Some((s, until)) => tokio::select! {

@@ -156,7 +156,7 @@ struct Challenge {
     /// Part of the search for a path (a hole-punching round to every candidate, or a
     /// peer-reflexive address challenged while there is no direct path): withdrawn when
     /// any path validates, so the first candidate to answer wins.
-    punch: bool,
+    search: bool,
 }
 
 /// A hole-punching attempt in progress.
@@ -1307,7 +1307,7 @@ impl Node {
         self.send_challenge(now, pk, addr, search);
     }
 
-    fn send_challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, punch: bool) {
+    fn send_challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, search: bool) {
         let mut token = [0u8; 8];
         self.rng.fill_bytes(&mut token);
         let Some(p) = self.peers.get_mut(&pk) else {
@@ -1320,7 +1320,7 @@ impl Node {
             token,
             addr,
             sent: now,
-            punch,
+            search,
         });
         if self.send_peer_frame(
             now,
@@ -1335,7 +1335,7 @@ impl Node {
 
     /// A response came back from `addr`: the path works both ways (the response must come
     /// from the address challenged, as ICE requires). Data moves to it. A validation ends
-    /// the punch: its challenges to the other candidates are withdrawn, so the first to
+    /// the search: its challenges to the other candidates are withdrawn, so the first to
     /// answer (the shortest round trip) wins and a slower path (a NAT's hairpin, the long
     /// way round through a cloud's public address) answering later does not take the data
     /// over. Any other answer (a roamed peer's new address, a new port after a rotation)
@@ -1353,10 +1353,10 @@ impl Node {
             self.counters.path_responses_late += 1;
             return;
         };
-        let (sent, search) = (p.challenges[i].sent, p.challenges[i].punch);
+        let (sent, search) = (p.challenges[i].sent, p.challenges[i].search);
         // The first answer ends a search: its challenges to the other candidates are
         // withdrawn, so that a slower path answering later does not take over.
-        p.challenges.retain(|c| c.addr != addr && !c.punch);
+        p.challenges.retain(|c| c.addr != addr && !c.search);
         // Another address of a peer we have a direct path to answered (its datagrams came
         // from there, or a new port of its showed up). The side with the lower key keeps
         // its path while the peer still sends on it, and the other side follows the
