@@ -110,7 +110,8 @@ pub struct PeerInfo {
     pub relay_reason: Option<String>,
     /// Underlay endpoint packets go to.
     pub endpoint: Option<String>,
-    /// Round-trip time of the last handshake, in milliseconds.
+    /// Round trip of the path the peer's data takes, in milliseconds (the last handshake,
+    /// then each answer of the direct endpoint).
     pub rtt_ms: Option<f64>,
     /// Path MTU.
     pub pmtu: Option<u32>,

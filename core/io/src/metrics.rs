@@ -223,7 +223,7 @@ pub fn render(s: &NodeStatusReport, peers: &[PeerReport]) -> String {
     o.family(
         "peer_rtt_seconds",
         "gauge",
-        "Round trip of the last handshake per peer.",
+        "Round trip per peer on the path its data takes (handshake, then direct path checks).",
     );
     for p in peers {
         if let Some(ms) = p.rtt_ms {

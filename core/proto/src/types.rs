@@ -243,7 +243,8 @@ pub struct PeerStatus {
     pub relay_reason: Option<String>,
     /// The underlay endpoint packets go to (the relay's, when relayed).
     pub endpoint: Option<String>,
-    /// Round-trip time measured by the last handshake.
+    /// Round trip of the path the peer's data takes: from the last handshake, then from
+    /// each answer of the direct endpoint (validation, consent checks, path surveys).
     pub rtt_ms: Option<f64>,
     /// Path MTU (largest inner packet carried without overlay fragmentation).
     pub pmtu: Option<u32>,
@@ -360,6 +361,12 @@ counters!(
         /// Another validated address of a peer not taken: this node (the lower key) keeps
         /// the direct path the peer still sends on.
         path_switches_declined,
+        /// Surveys of a peer's candidate paths: the round trip of each measured while data
+        /// flows on a direct path (by the node with the lower key, every 30 s).
+        path_surveys,
+        /// Direct paths left for a faster path of the same peer that two surveys in a row
+        /// found faster.
+        path_switches_faster,
         /// Hole-punching attempts started.
         punch_attempts,
         /// Hole-punching attempts that found no path.

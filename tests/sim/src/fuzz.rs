@@ -240,9 +240,10 @@ pub fn node_script(data: &[u8]) {
                 if arg % 4 == 0 {
                     sim.restart_relay();
                 } else if arg % 8 == 1 {
+                    // (arg is odd here: bit 3 picks the node.)
                     let a6 = format!("[fd00:198:18::{arg:x}]:{}", 43_000 + u16::from(arg));
                     if let Ok(a6) = a6.parse() {
-                        sim.add_ipv6(i, a6);
+                        sim.add_ipv6(usize::from((arg >> 3) & 1), a6);
                     }
                 } else {
                     let ip = sim.nodes[i].addr.ip();

@@ -188,6 +188,9 @@ pub struct Sim {
     pub blocked: Vec<(std::net::IpAddr, std::net::IpAddr)>,
     /// Extra one-way latency of datagrams between IPv6 addresses (a longer route).
     pub ipv6_delay: Duration,
+    /// Extra one-way latency between two underlay addresses (either direction; public
+    /// addresses for a node behind a NAT): a route that got longer. Changed at will.
+    pub route_delays: Vec<(std::net::IpAddr, std::net::IpAddr, Duration)>,
     /// Pairs of sockets (either direction; public addresses for a node behind a NAT)
     /// between which datagrams are dropped.
     pub blocked_sockets: Vec<(SocketAddr, SocketAddr)>,
@@ -384,6 +387,7 @@ impl Sim {
             blocked: Vec::new(),
             blocked_sockets: Vec::new(),
             ipv6_delay: Duration::ZERO,
+            route_delays: Vec::new(),
             mtu_limits: Vec::new(),
             dropped_too_big: 0,
             store: None,
@@ -610,11 +614,18 @@ impl Sim {
         } else {
             1
         };
-        let extra = if to.is_ipv6() {
-            self.ipv6_delay
-        } else {
-            Duration::ZERO
-        };
+        let route: Duration = self
+            .route_delays
+            .iter()
+            .filter(|&&(a, b, _)| (a, b) == (from.ip(), to.ip()) || (b, a) == (from.ip(), to.ip()))
+            .map(|x| x.2)
+            .sum();
+        let extra = route
+            + if to.is_ipv6() {
+                self.ipv6_delay
+            } else {
+                Duration::ZERO
+            };
         for _ in 0..copies {
             let jitter = if self.impair.jitter.is_zero() {
                 Duration::ZERO

@@ -521,3 +521,118 @@ fn of_two_working_paths_the_faster_one_carries_the_data() {
         }
     }
 }
+
+/// Two dual-stack nodes; returns the simulator with both on a direct path.
+fn dual_stack(seed: u64, impair: Impairment, ipv6_delay: Duration) -> Sim {
+    let mut sim = Sim::new(seed, 0, NodeConfig::default(), impair);
+    sim.ipv6_delay = ipv6_delay;
+    for k in 0..2u16 {
+        let i = sim.add_node(NodeConfig::default());
+        let a6: SocketAddr = format!("[fd00:198:18::{}]:{}", k + 2, 40001 + k)
+            .parse()
+            .unwrap();
+        sim.add_ipv6(i, a6);
+    }
+    sim.run_for(Duration::from_secs(5));
+    time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
+    // Each side took the first path to answer its punch; the higher key then follows the
+    // path the lower key sends on, if that is another one.
+    sim.ping_both_ways(0, 1, 50, Duration::from_millis(20), Duration::ZERO);
+    sim
+}
+
+#[test]
+fn a_path_that_slows_down_is_left_for_a_faster_one() {
+    // The nodes first meet on IPv4 (their IPv6 route is 20 ms longer each way). Then the
+    // IPv4 route gets 30 ms longer each way and IPv6 is as short as IPv4 was: the node with
+    // the lower key finds this in its surveys of the candidate paths (every 30 s while
+    // data flows), moves the data to IPv6 once a second survey agrees, and the other node
+    // follows. Nothing is lost on the way, and nothing moves again afterwards.
+    for (seed, slower) in [(70, 30), (71, 30), (75, 3), (76, 4), (77, 5)] {
+        let mut sim = dual_stack(seed, Impairment::default(), Duration::from_millis(20));
+        for (i, other) in [(0, 1), (1, 0)] {
+            let ipv4 = sim.nodes[other].addr.to_string();
+            assert_eq!(peer_of(&sim, i).endpoint, Some(ipv4), "seed {seed}");
+        }
+        let validated: Vec<u64> = (0..2)
+            .map(|i| sim.nodes[i].node.counters().direct_paths)
+            .collect();
+        let (v4a, v4b) = (sim.nodes[0].addr.ip(), sim.nodes[1].addr.ip());
+        sim.route_delays
+            .push((v4a, v4b, Duration::from_millis(slower)));
+        sim.ipv6_delay = Duration::ZERO;
+        // 40 s of pings each way, 20 a second: a survey is due within 30 s.
+        let got = sim.ping_both_ways(
+            0,
+            1,
+            20000,
+            Duration::from_millis(2),
+            Duration::from_secs(1),
+        );
+        assert_eq!(got, (20000, 20000), "seed {seed}: lost on the way");
+        let lower = usize::from(sim.nodes[1].node.public_key() < sim.nodes[0].node.public_key());
+        for (i, other) in [(0, 1), (1, 0)] {
+            let p = peer_of(&sim, i);
+            let ipv6 = sim.nodes[other].addr6.unwrap().to_string();
+            assert_eq!(
+                p.endpoint,
+                Some(ipv6),
+                "seed {seed}: node {i} still on IPv4"
+            );
+            let rtt = p.rtt_ms.unwrap();
+            assert!(rtt < 15.0, "seed {seed}: node {i}: rtt {rtt} ms");
+            let c = sim.nodes[i].node.counters();
+            let (surveys, faster) = (c.path_surveys, c.path_switches_faster);
+            // The move is the survey's on one side, and one validation (following) on the
+            // other: neither went back to the old path in between.
+            let followed = c.direct_paths - validated[i];
+            if i == lower {
+                assert!(surveys >= 2, "seed {seed}: node {i}: {surveys} surveys");
+                assert_eq!((faster, followed), (1, 0), "seed {seed}: node {i}");
+            } else {
+                assert_eq!(followed, 1, "seed {seed}: node {i}");
+                assert_eq!((surveys, faster), (0, 0), "seed {seed}: node {i} surveyed");
+            }
+        }
+        // And it stays there.
+        let before: Vec<u64> = (0..2)
+            .map(|i| sim.nodes[i].node.counters().direct_paths)
+            .collect();
+        sim.ping_both_ways(0, 1, 1200, Duration::from_millis(50), Duration::ZERO);
+        for (i, before) in before.into_iter().enumerate() {
+            let c = sim.nodes[i].node.counters();
+            assert_eq!(c.direct_paths, before, "seed {seed}: node {i} moved again");
+            assert_eq!(
+                c.path_switches_faster,
+                u64::from(i == lower),
+                "seed {seed}: node {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn paths_of_the_same_speed_are_not_swapped() {
+    // Dual-stack nodes whose IPv4 and IPv6 routes are equally long, 5 ms each way plus up
+    // to 4 ms of jitter per datagram: five minutes of traffic, ten surveys, no move.
+    let impair = Impairment {
+        jitter: Duration::from_millis(4),
+        ..Impairment::default()
+    };
+    for seed in [72, 73, 74] {
+        let mut sim = dual_stack(seed, impair, Duration::ZERO);
+        let before: Vec<u64> = (0..2)
+            .map(|i| sim.nodes[i].node.counters().direct_paths)
+            .collect();
+        sim.ping_both_ways(0, 1, 3000, Duration::from_millis(100), Duration::ZERO);
+        let surveys: u64 = (0..2)
+            .map(|i| sim.nodes[i].node.counters().path_surveys)
+            .sum();
+        assert!(surveys >= 9, "seed {seed}: {surveys} surveys");
+        for (i, before) in before.into_iter().enumerate() {
+            let c = sim.nodes[i].node.counters();
+            assert_eq!(c.path_switches_faster, 0, "seed {seed}: node {i}");
+            assert_eq!(c.direct_paths, before, "seed {seed}: node {i} moved");
+        }
+    }
+}

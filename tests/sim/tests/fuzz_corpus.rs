@@ -153,4 +153,10 @@ fn seed() {
         "seed-1".into(),
         &[6, 1, 0, 5, 50, 0, 0, 200, 0, 7, 3, 0, 0, 230, 0],
     );
+    // Both nodes dual-stack, then 80 s of traffic both ways: the path surveys run.
+    let mut survey = vec![7, 1, 0, 7, 9, 0];
+    for _ in 0..8 {
+        survey.extend_from_slice(&[0, 10, 0, 0, 11, 0, 5, 250, 0]);
+    }
+    write("node_script", "seed-2".into(), &survey);
 }

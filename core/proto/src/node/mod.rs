@@ -126,6 +126,23 @@ const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 const ANNOUNCE_TRIES: u32 = 5;
 /// Path checks run only while data flowed this recently.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+/// While data flows on a direct path, the node with the lower key measures the round trip
+/// of every candidate path of the peer (the current one included) this often…
+const SURVEY_INTERVAL: Duration = Duration::from_secs(30);
+/// …in this many rounds of challenges, `PUNCH_INTERVAL` apart, keeping each address's
+/// fastest answer…
+const SURVEY_ROUNDS: u32 = 3;
+/// …and waits this long after the last round for answers.
+const SURVEY_WAIT: Duration = Duration::from_millis(500);
+/// A survey that found a faster path is repeated this soon; the data moves only when the
+/// repetition finds the same path faster again (one slow answer does not move it).
+const SURVEY_CONFIRM: Duration = Duration::from_secs(2);
+/// A path is faster when its round trip is shorter by at least a fifth of the current
+/// one's and by at least this much.
+const SURVEY_MARGIN: Duration = Duration::from_millis(1);
+/// After moving to a faster path, the peer's datagrams still arriving on the path left
+/// (it follows within a round trip or two) do not get that path checked for this long.
+const SWITCH_SETTLE: Duration = Duration::from_secs(5);
 
 /// Why a peer's path is relayed, for `veil peers`.
 const REASON_SEARCHING: &str = "looking for a direct path (candidates exchanged, hole punching)";
@@ -153,10 +170,29 @@ struct Challenge {
     token: [u8; 8],
     addr: SocketAddr,
     sent: Instant,
+    kind: ChallengeKind,
+}
+
+/// What a path challenge is for, and so what its answer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChallengeKind {
     /// Part of the search for a path (a hole-punching round to every candidate, or a
     /// peer-reflexive address challenged while there is no direct path): withdrawn when
     /// any path validates, so the first candidate to answer wins.
-    search: bool,
+    Search,
+    /// A check of one address: consent on the direct path, or another address the peer
+    /// sends from (it may have moved).
+    Check,
+    /// A survey's measurement: the answer's round trip is noted, nothing moves.
+    Survey,
+}
+
+/// A survey of a peer's candidate paths in progress (see `SURVEY_INTERVAL`).
+struct Survey {
+    next: Instant,
+    round: u32,
+    /// The fastest answer of each address so far.
+    fastest: Vec<(SocketAddr, Duration)>,
 }
 
 /// A hole-punching attempt in progress.
@@ -381,6 +417,13 @@ struct Peer {
     /// The largest end-to-end datagram received from the peer since its last PMTU
     /// companion probe (reported in the companion's acknowledgement).
     rx_max: u16,
+    /// The survey of the candidate paths in progress, and when the next one is due.
+    survey: Option<Survey>,
+    next_survey: Instant,
+    /// The address the last survey found faster: the next one (due soon) decides.
+    survey_found: Option<SocketAddr>,
+    /// The address left for a faster path, and until when its datagrams are not checked.
+    left: Option<(SocketAddr, Instant)>,
 }
 
 enum LookupPurpose {
@@ -975,7 +1018,10 @@ impl Node {
                 .challenges
                 .iter()
                 .any(|c| c.addr == a && now.saturating_duration_since(c.sent) < PUNCH_INTERVAL);
-            if !recent && self.direct_with(&pk) {
+            // The path we left for a faster one: the peer follows within a round trip or
+            // two, and its datagrams on the old path until then are no move of its.
+            let left = peer.left.is_some_and(|(l, until)| l == a && now < until);
+            if !recent && !left && self.direct_with(&pk) {
                 self.challenge(now, pk, a);
             }
         }
@@ -1296,18 +1342,27 @@ impl Node {
             _ => p.candidates.clone(),
         };
         for a in targets {
-            self.send_challenge(now, pk, a, true);
+            self.send_challenge(now, pk, a, ChallengeKind::Search);
         }
     }
 
     /// Sends a path challenge to `addr`, straight from our socket. Without a direct path it
     /// is part of the search, as a punch's are.
     fn challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr) {
-        let search = self.peers.get(&pk).is_some_and(|p| p.direct.is_none());
-        self.send_challenge(now, pk, addr, search);
+        let kind = match self.peers.get(&pk).is_some_and(|p| p.direct.is_none()) {
+            true => ChallengeKind::Search,
+            false => ChallengeKind::Check,
+        };
+        self.send_challenge(now, pk, addr, kind);
     }
 
-    fn send_challenge(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, search: bool) {
+    fn send_challenge(
+        &mut self,
+        now: Instant,
+        pk: [u8; 32],
+        addr: SocketAddr,
+        kind: ChallengeKind,
+    ) {
         let mut token = [0u8; 8];
         self.rng.fill_bytes(&mut token);
         let Some(p) = self.peers.get_mut(&pk) else {
@@ -1320,7 +1375,7 @@ impl Node {
             token,
             addr,
             sent: now,
-            search,
+            kind,
         });
         if self.send_peer_frame(
             now,
@@ -1353,17 +1408,37 @@ impl Node {
             self.counters.path_responses_late += 1;
             return;
         };
-        let (sent, search) = (p.challenges[i].sent, p.challenges[i].search);
+        let (sent, kind) = (p.challenges[i].sent, p.challenges[i].kind);
+        let rtt = now.saturating_duration_since(sent);
+        if p.direct == Some(addr) {
+            // Any answer from the direct endpoint (consent, a survey) measures its path.
+            p.rtt = Some(rtt);
+            p.direct_rx = now;
+            p.consent_since = None;
+        }
+        if kind == ChallengeKind::Survey {
+            // A measurement: noted for the survey's decision, nothing moves now.
+            p.challenges.remove(i);
+            if let Some(s) = p.survey.as_mut() {
+                match s.fastest.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, d)) => *d = (*d).min(rtt),
+                    None => s.fastest.push((addr, rtt)),
+                }
+            }
+            return;
+        }
         // The first answer ends a search: its challenges to the other candidates are
         // withdrawn, so that a slower path answering later does not take over.
-        p.challenges.retain(|c| c.addr != addr && !c.search);
+        p.challenges.retain(|c| {
+            c.kind == ChallengeKind::Survey || (c.addr != addr && c.kind != ChallengeKind::Search)
+        });
         // Another address of a peer we have a direct path to answered (its datagrams came
         // from there, or a new port of its showed up). The side with the lower key keeps
         // its path while the peer still sends on it, and the other side follows the
         // addresses the peer sends from: two working paths (dual stack, a LAN and a
         // public address) do not swap back and forth, and a peer that moved is followed.
         let keep = p.direct.is_some_and(|d| d != addr)
-            && !search
+            && kind != ChallengeKind::Search
             && self.identity.public() < &pk
             && p.direct_rx > sent;
         if keep {
@@ -1388,7 +1463,12 @@ impl Node {
             return;
         }
         let old = p.direct.replace(addr);
-        p.rtt = Some(now.saturating_duration_since(sent));
+        // Datagrams the peer sent on the old path before it moved are still on their way.
+        p.left = old.map(|o| (o, now + SWITCH_SETTLE));
+        p.rtt = Some(rtt);
+        p.survey = None;
+        p.survey_found = None;
+        p.next_survey = now + SURVEY_INTERVAL;
         p.punch = None;
         p.punch_retry = None;
         p.punch_backoff = PUNCH_RETRY_MIN;
@@ -1401,6 +1481,114 @@ impl Node {
         // Only the port changed (the peer moved to a fresh socket, or its NAT mapped it
         // anew): the same hosts, so the same path and its MTU.
         if old.map(|o| o.ip()) != Some(addr.ip()) {
+            self.reset_pmtu(now, pk);
+        }
+    }
+
+    /// Whether this node measures the peer's candidate paths (`SURVEY_INTERVAL`): the peer
+    /// is on a direct path with nothing else running on it, it announced another candidate,
+    /// and this node has the lower key (the peer follows the path it sends on, so one side
+    /// choosing is enough, and two sides never choose differently).
+    fn survey_wanted(&self, p: &Peer) -> bool {
+        p.direct.is_some()
+            && p.punch.is_none()
+            && self.prev_socket.is_none()
+            && self.identity.public() < &p.public
+            && self.direct_with(&p.public)
+            && p.candidates.iter().any(|c| Some(*c) != p.direct)
+    }
+
+    /// A round of a survey: a challenge to the direct endpoint and to every candidate of
+    /// the peer; after the last round and `SURVEY_WAIT`, [`Node::survey_end`] decides.
+    fn survey_tick(&mut self, now: Instant, pk: [u8; 32]) {
+        let wanted = self.peers.get(&pk).is_some_and(|p| self.survey_wanted(p));
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        if !wanted {
+            p.survey = None;
+            p.next_survey = now + SURVEY_INTERVAL;
+            return;
+        }
+        if p.survey.is_none() {
+            self.counters.path_surveys += 1;
+        }
+        let s = p.survey.get_or_insert_with(|| Survey {
+            next: now,
+            round: 0,
+            fastest: Vec::new(),
+        });
+        if s.round >= SURVEY_ROUNDS {
+            self.survey_end(now, pk);
+            return;
+        }
+        s.round += 1;
+        s.next = now
+            + match s.round < SURVEY_ROUNDS {
+                true => PUNCH_INTERVAL,
+                false => SURVEY_WAIT,
+            };
+        let mut targets: Vec<SocketAddr> = p.direct.into_iter().collect();
+        for c in &p.candidates {
+            if !targets.contains(c) {
+                targets.push(*c);
+            }
+        }
+        for a in targets {
+            self.send_challenge(now, pk, a, ChallengeKind::Survey);
+        }
+    }
+
+    /// The end of a survey. A candidate whose fastest answer beat the direct endpoint's by
+    /// a fifth of its round trip (and at least `SURVEY_MARGIN`) is surveyed again in
+    /// `SURVEY_CONFIRM`; when that survey finds the same candidate faster again, the data
+    /// moves to it (`path_switches_faster`) and the peer follows. A direct endpoint that
+    /// did not answer is consent freshness's to judge, not the survey's.
+    fn survey_end(&mut self, now: Instant, pk: [u8; 32]) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        let Some(s) = p.survey.take() else {
+            return;
+        };
+        p.challenges.retain(|c| c.kind != ChallengeKind::Survey);
+        p.next_survey = now + SURVEY_INTERVAL;
+        let found = p.survey_found.take();
+        let Some(d) = p.direct else {
+            return;
+        };
+        let Some(current) = s.fastest.iter().find(|(a, _)| *a == d).map(|x| x.1) else {
+            return;
+        };
+        let Some((best, rtt)) = s
+            .fastest
+            .iter()
+            .filter(|(a, _)| *a != d)
+            .min_by_key(|(_, r)| *r)
+            .copied()
+        else {
+            return;
+        };
+        if rtt + (current / 5).max(SURVEY_MARGIN) > current {
+            return;
+        }
+        if found != Some(best) {
+            p.survey_found = Some(best);
+            p.next_survey = now + SURVEY_CONFIRM;
+            return;
+        }
+        p.left = Some((d, now + SWITCH_SETTLE));
+        p.direct = Some(best);
+        p.direct_rx = now;
+        p.consent_since = None;
+        p.last_consent = None;
+        p.rtt = Some(rtt);
+        self.counters.path_switches_faster += 1;
+        self.events.push_back(NodeEvent::PeerPath {
+            id: p.id.clone(),
+            direct: Some(best),
+        });
+        if d.ip() != best.ip() {
             self.reset_pmtu(now, pk);
         }
     }
@@ -1427,6 +1615,8 @@ impl Node {
         p.consent_since = None;
         p.last_consent = None;
         p.relay_reason = reason;
+        p.survey = None;
+        p.survey_found = None;
         if let (Some(d), Some(prev)) = (p.direct, self.prev_socket.as_mut()) {
             prev.paths.remove(&d);
         }
@@ -2134,6 +2324,10 @@ impl Node {
                 pmtu: mtu::initial_pmtud(now),
                 last_ptb: None,
                 rx_max: 0,
+                survey: None,
+                next_survey: now,
+                survey_found: None,
+                left: None,
             });
             self.route6.insert(ipv6, pk);
             self.reset_pmtu(now, pk);
@@ -2452,6 +2646,9 @@ impl Node {
         peer.challenges.clear();
         peer.punch = None;
         peer.punch_retry = None;
+        peer.survey = None;
+        peer.survey_found = None;
+        peer.left = None;
         peer.ours_acked = false;
         peer.announced_at = None;
         peer.announce_tries = 0;
@@ -3163,6 +3360,13 @@ impl Node {
         if let Some(t) = p.pmtu.deadline().filter(|t| *t < active_until) {
             consider(t, PathWork::Pmtu);
         }
+        match &p.survey {
+            Some(s) => consider(s.next, PathWork::Survey),
+            None if p.next_survey < active_until && self.survey_wanted(p) => {
+                consider(p.next_survey, PathWork::Survey)
+            }
+            None => {}
+        }
         best
     }
 
@@ -3183,6 +3387,7 @@ impl Node {
                 PathWork::Announce => self.announce(now, pk),
                 PathWork::ConsentTimeout => self.direct_lost(now, pk),
                 PathWork::Pmtu => self.pmtu_tick(now, pk),
+                PathWork::Survey => self.survey_tick(now, pk),
                 PathWork::Consent => {
                     let Some(p) = self.peers.get_mut(&pk) else {
                         continue;
@@ -3584,6 +3789,7 @@ enum PathWork {
     Retry,
     Consent,
     ConsentTimeout,
+    Survey,
 }
 
 /// A registration record: who holds which addresses. Sealed under the network's record
