@@ -421,9 +421,12 @@ impl NodeRunner {
                 (*a, *pk, tcp)
             })
             .collect();
-        let bind = socket::wildcard_for(&relay_addrs, opts.port);
+        let (std_socket, bind) = socket::bind_first(
+            factory.as_ref(),
+            &socket::wildcards_for(&relay_addrs, opts.port),
+        )
+        .map_err(|(addr, source)| NodeError::Socket { addr, source })?;
         let sock_err = |source| NodeError::Socket { addr: bind, source };
-        let std_socket = factory.bind_udp(bind).map_err(sock_err)?;
         let socket = Udp::new(std_socket, opts.offload.udp()).map_err(sock_err)?;
         let local = socket.local_addr();
 

@@ -158,14 +158,44 @@ fn set_dont_fragment(_socket: &Socket, _v6: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The wildcard address to bind so that every one of `peers` is reachable: IPv4 unless one of
-/// them is IPv6, in which case a dual-stack IPv6 socket.
-pub fn wildcard_for(peers: &[SocketAddr], port: u16) -> SocketAddr {
-    if peers.iter().any(SocketAddr::is_ipv6) {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
-    } else {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+/// The wildcard addresses to try binding, best first: a dual-stack IPv6 socket, which
+/// reaches the relays (IPv4 ones through mapped addresses) and gives the node direct paths
+/// over both families (where both nodes have IPv6, no NAT stands between them); then, unless
+/// one of `peers` is IPv6, IPv4 alone, for a host without IPv6 (disabled in its kernel).
+pub fn wildcards_for(peers: &[SocketAddr], port: u16) -> Vec<SocketAddr> {
+    let mut v = vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))];
+    if !peers.iter().any(SocketAddr::is_ipv6) {
+        v.push(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     }
+    v
+}
+
+/// Binds the first of `addrs` that can be bound; the error is the first address's.
+pub fn bind_first(
+    factory: &dyn SocketFactory,
+    addrs: &[SocketAddr],
+) -> Result<(UdpSocket, SocketAddr), (SocketAddr, io::Error)> {
+    let mut first: Option<(SocketAddr, io::Error)> = None;
+    for &a in addrs {
+        match factory.bind_udp(a) {
+            Ok(s) => {
+                if let Some((failed, e)) = &first {
+                    tracing::info!(%failed, error = %e, bound = %a, "no dual-stack socket: IPv4 only");
+                }
+                return Ok((s, a));
+            }
+            Err(e) => {
+                first.get_or_insert((a, e));
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| {
+        let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        (
+            any,
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"),
+        )
+    }))
 }
 
 /// The address a packet came from, as the engine knows it: a dual-stack socket reports IPv4
@@ -277,10 +307,18 @@ mod tests {
 
     #[test]
     fn binds_ephemeral_ports() -> io::Result<()> {
-        let s = DefaultSocketFactory.bind_udp(wildcard_for(&[], 0))?;
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let (s, bound) =
+            bind_first(&DefaultSocketFactory, &wildcards_for(&[v4], 0)).map_err(|(_, e)| e)?;
         assert_ne!(s.local_addr()?.port(), 0);
+        // Dual stack wherever the host has IPv6: IPv4 relays are reached through it too.
+        assert!(bound.is_ipv6() || std::fs::metadata("/proc/net/if_inet6").is_err());
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 1));
-        assert!(wildcard_for(&[v6], 0).is_ipv6());
+        assert_eq!(
+            wildcards_for(&[v4, v6], 0).len(),
+            1,
+            "an IPv6 relay needs IPv6"
+        );
         Ok(())
     }
 }
