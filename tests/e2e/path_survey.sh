@@ -62,8 +62,8 @@ counter() { netns_exec "$1" "$VEIL_BIN" status --json --state-dir "$SD/$1" | jq 
 both_direct() { [ "$(endpoint a)" != - ] && [ "$(endpoint b)" != - ]; }
 netns_wait_for "both direct" 15 both_direct || netns_fail "not direct: a $(peer a), b $(peer b)"
 # Each side takes the first path to answer its punch; the higher key then follows the
-# lower key's, if that is the other one. Give it a moment to settle.
-sleep 2
+# lower key's, if that is the other one, once data flows.
+netns_exec a ping -c 10 -i 0.2 -W 1 "$B4" >/dev/null || netns_fail "pings a -> b lost"
 EA=$(endpoint a)
 EB=$(endpoint b)
 case "$EA" in

@@ -640,9 +640,19 @@ impl NodeRunner {
         tracing::info!(port = local.port(), "moved to a fresh UDP socket");
         self.local = local;
         self.counters.socket_rotations += 1;
-        if let Some(cands) = self.local_candidates() {
-            self.node.socket_rotated(Instant::now(), &cands);
-        }
+        let cands = match self.local_candidates() {
+            Some(c) => c,
+            // The interfaces could not be listed just now. The engine must still learn of
+            // the rotation (else its direct paths would take the new port unannounced and
+            // the peers would have to find it): the addresses it had, on the new port.
+            None => self
+                .node
+                .local_candidates()
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), local.port()))
+                .collect(),
+        };
+        self.node.socket_rotated(Instant::now(), &cands);
         if let Err(e) = self.drain() {
             tracing::debug!(error = %e, "drain after rotation");
         }

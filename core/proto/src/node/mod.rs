@@ -1629,6 +1629,12 @@ impl Node {
         }
     }
 
+    /// The local candidates last handed in ([`Node::set_local_candidates`],
+    /// [`Node::socket_rotated`]).
+    pub fn local_candidates(&self) -> &[SocketAddr] {
+        &self.local_candidates
+    }
+
     /// The I/O layer's view of our socket's addresses (interface addresses with the bound
     /// port). Call it at start and whenever the addresses or the socket change: peers learn
     /// the new candidates, the relay sees us from the new address, and direct paths are
