@@ -176,6 +176,23 @@ pub fn ipv4_candidate(public: &[u8; 32], pool: Ipv4Addr, pool_len: u8, n: u32) -
         .map_or(Ipv4Addr::from(base), |host| Ipv4Addr::from(base | host))
 }
 
+/// The relay of the token a private two-hop node takes as its guard: never the first (its
+/// home relay); with more than two relays, one picked by a hash of the node's secret key.
+/// So the choice is the same at every start (a node that picked anew each time would sooner
+/// or later pick a relay that watches), nodes spread over the relays instead of all taking
+/// the second, and nobody who sees which guard a node uses learns anything about its public
+/// key.
+pub fn guard_index(secret: &[u8; 32], relays: usize) -> usize {
+    if relays <= 2 {
+        return 1 % relays.max(1);
+    }
+    let h = crate::crypto::sha256(&[b"veil guard", secret]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h[..8]);
+    let others = relays as u64 - 1;
+    1 + usize::try_from(u64::from_le_bytes(first) % others).unwrap_or(0)
+}
+
 /// A random header-protection key for a new endpoint, drawn from the caller's RNG.
 pub fn header_key_from(bytes: [u8; 32]) -> HeaderKey {
     HeaderKey::new(bytes)
@@ -184,6 +201,21 @@ pub fn header_key_from(bytes: [u8; 32]) -> HeaderKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guards_are_stable_spread_and_never_the_home() {
+        assert_eq!(guard_index(&[7; 32], 1), 0);
+        assert_eq!(guard_index(&[7; 32], 2), 1);
+        let mut seen = [0u32; 5];
+        for k in 0..=255u8 {
+            let i = guard_index(&[k; 32], 5);
+            assert_eq!(i, guard_index(&[k; 32], 5), "the same key, the same guard");
+            seen[i] += 1;
+        }
+        assert_eq!(seen[0], 0, "the home relay is never the guard");
+        // 256 keys over four relays: each gets a share (64 expected).
+        assert!(seen[1..].iter().all(|&n| n >= 32), "{seen:?}");
+    }
 
     #[test]
     fn candidates_terminate_for_every_pool_size() {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use veil_proto::{NodeConfig, Privacy};
+use veil_proto::{keys::guard_index, Identity, NodeConfig, Privacy};
 use veil_sim::{udp4, Sim};
 
 fn ping_both_ways(sim: &mut Sim, a: usize, b: usize, count: usize) -> (usize, usize) {
@@ -151,6 +151,56 @@ fn two_hops_split_what_each_relay_knows() {
     let pa = &sim.nodes[a].node.peers(sim.now)[0];
     assert_eq!(pa.path, "private");
     assert_eq!(pa.endpoint.as_deref(), Some(guard.to_string().as_str()));
+}
+
+#[test]
+fn with_more_relays_each_node_keeps_the_guard_its_key_picks() {
+    // Four relays: relay 0 is every node's home, and each two-hop node's guard is one of the
+    // other three, picked by its secret key: the same when the node starts again, and not
+    // the same relay for every node.
+    let two = NodeConfig {
+        private: Privacy::TwoHop,
+        ..NodeConfig::default()
+    };
+    let mut sim = Sim::with_relays(69, 4, 0, NodeConfig::default());
+    let relays: Vec<SocketAddr> = std::iter::once(sim.relay_addr)
+        .chain(sim.more_relays.iter().map(|r| r.0))
+        .collect();
+    let secrets: Vec<[u8; 32]> = (1..=8u8).map(|k| [k; 32]).collect();
+    let first: Vec<usize> = secrets
+        .iter()
+        .map(|s| sim.add_node_with_identity(two.clone(), Identity::from_secret(*s)))
+        .collect();
+    let b = sim.add_node(NodeConfig::default());
+    sim.run_for(Duration::from_secs(10));
+    let guard_of = |sim: &Sim, i: usize| {
+        let st = sim.nodes[i].node.status(sim.now);
+        let (addr, up) = st.guard.expect("a two-hop node has a guard");
+        assert!(up, "node {i}: the guard's circuit is not up");
+        addr
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for (k, &i) in first.iter().enumerate() {
+        let want = relays[guard_index(&secrets[k], relays.len())];
+        let got = guard_of(&sim, i);
+        assert_eq!(got, want.to_string(), "node {i}");
+        assert_ne!(want, sim.relay_addr, "node {i}: the home relay as guard");
+        used.insert(got);
+        assert_eq!(ping_both_ways(&mut sim, i, b, 5), (5, 5), "node {i}");
+    }
+    assert!(used.len() >= 2, "every node took the same guard: {used:?}");
+    // The same keys, started again: the same guards.
+    for (k, &i) in first.iter().enumerate() {
+        let before = guard_of(&sim, i);
+        sim.remove_node(i);
+        let again = sim.add_node_with_identity(two.clone(), Identity::from_secret(secrets[k]));
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(
+            guard_of(&sim, again),
+            before,
+            "key {k} moved to another guard"
+        );
+    }
 }
 
 #[test]

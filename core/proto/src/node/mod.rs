@@ -11,7 +11,7 @@ use crate::cert::{CertError, Certificate, Policy};
 use crate::crypto::{Cipher, HeaderKey, HeaderKeySchedule, HsSeal, TAG_LEN};
 use crate::frag::Reassembler;
 use crate::handshake::{self, InitPayload, RespPayload, MAX_HANDSHAKE_AGE};
-use crate::keys::{ipv4_candidate, node_id, Identity, NetworkKeys};
+use crate::keys::{guard_index, ipv4_candidate, node_id, Identity, NetworkKeys};
 use crate::noise::{Initiator, Responder};
 use crate::pmtu::Pmtud;
 use crate::session::{OpenError, OpenJob, Opened, SealJob, Session};
@@ -552,12 +552,14 @@ impl Node {
             _ => ipv4_candidate(identity.public(), pool, pool_len, 0),
         };
         let relay = RelayLink::new(raddr, rpub, &mut rng, now);
-        // Private two-hop: the next relay of the token is the guard, and the home relay
-        // gets a key made for it.
+        // Private two-hop: a relay of the token other than the first is the guard (the
+        // second with two; with more, one chosen by the node's secret key), and the home
+        // relay gets a key made for it.
         // (With one relay, the guard is the home relay itself, which refuses to extend to
         // itself: the node never connects rather than run on one hop.)
         let (guard, home_identity) = if cfg.private == Privacy::TwoHop {
-            let (gaddr, gpub) = cfg.relays[1 % cfg.relays.len()];
+            let g = guard_index(&identity.secret_bytes(), cfg.relays.len());
+            let (gaddr, gpub) = cfg.relays[g];
             let link = RelayLink::new(gaddr, gpub, &mut rng, now);
             let mut k = [0u8; 32];
             rng.fill_bytes(&mut k);
