@@ -493,18 +493,8 @@ fn of_two_working_paths_the_faster_one_carries_the_data() {
         (64, Duration::from_millis(20)),
         (65, Duration::from_millis(3)),
     ] {
-        let mut sim = Sim::new(seed, 0, NodeConfig::default(), Impairment::default());
-        sim.ipv6_delay = delay;
-        for k in 0..2u16 {
-            let i = sim.add_node(NodeConfig::default());
-            let a6: SocketAddr = format!("[fd00:198:18::{}]:{}", k + 2, 40001 + k)
-                .parse()
-                .unwrap();
-            sim.add_ipv6(i, a6);
-        }
-        sim.run_for(Duration::from_secs(5));
-        time_to_direct(&mut sim, Duration::from_secs(5)).expect("no direct path");
-        sim.ping_both_ways(0, 1, 100, Duration::from_millis(20), Duration::ZERO);
+        let mut sim = dual_stack(seed, Impairment::default(), delay);
+        sim.ping_both_ways(0, 1, 50, Duration::from_millis(20), Duration::ZERO);
         for (i, other) in [(0, 1), (1, 0)] {
             let p = peer_of(&sim, i);
             let ipv4 = sim.nodes[other].addr.to_string();
