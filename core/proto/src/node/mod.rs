@@ -1464,9 +1464,22 @@ impl Node {
         if p.direct == Some(addr) || !direct {
             return;
         }
+        self.counters.direct_paths += 1;
+        self.move_direct(now, pk, addr, rtt);
+    }
+
+    /// Data to `pk` goes to the validated direct endpoint `addr` (round trip `rtt`) from
+    /// now on: a validation, a move the peer made, or a faster path a survey found.
+    fn move_direct(&mut self, now: Instant, pk: [u8; 32], addr: SocketAddr, rtt: Duration) {
+        let Some(p) = self.peers.get_mut(&pk) else {
+            return;
+        };
         let old = p.direct.replace(addr);
         // Datagrams the peer sent on the old path before it moved are still on their way.
         p.left = old.map(|o| (o, now + SWITCH_SETTLE));
+        p.direct_rx = now;
+        p.consent_since = None;
+        p.last_consent = None;
         p.rtt = Some(rtt);
         p.survey = None;
         p.survey_found = None;
@@ -1475,7 +1488,6 @@ impl Node {
         p.punch_retry = None;
         p.punch_backoff = PUNCH_RETRY_MIN;
         p.relay_reason = "";
-        self.counters.direct_paths += 1;
         self.events.push_back(NodeEvent::PeerPath {
             id: p.id.clone(),
             direct: Some(addr),
@@ -1579,20 +1591,8 @@ impl Node {
             p.next_survey = now + SURVEY_CONFIRM;
             return;
         }
-        p.left = Some((d, now + SWITCH_SETTLE));
-        p.direct = Some(best);
-        p.direct_rx = now;
-        p.consent_since = None;
-        p.last_consent = None;
-        p.rtt = Some(rtt);
         self.counters.path_switches_faster += 1;
-        self.events.push_back(NodeEvent::PeerPath {
-            id: p.id.clone(),
-            direct: Some(best),
-        });
-        if d.ip() != best.ip() {
-            self.reset_pmtu(now, pk);
-        }
+        self.move_direct(now, pk, best, rtt);
     }
 
     /// The direct path went silent: back to the relay, and look for a path again.
